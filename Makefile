@@ -1,0 +1,46 @@
+# One venv, created on first use; every target below installs into it first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# No usage analytics from Prefect or MLflow, ever.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_TELEMETRY := false
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo smoke test test-unit benchmark clean help
+
+help:
+	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~15 min on 2 cores)"
+	@echo "make test       venv + install + the whole test suite (unit + integration against real servers)"
+	@echo "make smoke      the whole distill flow on tiny random BERTs (< 3 min)"
+	@echo "make benchmark  the low-resource KD benchmark on SST-2, 3 seeds (writes benchmarks/results/)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: its CPU wheel; a looser spec pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/landing run configs/sst2/distill.yaml
+
+smoke: install
+	HF_HUB_OFFLINE=1 $(BIN)/landing run configs/smoke/distill.yaml
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest
+
+test-unit: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not integration"
+
+benchmark: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/kd_sst2.py
+
+clean:
+	rm -rf .landing runs .pytest_cache

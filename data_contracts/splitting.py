@@ -1,0 +1,142 @@
+"""Leakage-free data splits: dedup first, then seeded stratified splits, then prove disjointness."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import pandas as pd
+
+Key = str | Sequence[str]
+
+
+def _key_columns(frame: pd.DataFrame, key: Key | None) -> list[str]:
+    if key is None:
+        return ["text", "text_pair"] if "text_pair" in frame.columns else ["text"]
+    cols = [key] if isinstance(key, str) else list(key)
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"key column(s) {missing} not in frame columns {list(frame.columns)}")
+    return cols
+
+
+def _keys(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """One hashable key per row (a tuple when several columns)."""
+    if len(cols) == 1:
+        return frame[cols[0]]
+    return pd.Series(list(frame[cols].itertuples(index=False, name=None)), index=frame.index)
+
+
+class DedupResult(tuple[pd.DataFrame, int]):
+    """(frame, removed) that also carries .conflicts: keys seen with more than one label."""
+
+    conflicts: int
+
+    def __new__(cls, frame: pd.DataFrame, removed: int, conflicts: int) -> DedupResult:
+        obj = super().__new__(cls, (frame, removed))
+        obj.conflicts = conflicts
+        return obj
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self[0]
+
+    @property
+    def removed(self) -> int:
+        return self[1]
+
+
+def deduplicate(frame: pd.DataFrame, key_columns: Key | None = None, label_column: str = "label") -> DedupResult:
+    """Keep the first row per text key, so a text can never land in two splits.
+
+    Unpacks as ``(frame, removed)``; ``.conflicts`` counts keys that occurred with different labels
+    (the first occurrence's label is kept).
+    """
+    cols = _key_columns(frame, key_columns)
+    keys = _keys(frame, cols)
+    dup = keys.duplicated(keep="first")
+    conflicts = 0
+    if label_column in frame.columns and dup.any():
+        conflicts = int((frame.groupby(keys.to_numpy(), sort=False, dropna=False)[label_column].nunique(dropna=False) > 1).sum())
+    out = frame.loc[~dup].reset_index(drop=True)
+    return DedupResult(out, int(dup.sum()), conflicts)
+
+
+def _target_counts(sizes: dict[str, int | float], n: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    used, frac = 0, 0.0
+    for name, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, (int, float)):
+            raise ValueError(f"split {name!r}: size must be an int count or a float fraction, found {size!r}")
+        if isinstance(size, float):
+            if not 0.0 < size <= 1.0:
+                raise ValueError(f"split {name!r}: fraction must be in (0, 1], found {size}")
+            if frac + size > 1.0 + 1e-9:
+                raise ValueError(f"split {name!r}: fractions sum to {frac + size:g} > 1")
+            # cumulative rounding: fractions summing to <= 1 never over-allocate
+            count = int(round((frac + size) * n)) - int(round(frac * n))
+            frac += size
+        else:
+            if size < 1:
+                raise ValueError(f"split {name!r}: count must be >= 1, found {size}")
+            count = size
+        if used + count > n:
+            raise ValueError(f"split {name!r} needs {count} rows but only {n - used} of {n} remain after earlier splits")
+        counts[name] = count
+        used += count
+    return counts
+
+
+def stratified_split(
+    frame: pd.DataFrame, sizes: dict[str, int | float], seed: int, label_column: str = "label"
+) -> dict[str, pd.DataFrame]:
+    """Seeded split keeping label proportions (each label within ±1 row of exact) in every split.
+
+    Sizes are counts (int) or fractions of all rows (float); rows not requested are left out.
+    Each label's rows are shuffled and spread evenly over [0, 1); the merged order is cut into
+    consecutive chunks, so every chunk is stratified. Unlabelled frames get a plain seeded shuffle.
+    """
+    cols = _key_columns(frame, None)
+    dup = _keys(frame, cols).duplicated()
+    if dup.any():
+        example = frame.loc[dup, cols[0]].iloc[0]
+        raise ValueError(f"frame has {int(dup.sum())} repeated {cols} key(s) (e.g. {example!r}); run deduplicate() first")
+    counts = _target_counts(sizes, len(frame))
+    rng = np.random.default_rng(seed)
+    n = len(frame)
+    if label_column in frame.columns:
+        codes, _ = pd.factorize(frame[label_column], use_na_sentinel=False)
+        position = np.empty(n, dtype=float)
+        for code in np.unique(codes):
+            idx = np.flatnonzero(codes == code)
+            position[rng.permutation(idx)] = (np.arange(len(idx)) + rng.random()) / len(idx)
+        order = np.lexsort((rng.random(n), position))
+    else:
+        order = rng.permutation(n)
+    out: dict[str, pd.DataFrame] = {}
+    start = 0
+    for name, count in counts.items():
+        chunk = rng.permutation(order[start : start + count])
+        out[name] = frame.iloc[chunk].reset_index(drop=True)
+        start += count
+    return out
+
+
+def remove_overlap(frame: pd.DataFrame, reference: pd.DataFrame, key: Key = "text") -> tuple[pd.DataFrame, int]:
+    """Drop rows of frame whose key occurs in reference (keeps a held-out set free of training texts)."""
+    cols = _key_columns(frame, key)
+    ref: set[Hashable] = set(_keys(reference, _key_columns(reference, key)))
+    hit = _keys(frame, cols).isin(ref) if len(cols) == 1 else _keys(frame, cols).map(lambda k: k in ref).astype(bool)
+    return frame.loc[~hit].reset_index(drop=True), int(hit.sum())
+
+
+def assert_disjoint(splits: dict[str, pd.DataFrame], key: Key = "text") -> None:
+    """Raise ValueError naming both splits and an example if any key is shared."""
+    keysets = {name: set(_keys(df, _key_columns(df, key))) for name, df in splits.items()}
+    names = list(keysets)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = keysets[a] & keysets[b]
+            if shared:
+                example = sorted(shared, key=str)[0]
+                raise ValueError(f"splits {a!r} and {b!r} share {len(shared)} {key!r} value(s), e.g. {example!r}")

@@ -1,0 +1,70 @@
+"""The ``distill`` flow: data → teacher → logits → KD student and no-KD baseline → evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from landing.config import DistillRunConfig
+from tasks.data import download_table, split_tables, validate_table
+from tasks.evaluate import evaluate_model
+from tasks.predict import export_logits
+from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
+from tasks.train import train_model
+
+
+def _student_spec(config: DistillRunConfig) -> dict:
+    """A layer-subset student defaults to the teacher's pretrained weights."""
+    spec = config.student.model.model_dump()
+    if spec["kind"] == "teacher_layers" and spec["name_or_path"] is None:
+        teacher = config.teacher.model.model_dump()
+        spec["name_or_path"] = teacher.get("name_or_path") or teacher.get("tokenizer")
+    return spec
+
+
+@flow(name="distill", log_prints=True)
+def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "runs/distill") -> dict:
+    ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
+    try:
+        data = config.data
+        contract = data.contract
+        tables = {"train": (data.train, contract), "eval": (data.eval, contract)}
+        if data.unlabelled is not None:
+            tables["unlabelled"] = (data.unlabelled, contract.without_label())
+        validated = {
+            name: validate_table(
+                name, download_table(name, table, config_dir, ctx), table_contract, data.quarantine,
+                table.max_rows, ctx,
+            )  # fmt: skip
+            for name, (table, table_contract) in tables.items()
+            if table is not None
+        }
+        splits = split_tables(validated["train"], validated.get("eval"), validated.get("unlabelled"), data.split, ctx)
+        labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
+        teacher_spec = config.teacher.model.model_dump()
+        teacher = train_model("teacher", teacher_spec, config.teacher.training, labels, splits["train"], ctx)
+        transfer = splits.get("transfer")
+        logits = export_logits(teacher, [splits["train"], *([transfer] if transfer else [])], ctx)
+        student_spec = _student_spec(config)
+        student_kd = train_model(
+            "student_kd", student_spec, config.student.training, labels, splits["train"], ctx,
+            transfer=transfer, logits=logits, teacher=teacher, distillation=config.distillation,
+        )  # fmt: skip
+        baseline = train_model("student_baseline", student_spec, config.student.training, labels, splits["train"], ctx)
+        summary = {
+            "flow": "distill",
+            "mlflow_run_id": ctx.parent_run_id,
+            "prefect_flow_run_id": ctx.flow_run_id,
+            "logits_uri": logits.uri,
+            "data": {name: m.model_dump() for name, m in splits.items()},
+            "rejects": {name: m.rejects for name, m in validated.items()},
+        }
+        for role, model in (("teacher", teacher), ("student_kd", student_kd), ("student_baseline", baseline)):
+            summary[role] = evaluate_model(role, model, splits["eval"], ctx, config.latency_samples)
+    except BaseException:
+        close_tracking_run(ctx, "FAILED")
+        raise
+    write_json_atomic(Path(output_dir) / "summary.json", summary)
+    close_tracking_run(ctx, "FINISHED", summary)
+    return summary

@@ -1,0 +1,226 @@
+"""Fetch datasets/models from an ordered list of mirrors (http(s), s3, local) into a
+content-addressed cache, so runs are reproducible and survive a dead mirror or no network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+from urllib.parse import urlparse
+
+from infra.object_store import ObjectStoreError, file_uri_to_path, store_for_uri
+
+if TYPE_CHECKING:
+    from infra.settings import LandingSettings
+
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Source:
+    """One place to get a file. ``sha256`` is of the returned file (the extracted member
+    when ``member`` is set); ``member`` is a path inside a .zip archive."""
+
+    uri: str
+    sha256: str | None = None
+    member: str | None = None
+
+    def label(self) -> str:
+        return f"{self.uri}!{self.member}" if self.member else self.uri
+
+
+@dataclass
+class FetchResult:
+    path: Path
+    uri: str
+    sha256: str
+    from_cache: bool
+
+
+class FetchError(RuntimeError):
+    """Every source failed; the message lists each source and why."""
+
+
+class _SourceFailed(Exception):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_hashing(src: IO[bytes], dest: Path) -> str:
+    """Stream ``src`` into a temp sibling of ``dest``, os.replace it in; return sha256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
+    h = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            while chunk := src.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return h.hexdigest()
+
+
+def _basename(src: Source) -> str:
+    name = Path(src.member or urlparse(src.uri).path or src.uri).name
+    return name or "download"
+
+
+def _cache_key(src: Source) -> str:
+    if src.sha256:
+        return src.sha256.lower()
+    return hashlib.sha256(f"{src.uri}\0{src.member or ''}".encode()).hexdigest()
+
+
+def _cached(src: Source, cache_dir: Path) -> tuple[Path, str] | None:
+    """A cache entry for ``src`` whose content matches the expected hash (if any)."""
+    entry = cache_dir / _cache_key(src)
+    files = [p for p in entry.glob("*") if p.is_file() and ".part-" not in p.name] if entry.is_dir() else []
+    for p in files:
+        digest = sha256_file(p)
+        if src.sha256 is None or digest == src.sha256.lower():
+            return p, digest
+    return None
+
+
+def _local_path(uri: str, base_dir: Path | None) -> Path | None:
+    if uri.startswith("file://"):
+        return file_uri_to_path(uri)
+    if "://" in uri:
+        return None
+    p = Path(uri).expanduser()
+    return p if p.is_absolute() else (base_dir or Path.cwd()) / p
+
+
+def _http_reason(e: BaseException, timeout_s: float) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, socket.gaierror):
+        return f"could not resolve host ({reason})"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"timed out after {timeout_s}s"
+    return f"{type(reason).__name__}: {reason}"
+
+
+def _download(
+    src: Source, dest: Path, *, base_dir: Path | None, timeout_s: float,
+    settings: LandingSettings | None,
+) -> None:
+    """Fetch the raw bytes at ``src.uri`` into ``dest`` (atomically) or raise _SourceFailed."""
+    scheme = urlparse(src.uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(src.uri, timeout=timeout_s) as resp:
+                _copy_hashing(resp, dest)
+        except (urllib.error.URLError, OSError) as e:
+            raise _SourceFailed(_http_reason(e, timeout_s)) from e
+    elif scheme == "s3":
+        try:
+            store_for_uri(src.uri, settings).get_file(src.uri, dest)
+        except FileNotFoundError:
+            raise _SourceFailed("no such object") from None
+        except ObjectStoreError as e:
+            raise _SourceFailed(str(e)) from e
+    else:
+        raise _SourceFailed(f"unsupported scheme {scheme!r} (use http, https, s3, file or a path)")
+
+
+def _extract(archive: Path, member: str, dest: Path) -> str:
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as f:
+            return _copy_hashing(f, dest)
+    except KeyError:
+        raise _SourceFailed(f"member {member!r} not in archive") from None
+    except zipfile.BadZipFile as e:
+        raise _SourceFailed(f"not a valid zip archive: {e}") from e
+
+
+def _try_source(
+    src: Source, cache_dir: Path, *, base_dir: Path | None, timeout_s: float,
+    settings: LandingSettings | None,
+) -> FetchResult:
+    expected = src.sha256.lower() if src.sha256 else None
+    local = _local_path(src.uri, base_dir)
+    if local is not None and not local.is_file():
+        raise _SourceFailed("no such file" + ("" if local.as_posix() in src.uri else f" ({local})"))
+
+    # Raw bytes at the URI: local files are used in place; remote ones are downloaded once.
+    if local is not None:
+        raw = local
+    else:
+        raw = cache_dir / "raw" / hashlib.sha256(src.uri.encode()).hexdigest() / _basename(Source(src.uri))
+        if not raw.is_file():
+            _download(src, raw, base_dir=base_dir, timeout_s=timeout_s, settings=settings)
+
+    final = cache_dir / _cache_key(src) / _basename(src)
+    if src.member:
+        try:
+            digest = _extract(raw, src.member, final)
+        except _SourceFailed as e:
+            if local is None and "not in archive" not in str(e):
+                raw.unlink(missing_ok=True)  # corrupt download: don't keep it cached
+            raise
+    elif local is not None and expected is None:
+        return FetchResult(local, src.uri, sha256_file(local), from_cache=False)
+    elif local is not None:
+        with local.open("rb") as f:  # copy so the cache survives the source disappearing
+            digest = _copy_hashing(f, final)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        digest = sha256_file(raw)
+        os.replace(raw, final)
+        shutil.rmtree(raw.parent, ignore_errors=True)
+
+    if expected and digest != expected:
+        final.unlink(missing_ok=True)
+        raise _SourceFailed(f"sha256 mismatch: expected {expected}, got {digest}")
+    return FetchResult(final, src.uri, digest, from_cache=False)
+
+
+def fetch(
+    sources: Source | Sequence[Source],
+    cache_dir: Path,
+    *,
+    base_dir: Path | None = None,
+    timeout_s: float = 15.0,
+    settings: LandingSettings | None = None,
+) -> FetchResult:
+    """Return the first source that yields a (hash-verified) file; a valid cache hit for
+    any source wins before anything is downloaded."""
+    srcs = [sources] if isinstance(sources, Source) else list(sources)
+    if not srcs:
+        raise ValueError("fetch() needs at least one Source")
+    cache_dir = Path(cache_dir)
+    for src in srcs:
+        if (hit := _cached(src, cache_dir)) is not None:
+            return FetchResult(hit[0], src.uri, hit[1], from_cache=True)
+    failures: list[str] = []
+    for src in srcs:
+        try:
+            return _try_source(src, cache_dir, base_dir=base_dir, timeout_s=timeout_s, settings=settings)
+        except _SourceFailed as e:
+            failures.append(f"  - {src.label()}: {e}")
+        except Exception as e:  # a broken mirror must not hide the next one
+            failures.append(f"  - {src.label()}: {type(e).__name__}: {e}")
+    raise FetchError(f"all {len(srcs)} source(s) failed:\n" + "\n".join(failures))
+

@@ -1,0 +1,427 @@
+"""One object-store interface over ``file://`` and ``s3://`` so flows can hand large
+intermediates (checkpoints, datasets) between steps/machines by URI.
+
+Writes are atomic (no reader ever sees a partial object under its final key) and
+directories are published with a ``_COMPLETE`` marker written last."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+if TYPE_CHECKING:
+    from infra.settings import LandingSettings
+
+COMPLETE_MARKER = "_COMPLETE"
+SUPPORTED_SCHEMES = ("file://", "s3://")
+_TMP_TAG = ".landing-tmp-"
+
+
+class ObjectStoreError(RuntimeError):
+    """Store unreachable/misconfigured; message names the endpoint and operation."""
+
+
+class IncompleteDirectoryError(ObjectStoreError):
+    """Directory exists but has no ``_COMPLETE`` marker (writer crashed or still writing)."""
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP_TAG}{uuid.uuid4().hex[:8]}")
+
+
+def _is_tmp(name: str) -> bool:
+    return _TMP_TAG in name
+
+
+def file_uri_to_path(uri: str) -> Path:
+    """``file:///a/b`` → ``Path('/a/b')`` (percent-decoding included)."""
+    parsed = urlparse(uri)
+    return Path(url2pathname(unquote(parsed.path)))
+
+
+class ObjectStore(ABC):
+    """Common API. Methods taking ``uri`` accept a full URI or a key relative to the root."""
+
+    @abstractmethod
+    def uri_for(self, key: str) -> str: ...
+
+    @abstractmethod
+    def put_file(self, local_path: str | os.PathLike[str], key: str) -> str: ...
+
+    @abstractmethod
+    def get_file(self, uri: str, local_path: str | os.PathLike[str]) -> Path: ...
+
+    @abstractmethod
+    def exists(self, uri: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, uri_prefix: str) -> list[str]:
+        """Full URIs of all objects under ``uri_prefix`` treated as a directory, sorted."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Cheap reachability probe; raises ObjectStoreError."""
+
+    @abstractmethod
+    def _put_bytes(self, data: bytes, key: str) -> str: ...
+
+    @abstractmethod
+    def _read_bytes(self, uri: str) -> bytes: ...
+
+    @abstractmethod
+    def _delete(self, uri: str) -> None: ...
+
+    def _join(self, uri: str, rel: str) -> str:
+        return uri.rstrip("/") + "/" + rel
+
+    def put_dir(self, local_dir: str | os.PathLike[str], key_prefix: str) -> str:
+        """Upload every file, then the ``_COMPLETE`` marker (a manifest) last."""
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"not a directory: {root}")
+        prefix = key_prefix.strip("/")
+        # Unpublish first so a re-upload is never seen as complete while half-overwritten.
+        self._delete(self.uri_for(f"{prefix}/{COMPLETE_MARKER}"))
+        files = sorted(
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and p.name != COMPLETE_MARKER and not _is_tmp(p.name)
+        )
+        for rel in files:
+            self.put_file(root / rel, f"{prefix}/{rel}")
+        manifest = json.dumps({"files": files}, indent=1).encode()
+        self._put_bytes(manifest, f"{prefix}/{COMPLETE_MARKER}")
+        return self.uri_for(prefix)
+
+    def is_complete_dir(self, uri: str) -> bool:
+        return self.exists(self._join(uri, COMPLETE_MARKER))
+
+    def get_dir(self, uri: str, local_dir: str | os.PathLike[str]) -> Path:
+        """Download a directory published by ``put_dir``; refuses unfinished ones."""
+        marker = self._join(uri, COMPLETE_MARKER)
+        try:
+            manifest = json.loads(self._read_bytes(marker))
+        except FileNotFoundError:
+            if self.list(uri):
+                raise IncompleteDirectoryError(
+                    f"{uri} has no {COMPLETE_MARKER} marker: it is incomplete "
+                    "(writer crashed or still uploading); refusing to read it"
+                ) from None
+            raise FileNotFoundError(f"no such directory in object store: {uri}") from None
+        dest = Path(local_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for rel in manifest["files"]:
+            self.get_file(self._join(uri, rel), dest / rel)
+        return dest
+
+
+class FileObjectStore(ObjectStore):
+    """Local-filesystem store (default; also works on shared mounts)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"FileObjectStore({self.root.as_uri()})"
+
+    def _path(self, uri_or_key: str) -> Path:
+        if uri_or_key.startswith("file://"):
+            return file_uri_to_path(uri_or_key)
+        if "://" in uri_or_key:
+            raise ValueError(f"{self!r} cannot handle {uri_or_key!r}")
+        return self.root / uri_or_key.lstrip("/")
+
+    def uri_for(self, key: str) -> str:
+        return (self.root / key.strip("/")).as_uri() if key.strip("/") else self.root.as_uri()
+
+    def _atomic_write(self, dest: Path, writer: Any) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(dest)
+        try:
+            writer(tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, local_path: str | os.PathLike[str], key: str) -> str:
+        src = Path(local_path)
+        if not src.is_file():
+            raise FileNotFoundError(f"no such local file: {src}")
+        dest = self._path(key)
+        self._atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
+        return dest.as_uri()
+
+    def _put_bytes(self, data: bytes, key: str) -> str:
+        dest = self._path(key)
+        self._atomic_write(dest, lambda tmp: tmp.write_bytes(data))
+        return dest.as_uri()
+
+    def get_file(self, uri: str, local_path: str | os.PathLike[str]) -> Path:
+        src, dest = self._path(uri), Path(local_path)
+        if not src.is_file():
+            raise FileNotFoundError(f"no such object: {src.as_uri()}")
+        self._atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
+        return dest
+
+    def _read_bytes(self, uri: str) -> bytes:
+        path = self._path(uri)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such object: {path.as_uri()}")
+        return path.read_bytes()
+
+    def _delete(self, uri: str) -> None:
+        self._path(uri).unlink(missing_ok=True)
+
+    def exists(self, uri: str) -> bool:
+        return self._path(uri).is_file()
+
+    def list(self, uri_prefix: str) -> list[str]:
+        base = self._path(uri_prefix)
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.as_uri() for p in base.rglob("*") if p.is_file() and not _is_tmp(p.name)
+        )
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ObjectStoreError(
+                f"object store {self.root.as_uri()} is not usable (check): {e}"
+            ) from e
+        if not os.access(self.root, os.W_OK):
+            raise ObjectStoreError(f"object store {self.root.as_uri()} is not writable (check)")
+
+
+class S3ObjectStore(ObjectStore):
+    """S3-protocol store (AWS, MinIO, rclone serve s3, moto...)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        client: Any | None = None,
+        *,
+        region: str = "us-east-1",
+        settings: LandingSettings | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self._bucket_ready = False
+        self.client = client if client is not None else self._make_client(region, settings)
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore({self.uri_for('')}, endpoint={self.endpoint_url or 'aws-default'})"
+
+    def _make_client(self, region: str, settings: LandingSettings | None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        # Short connect timeout + few retries: a dead endpoint must fail in seconds, not minutes.
+        cfg = Config(
+            region_name=region,
+            connect_timeout=3,
+            read_timeout=settings.http_timeout_s * 4 if settings else 60,
+            retries={"max_attempts": 2, "mode": "standard"},
+            s3={"addressing_style": "path"} if self.endpoint_url else {},
+        )
+        creds: dict[str, str] = {}
+        if settings and settings.aws_access_key_id and settings.aws_secret_access_key:
+            creds = {
+                "aws_access_key_id": settings.aws_access_key_id.get_secret_value(),
+                "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
+            }
+        return boto3.client("s3", endpoint_url=self.endpoint_url, config=cfg, **creds)
+
+    @property
+    def _where(self) -> str:
+        return self.endpoint_url or "default AWS S3 endpoint"
+
+    def _bk(self, uri_or_key: str) -> tuple[str, str]:
+        """(bucket, key) for a full s3:// URI or a key relative to this store's prefix."""
+        if uri_or_key.startswith("s3://"):
+            p = urlparse(uri_or_key)
+            return p.netloc, p.path.lstrip("/")
+        if "://" in uri_or_key:
+            raise ValueError(f"{self!r} cannot handle {uri_or_key!r}")
+        key = uri_or_key.strip("/")
+        return self.bucket, "/".join(x for x in (self.prefix, key) if x)
+
+    def uri_for(self, key: str) -> str:
+        bucket, k = self._bk(key)
+        return f"s3://{bucket}/{k}"
+
+    def _call(self, op: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a boto3 call, translating errors into FileNotFoundError / ObjectStoreError."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}:
+                raise FileNotFoundError(f"no such object: {uri}") from None
+            raise ObjectStoreError(f"S3 {op} {uri} at {self._where} failed: {e}") from e
+        except BotoCoreError as e:
+            raise ObjectStoreError(
+                f"S3 {op} {uri}: endpoint {self._where} unreachable or failing: {e}"
+            ) from e
+
+    def _ensure_bucket(self, bucket: str) -> None:
+        if self._bucket_ready and bucket == self.bucket:
+            return
+        try:
+            self._call("head_bucket", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
+        except FileNotFoundError:
+            self._create_bucket(bucket)
+        if bucket == self.bucket:
+            self._bucket_ready = True
+
+    def _create_bucket(self, bucket: str) -> None:
+        from botocore.exceptions import ClientError
+
+        region = self.client.meta.region_name
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if region and region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self._call("create_bucket", f"s3://{bucket}", self.client.create_bucket, **kwargs)
+        except ObjectStoreError as e:
+            cause = e.__cause__
+            if not (
+                isinstance(cause, ClientError)
+                and cause.response.get("Error", {}).get("Code")
+                in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+            ):
+                raise
+
+    def put_file(self, local_path: str | os.PathLike[str], key: str) -> str:
+        src = Path(local_path)
+        if not src.is_file():
+            raise FileNotFoundError(f"no such local file: {src}")
+        bucket, k = self._bk(key)
+        uri = f"s3://{bucket}/{k}"
+        self._ensure_bucket(bucket)
+        # upload_file: single PUT or multipart whose completion is atomic server-side.
+        self._call("put_file", uri, self.client.upload_file, str(src), bucket, k)
+        return uri
+
+    def _put_bytes(self, data: bytes, key: str) -> str:
+        bucket, k = self._bk(key)
+        uri = f"s3://{bucket}/{k}"
+        self._ensure_bucket(bucket)
+        self._call("put_object", uri, self.client.put_object, Bucket=bucket, Key=k, Body=data)
+        return uri
+
+    def get_file(self, uri: str, local_path: str | os.PathLike[str]) -> Path:
+        bucket, k = self._bk(uri)
+        full = f"s3://{bucket}/{k}"
+        dest = Path(local_path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(dest)
+        try:
+            self._call("get_file", full, self.client.download_file, bucket, k, str(tmp))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+    def _read_bytes(self, uri: str) -> bytes:
+        bucket, k = self._bk(uri)
+        full = f"s3://{bucket}/{k}"
+        resp = self._call("get_object", full, self.client.get_object, Bucket=bucket, Key=k)
+        return resp["Body"].read()
+
+    def _delete(self, uri: str) -> None:
+        bucket, k = self._bk(uri)
+        try:
+            self._call("delete", f"s3://{bucket}/{k}", self.client.delete_object, Bucket=bucket, Key=k)
+        except FileNotFoundError:
+            pass
+
+    def exists(self, uri: str) -> bool:
+        bucket, k = self._bk(uri)
+        try:
+            self._call("head_object", f"s3://{bucket}/{k}", self.client.head_object, Bucket=bucket, Key=k)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list(self, uri_prefix: str) -> list[str]:
+        bucket, k = self._bk(uri_prefix)
+        prefix = k.rstrip("/") + "/" if k else ""
+        out: list[str] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in self._call("list", f"s3://{bucket}/{prefix}", list, pages):
+                out.extend(f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", []))
+        except FileNotFoundError:  # bucket does not exist yet → nothing under it
+            return []
+        return sorted(out)
+
+    def check(self) -> None:
+        try:
+            self._call("head_bucket", self.uri_for(""), self.client.head_bucket, Bucket=self.bucket)
+        except FileNotFoundError:
+            pass  # reachable; the bucket is created on first write
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    p = urlparse(uri)
+    if not p.netloc:
+        raise ValueError(f"S3 URI without bucket: {uri!r}")
+    return p.netloc, p.path.strip("/")
+
+
+def _unsupported(uri: str) -> ValueError:
+    return ValueError(
+        f"unsupported object store URI {uri!r}; supported schemes: {', '.join(SUPPORTED_SCHEMES)} "
+        "(or a plain local path)"
+    )
+
+
+def _s3_store(bucket: str, prefix: str, settings: LandingSettings) -> S3ObjectStore:
+    return S3ObjectStore(
+        bucket, prefix, settings.s3_endpoint_url, region=settings.s3_region, settings=settings
+    )
+
+
+def open_store(root_uri: str | None = None, settings: LandingSettings | None = None) -> ObjectStore:
+    """Store rooted at ``root_uri`` (default: the configured ``object_store_uri``)."""
+    from infra.settings import get_settings
+
+    settings = settings or get_settings()
+    uri = root_uri or settings.resolved_object_store_uri()
+    if uri.startswith("s3://"):
+        return _s3_store(*_split_s3(uri), settings)
+    if uri.startswith("file://"):
+        return FileObjectStore(file_uri_to_path(uri))
+    if "://" in uri:
+        raise _unsupported(uri)
+    return FileObjectStore(Path(uri))
+
+
+def store_for_uri(uri: str, settings: LandingSettings | None = None) -> ObjectStore:
+    """Store able to read an arbitrary object URI (bucket root / filesystem root)."""
+    from infra.settings import get_settings
+
+    if uri.startswith("s3://"):
+        return _s3_store(_split_s3(uri)[0], "", settings or get_settings())
+    if uri.startswith("file://") or "://" not in uri:
+        return FileObjectStore(Path("/"))
+    raise _unsupported(uri)
+
+
+def check_reachable(store: ObjectStore) -> None:
+    """Fail fast at flow start instead of after an hour of training."""
+    store.check()

@@ -1,0 +1,84 @@
+"""Runtime settings for landing, read from ``LANDING_*`` env vars (plus the standard
+MLflow/AWS fallbacks) so flows, tests and ``make up`` share one source of truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _as_uri(value: str) -> str:
+    """Plain local paths become absolute ``file://`` URIs; URIs pass through unchanged."""
+    if "://" in value:
+        return value
+    return Path(value).expanduser().resolve().as_uri()
+
+
+class LandingSettings(BaseSettings):
+    """All locations derive from ``state_dir`` unless overridden, so one env var relocates
+    everything (tests point it at a tmp dir)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LANDING_",
+        extra="ignore",
+        populate_by_name=True,  # kwargs by field name work despite the env aliases
+    )
+
+    state_dir: Path = Path(".landing")
+    tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("LANDING_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    )
+    artifact_root: str | None = None
+    object_store_uri: str | None = None
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "LANDING_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
+        ),
+    )
+    s3_region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("LANDING_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+    # Optional explicit credentials; when unset boto3's default chain is used. SecretStr keeps
+    # them out of repr/str/logs.
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("LANDING_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LANDING_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    http_timeout_s: float = 15.0
+
+    @field_validator("state_dir", mode="after")
+    @classmethod
+    def _absolute_state_dir(cls, v: Path) -> Path:
+        # Absolute so URIs stay valid when a flow changes cwd or runs in a subprocess.
+        return v.expanduser().resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    def resolved_artifact_root(self) -> str:
+        if self.artifact_root:
+            return _as_uri(self.artifact_root)
+        return (self.state_dir / "mlartifacts").as_uri()
+
+    def resolved_object_store_uri(self) -> str:
+        if self.object_store_uri:
+            return _as_uri(self.object_store_uri)
+        return (self.state_dir / "objects").as_uri()
+
+
+def get_settings() -> LandingSettings:
+    """Fresh instance per call so env changes (e.g. monkeypatched in tests) are always seen."""
+    return LandingSettings()

@@ -1,0 +1,101 @@
+"""MLflow adapter: one parent run per flow run, one nested run per step.
+
+Prefect runs tasks in worker threads and MLflow's active-run stack is
+thread-local, so steps open their nested run explicitly with
+``parent_run_id`` instead of relying on an active parent.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import mlflow
+import pandas as pd
+import torch
+import transformers
+from mlflow.tracking import MlflowClient
+
+from infra.settings import LandingSettings
+
+FLOW_RUN_TAG = "prefect.flow_run_id"
+STEP_TAG = "landing.step"
+
+
+def configure_tracking(settings: LandingSettings) -> str:
+    uri = settings.resolved_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, settings: LandingSettings) -> str:
+    """Experiment id, creating it with the configured artifact root on first use."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=settings.resolved_artifact_root())
+
+
+def start_parent_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create (but do not activate) the flow's parent run; steps nest under its id."""
+    return MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def end_run(run_id: str, status: str) -> None:
+    MlflowClient().set_terminated(run_id, status=status)
+
+
+@contextmanager
+def step_run(parent_run_id: str, step: str, *, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A nested run for one pipeline step, active in the calling thread; FAILED if the step raises."""
+    parent = MlflowClient().get_run(parent_run_id)
+    all_tags = {STEP_TAG: step, **{k: v for k, v in parent.data.tags.items() if k == FLOW_RUN_TAG}, **(tags or {})}
+    with mlflow.start_run(
+        experiment_id=parent.info.experiment_id, run_name=step, parent_run_id=parent_run_id, tags=all_tags
+    ) as run:
+        yield run
+
+
+def log_params(params: dict[str, Any], prefix: str = "") -> None:
+    """Flatten nested params into dotted keys; MLflow params are strings of at most 6000 chars."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        else:
+            flat[key] = str(value)[:6000]
+
+    walk(params, prefix)
+    mlflow.log_params(flat)
+
+
+def pip_requirements() -> list[str]:
+    # Explicit, because MLflow's inference imports optional packages (torchvision) to pin them.
+    return [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"]
+
+
+def log_classifier(model, tokenizer, name: str = "model") -> str:
+    """Log a transformers classifier as an MLflow model (safetensors inside); returns its model URI."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": tokenizer},
+            name=name,
+            task="text-classification",
+            pip_requirements=pip_requirements(),
+        )
+    return info.model_uri
+
+
+def log_dataset(frame: pd.DataFrame, *, name: str, source_uri: str, digest: str, context: str) -> None:
+    """Record a dataset input on the active run, tied to its object-store URI and sha256."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        targets = "label" if "label" in frame.columns else None
+        dataset = mlflow.data.from_pandas(frame, source=source_uri, name=name, targets=targets, digest=digest[:16])
+        mlflow.log_input(dataset, context=context)

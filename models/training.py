@@ -1,0 +1,120 @@
+"""Fine-tuning and distillation on top of transformers' ``Trainer``.
+
+The Trainer already gives progress bars, checkpointing every N steps and exact
+resumption (optimizer, scheduler and RNG state), so we only add the
+distillation loss (``DistillationTrainer.compute_loss``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from models.data import EncodedTable, KDCollator
+from models.kd import KDParams, get_kd_loss
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """The knobs a run config exposes; everything else keeps Trainer's defaults."""
+
+    epochs: float = 3.0
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    save_checkpoint_steps: int = 500
+    logging_steps: int = 50
+    max_steps: int = -1
+
+
+@dataclass(frozen=True)
+class Distillation:
+    loss: str
+    params: KDParams
+
+
+class DistillationTrainer(Trainer):
+    """Trainer whose loss mixes the teacher's soft targets with the hard labels (see models/kd.py)."""
+
+    loss_is_scaled_for_ga = False  # our loss is a per-batch mean
+
+    def __init__(self, *args, distillation: Distillation, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.distillation = distillation
+        self.kd_loss = get_kd_loss(distillation.loss)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_logits = inputs.pop("teacher_logits")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.kd_loss(outputs.logits, teacher_logits, labels, self.distillation.params)
+        return (loss, outputs) if return_outputs else loss
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    train_loss: float
+    train_runtime_s: float
+    resumed_from: str | None
+
+
+def training_arguments(params: TrainingParams, output_dir: Path, seed: int) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        weight_decay=params.weight_decay,
+        warmup_steps=params.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        save_strategy="steps",
+        save_steps=params.save_checkpoint_steps,
+        save_total_limit=2,
+        logging_steps=params.logging_steps,
+        report_to="none",
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def train_classifier(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: EncodedTable,
+    params: TrainingParams,
+    checkpoint_dir: Path,
+    *,
+    seed: int,
+    distillation: Distillation | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> TrainResult:
+    """Train in place, resuming from the newest checkpoint in ``checkpoint_dir`` if a run crashed."""
+    if distillation is not None and train.teacher_logits is None:
+        raise ValueError("distillation needs teacher logits for every training row")
+    args = training_arguments(params, checkpoint_dir, seed)
+    common = dict(
+        model=model,
+        args=args,
+        train_dataset=train,
+        data_collator=KDCollator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer = DistillationTrainer(distillation=distillation, **common) if distillation else Trainer(**common)
+    resume = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    output = trainer.train(resume_from_checkpoint=resume)
+    return TrainResult(
+        global_step=output.global_step,
+        train_loss=float(output.training_loss),
+        train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
+        resumed_from=resume,
+    )

@@ -1,0 +1,97 @@
+"""What every step needs to know about the flow run it belongs to, and artifact I/O by manifest.
+
+Steps exchange manifests (URI + sha256), never tensors or frames: any worker
+that can reach the object store can run any step, and a cached copy whose hash
+matches is reused instead of downloaded again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from data_contracts.logits import TeacherLogits, read_logits
+from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
+from data_contracts.validation import read_canonical
+from infra.object_store import open_store, store_for_uri
+from infra.settings import LandingSettings, get_settings
+
+
+class RunContext(BaseModel):
+    parent_run_id: str
+    flow_run_id: str
+    run_key: str  # object-store prefix of this flow run's artifacts
+    seed: int
+
+    def key(self, *parts: str) -> str:
+        return "/".join((self.run_key, *parts))
+
+
+class IntegrityError(RuntimeError):
+    """An artifact whose bytes do not match the sha256 its manifest promised."""
+
+
+def _cache(settings: LandingSettings, *parts: str) -> Path:
+    path = Path(settings.cache_dir, *parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def publish_file(local_path: Path, key: str) -> tuple[str, str]:
+    """Upload atomically; returns (uri, sha256)."""
+    return open_store(settings=get_settings()).put_file(local_path, key), sha256_file(local_path)
+
+
+def publish_dir(local_dir: Path, key: str) -> str:
+    return open_store(settings=get_settings()).put_dir(local_dir, key)
+
+
+def fetch_file(manifest: ArtifactManifest | DatasetManifest, suffix: str = "") -> Path:
+    """Local copy of a manifest's file, checked against its sha256 and cached by it."""
+    settings = get_settings()
+    target = _cache(settings, "objects", manifest.sha256 + suffix)
+    if target.exists() and sha256_file(target) == manifest.sha256:
+        return target
+    store_for_uri(manifest.uri, settings=settings).get_file(manifest.uri, target)
+    found = sha256_file(target)
+    if found != manifest.sha256:
+        target.unlink(missing_ok=True)
+        raise IntegrityError(f"{manifest.uri}: sha256 {found} does not match the manifest's {manifest.sha256}")
+    return target
+
+
+def fetch_dataset(manifest: DatasetManifest) -> pd.DataFrame:
+    return read_canonical(fetch_file(manifest, ".jsonl"))
+
+
+def fetch_logits(manifest: ArtifactManifest) -> TeacherLogits:
+    return read_logits(fetch_file(manifest, ".npz"))
+
+
+def fetch_model_dir(manifest: ArtifactManifest) -> Path:
+    """Local copy of a saved model directory, cached by its weights' sha256."""
+    from models.loading import weights_sha256
+
+    settings = get_settings()
+    target = _cache(settings, "models", manifest.sha256)
+    if target.is_dir() and weights_sha256(target) == manifest.sha256:
+        return target
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    store_for_uri(manifest.uri, settings=settings).get_dir(manifest.uri, staging)
+    found = weights_sha256(staging)
+    if found != manifest.sha256:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise IntegrityError(f"{manifest.uri}: weights sha256 {found} does not match the manifest's {manifest.sha256}")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def scratch_dir(*parts: str) -> Path:
+    path = Path(get_settings().state_dir, "work", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,119 @@
+"""Data steps: download → validate → deduplicate + split. Each returns manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import task
+
+from data_contracts.manifest import ArtifactManifest, DatasetManifest
+from data_contracts.schema import TableContract
+from data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
+from data_contracts.validation import read_table, write_canonical
+from infra.fetch import Source, fetch
+from infra.settings import get_settings
+from infra.tracking import log_dataset, log_params, step_run
+from landing.config import SplitConfig, TableConfig
+from tasks.context import RunContext, fetch_dataset, fetch_file, publish_file, scratch_dir
+
+
+@task(name="download")
+def download_table(name: str, table: TableConfig, base_dir: str, ctx: RunContext) -> ArtifactManifest:
+    """Fetch the first reachable source and keep a content-addressed copy in the object store."""
+    settings = get_settings()
+    with step_run(ctx.parent_run_id, f"download-{name}"):
+        sources = [Source(uri=s.uri, sha256=s.sha256, member=s.member) for s in table.sources]
+        result = fetch(sources, settings.cache_dir, base_dir=Path(base_dir), timeout_s=settings.http_timeout_s)
+        suffix = "".join(Path(sources[0].member or result.uri).suffixes[-1:])
+        uri, sha = publish_file(result.path, f"raw/{result.sha256}{suffix}")
+        mlflow.log_params({"table": name, "source": result.uri, "sha256": sha, "from_cache": result.from_cache})
+    return ArtifactManifest(uri=uri, sha256=sha, kind="raw_table", metadata={"source": result.uri, "suffix": suffix})
+
+
+@task(name="validate")
+def validate_table(
+    name: str, raw: ArtifactManifest, contract: TableContract, quarantine: bool, max_rows: int | None, ctx: RunContext
+) -> DatasetManifest:
+    """Check the table against its contract and publish it in canonical JSONL (id, text, [text_pair], [label])."""
+    work = scratch_dir(ctx.run_key, "data")
+    local = fetch_file(raw, raw.metadata.get("suffix", ""))
+    with step_run(ctx.parent_run_id, f"validate-{name}"):
+        rejects_path = work / f"{name}.rejects.jsonl" if quarantine else None
+        table = read_table(local, contract, quarantine_path=rejects_path, require_label=contract.label_column is not None)
+        frame = table.frame if max_rows is None else table.frame.head(max_rows)
+        out = work / f"{name}.jsonl"
+        write_canonical(frame, out)
+        uri, _ = publish_file(out, ctx.key("data", f"{name}.jsonl"))
+        rejects_uri = None
+        if table.rejects and rejects_path is not None:
+            rejects_uri, _ = publish_file(rejects_path, ctx.key("data", f"{name}.rejects.jsonl"))
+            mlflow.log_artifact(str(rejects_path), artifact_path="rejects")
+        mlflow.log_metrics({"rows_valid": len(table.frame), "rows_kept": len(frame), "rows_rejected": table.rejects})
+        log_params({"table": name, "source": raw.metadata.get("source", raw.uri), "max_rows": max_rows})
+        return DatasetManifest.from_frame(
+            frame, uri=uri, local_path=out, input_schema=contract.input_schema, name=name,
+            rejects=table.rejects, rejects_uri=rejects_uri,
+        )  # fmt: skip
+
+
+def _split_sizes(cfg: SplitConfig, has_eval_table: bool) -> dict[str, float]:
+    sizes = {"eval": None if has_eval_table else cfg.eval_size, "transfer": cfg.transfer_size, "train": cfg.train_size}
+    return {k: v for k, v in sizes.items() if v is not None}
+
+
+@task(name="split")
+def split_tables(
+    train: DatasetManifest,
+    eval_table: DatasetManifest | None,
+    unlabelled: DatasetManifest | None,
+    cfg: SplitConfig,
+    ctx: RunContext,
+) -> dict[str, DatasetManifest]:
+    """Deduplicate, keep held-out texts out of training, split stratified and seeded.
+
+    Returns ``train`` and ``eval`` manifests, and ``transfer`` (unlabelled rows for
+    distillation: labels of rows moved out of the labelled table are discarded)
+    when there is any. Rows left over after the requested sizes are counted in
+    the run's metrics as ``rows_unused``.
+    """
+    work = scratch_dir(ctx.run_key, "data")
+    counts: dict[str, int] = {}
+    labelled, counts["duplicates_train"] = deduplicate(fetch_dataset(train))
+    held_out = None
+    if eval_table is not None:
+        held_out, counts["duplicates_eval"] = deduplicate(fetch_dataset(eval_table))
+        labelled, counts["overlap_train_eval"] = remove_overlap(labelled, held_out)
+    sizes = _split_sizes(cfg, eval_table is not None)
+    parts = stratified_split(labelled, sizes, seed=ctx.seed) if sizes else {}
+    taken = set().union(*(set(p["id"]) for p in parts.values())) if parts else set()
+    parts.setdefault("train", labelled[~labelled["id"].isin(taken)])
+    counts["rows_unused"] = int(len(labelled) - sum(len(p) for p in parts.values()))
+    if held_out is not None:
+        parts["eval"] = held_out
+    transfer_parts = [parts.pop("transfer").drop(columns=["label"])] if "transfer" in parts else []
+    if unlabelled is not None:
+        extra, counts["duplicates_unlabelled"] = deduplicate(fetch_dataset(unlabelled))
+        for other in (parts["train"], parts["eval"], *transfer_parts):
+            extra, removed = remove_overlap(extra, other)
+            counts["overlap_unlabelled"] = counts.get("overlap_unlabelled", 0) + removed
+        transfer_parts.append(extra.drop(columns=["label"], errors="ignore"))
+    if transfer_parts:
+        parts["transfer"] = pd.concat(transfer_parts, ignore_index=True)
+    assert_disjoint(parts)
+
+    manifests: dict[str, DatasetManifest] = {}
+    with step_run(ctx.parent_run_id, "split"):
+        mlflow.log_metrics({**counts, **{f"rows_{k}": len(v) for k, v in parts.items()}})
+        log_params({"split": cfg.model_dump(), "seed": ctx.seed})
+        for name, frame in parts.items():
+            out = work / f"split-{name}.jsonl"
+            write_canonical(frame, out)
+            uri, _ = publish_file(out, ctx.key("data", f"split-{name}.jsonl"))
+            manifests[name] = DatasetManifest.from_frame(
+                frame, uri=uri, local_path=out, input_schema=train.input_schema, name=name
+            )
+            context = {"train": "training", "eval": "evaluation", "transfer": "distillation"}[name]
+            log_dataset(frame, name=name, source_uri=uri, digest=manifests[name].sha256, context=context)
+    return manifests

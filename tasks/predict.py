@@ -1,0 +1,50 @@
+"""Export the teacher's logits, keyed by example id, to the object store."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import numpy as np
+from prefect import task
+
+from data_contracts.logits import TeacherLogits, write_logits
+from data_contracts.manifest import ArtifactManifest, DatasetManifest
+from models.loading import load_classifier
+from models.predict import predict_logits
+from tasks.context import RunContext, fetch_dataset, fetch_model_dir, publish_file, scratch_dir
+from tasks.train import teacher_identity
+from infra.tracking import step_run
+
+
+@task(name="export-logits")
+def export_logits(teacher: ArtifactManifest, tables: list[DatasetManifest], ctx: RunContext) -> ArtifactManifest:
+    """One ``.npz`` for all given tables: ids, logits, teacher identity and label names."""
+    labels = teacher.metadata["labels"]
+    model, tokenizer = load_classifier(str(fetch_model_dir(teacher)))
+    frames = [fetch_dataset(t) for t in tables]
+    with step_run(ctx.parent_run_id, "export-logits"):
+        start = time.perf_counter()
+        ids, blocks = [], []
+        for table, frame in zip(tables, frames, strict=True):
+            pairs = list(frame["text_pair"]) if "text_pair" in frame else None
+            blocks.append(
+                predict_logits(
+                    model, tokenizer, list(frame["text"]), text_pairs=pairs, desc=f"teacher logits: {table.name}",
+                    batch_size=teacher.metadata["eval_batch_size"], max_length=teacher.metadata["max_seq_length"],
+                )  # fmt: skip
+            )
+            ids += list(frame["id"])
+        logits = TeacherLogits(
+            ids=ids, logits=np.concatenate(blocks).astype(np.float32), teacher_id=teacher_identity(teacher),
+            num_labels=len(labels), label_names=labels,
+        )  # fmt: skip
+        out = scratch_dir(ctx.run_key, "logits") / "teacher_logits.npz"
+        write_logits(out, logits)
+        uri, sha = publish_file(out, ctx.key("logits", "teacher_logits.npz"))
+        mlflow.log_params({"teacher": logits.teacher_id, "tables": ",".join(t.name for t in tables), "logits_uri": uri})
+        mlflow.log_metrics({"rows": len(ids), "predict_runtime_s": time.perf_counter() - start})
+    return ArtifactManifest(
+        uri=uri, sha256=sha, kind="teacher_logits",
+        metadata={"teacher_id": logits.teacher_id, "rows": len(ids), "num_labels": len(labels)},
+    )  # fmt: skip

@@ -1,0 +1,55 @@
+"""Open and close the flow's MLflow parent run; write the run summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.runtime import flow_run
+
+from infra.object_store import check_reachable, open_store
+from infra.settings import get_settings
+from infra.tracking import FLOW_RUN_TAG, configure_tracking, end_run, ensure_experiment, log_params, start_parent_run
+from tasks.context import RunContext
+
+
+@task(name="open-tracking-run")
+def open_tracking_run(experiment: str, run_name: str, seed: int, config: dict) -> RunContext:
+    """Fail fast on an unreachable object store, then create the parent run the steps nest under."""
+    settings = get_settings()
+    check_reachable(open_store(settings=settings))
+    configure_tracking(settings)
+    experiment_id = ensure_experiment(experiment, settings)
+    flow_run_id = str(flow_run.id or "local")
+    parent = start_parent_run(
+        experiment_id, run_name, {FLOW_RUN_TAG: flow_run_id, "landing.flow": str(flow_run.flow_name or run_name)}
+    )
+    with mlflow.start_run(run_id=parent):
+        log_params(config)
+    # Reuse the parent run id as the artifact prefix: unique per flow run and easy to find from MLflow.
+    return RunContext(parent_run_id=parent, flow_run_id=flow_run_id, run_key=f"runs/{parent}", seed=seed)
+
+
+@task(name="close-tracking-run")
+def close_tracking_run(ctx: RunContext, status: str, summary: dict | None = None) -> None:
+    if summary is not None:
+        client = MlflowClient()
+        client.log_dict(ctx.parent_run_id, summary, "summary.json")
+        for role in ("teacher", "student_kd", "student_baseline"):
+            if role in summary:
+                client.log_metric(ctx.parent_run_id, f"{role}.accuracy", summary[role]["accuracy"])
+                client.log_metric(ctx.parent_run_id, f"{role}.macro_f1", summary[role]["macro_f1"])
+    end_run(ctx.parent_run_id, status)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,119 @@
+"""Training steps: fine-tune a teacher, distil a student, train a no-KD baseline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from prefect import task
+from transformers import TrainerCallback
+
+from data_contracts.logits import align_logits
+from data_contracts.manifest import ArtifactManifest, DatasetManifest
+from infra.settings import get_settings
+from infra.tracking import log_classifier, log_params, step_run
+from landing.config import DistillationConfig, TrainingConfig
+from models.data import EncodedTable, label_ids
+from models.kd import KDParams
+from models.loading import build_classifier, count_parameters, save_classifier
+from models.training import Distillation, TrainingParams, train_classifier
+from tasks.context import RunContext, fetch_dataset, fetch_logits, publish_dir, scratch_dir
+
+
+class MlflowMetricsCallback(TrainerCallback):
+    """Stream the Trainer's loss and learning rate into the step's MLflow run."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        numeric = {f"train/{k}": float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
+        if numeric:
+            mlflow.log_metrics(numeric, step=state.global_step)
+
+
+def _checkpoint_dir(role: str, fingerprint: dict) -> Path:
+    """Stable per inputs, so re-running after a crash finds and resumes the same checkpoints."""
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(get_settings().state_dir, "checkpoints", f"{role}-{digest}")
+
+
+def teacher_identity(model: ArtifactManifest) -> str:
+    return f"{model.metadata['role']}@sha256:{model.sha256[:16]}"
+
+
+@task(name="train")
+def train_model(
+    role: str,
+    spec: dict,
+    training: TrainingConfig,
+    labels: list[str],
+    train: DatasetManifest,
+    ctx: RunContext,
+    *,
+    transfer: DatasetManifest | None = None,
+    logits: ArtifactManifest | None = None,
+    teacher: ArtifactManifest | None = None,
+    distillation: DistillationConfig | None = None,
+) -> ArtifactManifest:
+    """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits."""
+    frame = fetch_dataset(train)
+    texts, y = list(frame["text"]), label_ids(frame["label"], labels)
+    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
+    soft = None
+    if distillation is not None:
+        if logits is None or teacher is None:
+            raise ValueError(f"{role}: distillation needs the teacher model and its logits")
+        if transfer is not None:
+            extra = fetch_dataset(transfer)
+            texts += list(extra["text"])
+            y += label_ids([None] * len(extra), labels)
+            pairs = pairs + list(extra["text_pair"]) if pairs is not None else None
+        ids = list(frame["id"]) + (list(extra["id"]) if transfer is not None else [])
+        soft = align_logits(
+            ids, fetch_logits(logits), expected_teacher_id=teacher_identity(teacher),
+            expected_num_labels=len(labels), expected_label_names=labels,
+        )  # fmt: skip
+
+    params = TrainingParams(**training.model_dump(exclude={"max_seq_length", "eval_batch_size"}))
+    fingerprint = {
+        "role": role, "spec": spec, "training": training.model_dump(), "seed": ctx.seed, "train": train.sha256,
+        "transfer": transfer and transfer.sha256, "logits": logits and logits.sha256,
+        "distillation": distillation and distillation.model_dump(),
+    }  # fmt: skip
+    with step_run(ctx.parent_run_id, role):
+        log_params({"role": role, "model": spec, "training": training.model_dump(), "seed": ctx.seed})
+        if distillation is not None:
+            log_params({"distillation": distillation.model_dump(), "teacher": teacher_identity(teacher)})
+        model, tokenizer = build_classifier(spec, labels, seed=ctx.seed)
+        dataset = EncodedTable(
+            tokenizer, texts, training.max_seq_length, text_pairs=pairs, labels=y,
+            teacher_logits=None if soft is None else np.asarray(soft, dtype=np.float32),
+        )  # fmt: skip
+        kd = (
+            Distillation(distillation.type, KDParams(distillation.temperature, distillation.alpha))
+            if distillation is not None
+            else None
+        )
+        result = train_classifier(
+            model, tokenizer, dataset, params, _checkpoint_dir(role, fingerprint),
+            seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
+        )  # fmt: skip
+        n_params = count_parameters(model)
+        mlflow.log_metrics(
+            {"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
+             "train_rows": len(texts), "parameters": n_params, "global_step": result.global_step}
+        )  # fmt: skip
+        if result.resumed_from:
+            mlflow.set_tag("landing.resumed_from", result.resumed_from)
+        out = scratch_dir(ctx.run_key, "models", role)
+        sha = save_classifier(model, tokenizer, out)
+        uri = publish_dir(out, ctx.key("models", role))
+        model_uri = log_classifier(model, tokenizer)
+        run_id = mlflow.active_run().info.run_id
+    return ArtifactManifest(
+        uri=uri, sha256=sha, kind="model",
+        metadata={"role": role, "parameters": n_params, "labels": labels, "mlflow_model_uri": model_uri,
+                  "mlflow_run_id": run_id, "max_seq_length": training.max_seq_length,
+                  "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s},
+    )  # fmt: skip

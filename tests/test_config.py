@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from landing.config import ConfigError, DistillRunConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_configs_validate(path):
+    assert isinstance(load_config(path), DistillRunConfig)
+
+
+def _write(tmp_path, raw):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _smoke_raw():
+    return yaml.safe_load((ROOT / "configs/smoke/distill.yaml").read_text())
+
+
+def test_unknown_key_is_rejected_with_its_path(tmp_path):
+    raw = _smoke_raw()
+    raw["teacher"]["training"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"(?s)run.yaml.*teacher\.training\.epoch: Extra inputs"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_wrong_type_is_rejected_with_its_path_and_value(tmp_path):
+    raw = _smoke_raw()
+    raw["student"]["training"]["batch_size"] = "many"
+    with pytest.raises(ConfigError, match=r"student\.training\.batch_size.*found 'many'"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_set_overrides_are_typed_like_yaml(tmp_path):
+    cfg = load_config(_write(tmp_path, _smoke_raw()), ["distillation.alpha=0.9", "seed=7", "data.split.train_size=50"])
+    assert (cfg.distillation.alpha, cfg.seed, cfg.data.split.train_size) == (0.9, 7, 50)
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        load_config(_write(tmp_path, _smoke_raw()), ["seed"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_contract_field_must_be_in_schema(tmp_path):
+    raw = _smoke_raw()
+    raw["data"]["contract"]["label_column"] = "polarity"
+    with pytest.raises(ConfigError, match="polarity"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_eval_table_or_eval_size_required(tmp_path):
+    raw = _smoke_raw()
+    del raw["data"]["eval"]
+    with pytest.raises(ConfigError, match="data.eval"):
+        load_config(_write(tmp_path, raw))

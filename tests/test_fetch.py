@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+import uuid
+import zipfile
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from infra.fetch import FetchError, Source, fetch
+from infra.object_store import open_store
+from infra.s3_server import S3Server, free_port
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
+    """Local HTTP server serving a temp folder: (folder, base URL)."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    root = tmp_path / "www"
+    root.mkdir()
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield root, f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_plain_relative_path_used_in_place(tmp_path: Path) -> None:
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "data.tsv").write_bytes(b"a\tb\n")
+    r = fetch(Source("data.tsv"), tmp_path / "cache", base_dir=tmp_path / "cfg")
+    assert r.path == tmp_path / "cfg" / "data.tsv"
+    assert r.sha256 == _sha(b"a\tb\n") and not r.from_cache and r.uri == "data.tsv"
+
+
+def test_http_download_and_cache_reuse(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    root, base = http_root
+    data = b"x" * 5000
+    (root / "train.tsv").write_bytes(data)
+    src = Source(f"{base}/train.tsv", sha256=_sha(data))
+    r1 = fetch(src, tmp_path / "cache")
+    assert r1.path.read_bytes() == data and not r1.from_cache and r1.path.name == "train.tsv"
+    (root / "train.tsv").unlink()  # the source is gone: only the cache can answer
+    r2 = fetch(src, tmp_path / "cache")
+    assert r2.from_cache and r2.path == r1.path and r2.sha256 == _sha(data)
+    assert not any(".part-" in p.name for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_cache_by_sha_survives_deleted_file_source(tmp_path: Path) -> None:
+    f = tmp_path / "src.bin"
+    f.write_bytes(b"payload")
+    src = Source(f.as_uri(), sha256=_sha(b"payload"))
+    r1 = fetch(src, tmp_path / "cache")
+    assert not r1.from_cache and r1.path != f
+    f.unlink()
+    r2 = fetch([Source("file:///nonexistent/x"), src], tmp_path / "cache")
+    assert r2.from_cache and r2.path.read_bytes() == b"payload"
+
+
+def test_sha_mismatch_falls_through(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    root, base = http_root
+    (root / "bad.txt").write_bytes(b"corrupt")
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"good")
+    sha = _sha(b"good")
+    r = fetch([Source(f"{base}/bad.txt", sha256=sha), Source(str(good), sha256=sha)], tmp_path / "c")
+    assert r.uri == str(good) and r.path.read_bytes() == b"good"
+
+
+def test_s3_source(tmp_path: Path, s3_env: S3Server) -> None:
+    st = open_store(f"s3://f-{uuid.uuid4().hex[:10]}/data")
+    (tmp_path / "m.bin").write_bytes(b"model")
+    uri = st.put_file(tmp_path / "m.bin", "m.bin")
+    r = fetch(Source(uri, sha256=_sha(b"model")), tmp_path / "cache")
+    assert r.path.read_bytes() == b"model" and r.uri == uri and not r.from_cache
+
+
+def test_zip_member_extraction(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    root, base = http_root
+    with zipfile.ZipFile(root / "SST-2.zip", "w") as zf:
+        zf.writestr("SST-2/train.tsv", "sentence\tlabel\nok\t1\n")
+        zf.writestr("SST-2/dev.tsv", "sentence\tlabel\nbad\t0\n")
+    train = fetch(Source(f"{base}/SST-2.zip", member="SST-2/train.tsv"), tmp_path / "cache")
+    assert train.path.name == "train.tsv" and train.path.read_text().endswith("ok\t1\n")
+    (root / "SST-2.zip").unlink()  # archive is cached: a second member needs no download
+    dev = fetch(Source(f"{base}/SST-2.zip", member="SST-2/dev.tsv"), tmp_path / "cache")
+    assert dev.path.read_text().endswith("bad\t0\n")
+    with pytest.raises(FetchError, match="not in archive"):
+        fetch(Source(f"{base}/SST-2.zip", member="SST-2/test.tsv"), tmp_path / "cache")
+
+
+def test_all_sources_fail_lists_each(tmp_path: Path, s3_env: S3Server) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/x.tsv"
+    missing_s3 = f"s3://f-{uuid.uuid4().hex[:10]}/nope.tsv"
+    srcs = [Source(dead), Source("file:///definitely/not/here.tsv"), Source(missing_s3), Source("gs://b/x")]
+    with pytest.raises(FetchError) as ei:
+        fetch(srcs, tmp_path / "cache", timeout_s=3)
+    msg = str(ei.value)
+    assert f"{dead}: connection refused" in msg
+    assert "file:///definitely/not/here.tsv: no such file" in msg
+    assert f"{missing_s3}: no such object" in msg
+    assert "gs://b/x: unsupported scheme" in msg

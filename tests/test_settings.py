@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.settings import LandingSettings, get_settings
+
+_ENV = [
+    "LANDING_STATE_DIR", "LANDING_TRACKING_URI", "MLFLOW_TRACKING_URI", "LANDING_ARTIFACT_ROOT",
+    "LANDING_OBJECT_STORE_URI", "LANDING_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL", "LANDING_HTTP_TIMEOUT_S", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "LANDING_AWS_ACCESS_KEY_ID", "LANDING_AWS_SECRET_ACCESS_KEY",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for k in _ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = get_settings()
+    state = (tmp_path / ".landing").resolve()
+    assert s.state_dir == state and s.state_dir.is_absolute()
+    assert s.resolved_tracking_uri() == f"sqlite:///{state}/mlflow.db"
+    assert s.resolved_artifact_root() == (state / "mlartifacts").as_uri()
+    assert s.resolved_object_store_uri() == (state / "objects").as_uri()
+    assert s.cache_dir == state / "cache"
+    assert s.s3_endpoint_url is None
+    assert s.http_timeout_s == 15.0
+
+
+def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LANDING_STATE_DIR", "st")
+    monkeypatch.setenv("LANDING_OBJECT_STORE_URI", "s3://landing/runs")
+    monkeypatch.setenv("LANDING_ARTIFACT_ROOT", "arts")  # plain path → file URI
+    monkeypatch.setenv("LANDING_HTTP_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    s = get_settings()
+    assert s.state_dir == (tmp_path / "st").resolve()
+    assert s.resolved_object_store_uri() == "s3://landing/runs"
+    assert s.resolved_artifact_root() == (tmp_path / "arts").resolve().as_uri()
+    assert s.http_timeout_s == 2.5
+    assert s.resolved_tracking_uri() == "http://127.0.0.1:5000"
+    monkeypatch.setenv("LANDING_TRACKING_URI", "sqlite:///x.db")
+    assert get_settings().resolved_tracking_uri() == "sqlite:///x.db"  # LANDING_ wins
+
+
+def test_endpoint_fallback_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic:1")
+    assert get_settings().s3_endpoint_url == "http://generic:1"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3specific:2")
+    assert get_settings().s3_endpoint_url == "http://s3specific:2"
+    monkeypatch.setenv("LANDING_S3_ENDPOINT_URL", "http://landing:3")
+    assert get_settings().s3_endpoint_url == "http://landing:3"
+    assert LandingSettings(s3_endpoint_url="http://kw:4").s3_endpoint_url == "http://kw:4"
+
+
+def test_secrets_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAVERYSECRETID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "topsecretvalue123")
+    s = get_settings()
+    for text in (repr(s), str(s), s.model_dump_json()):
+        assert "topsecretvalue123" not in text and "AKIAVERYSECRETID" not in text
+    assert s.aws_secret_access_key is not None
+    assert s.aws_secret_access_key.get_secret_value() == "topsecretvalue123"

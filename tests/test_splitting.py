@@ -1,0 +1,91 @@
+"""Dedup, stratified seeded splits, overlap removal, disjointness."""
+
+import pandas as pd
+import pytest
+
+from data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
+
+
+def frame(n0: int = 300, n1: int = 100) -> pd.DataFrame:
+    labels = ["0"] * n0 + ["1"] * n1
+    return pd.DataFrame({"id": [f"i{i}" for i in range(n0 + n1)], "text": [f"t{i}" for i in range(n0 + n1)], "label": labels})
+
+
+def test_deduplicate_keeps_first_and_counts_conflicts():
+    f = pd.DataFrame({"text": ["a", "b", "a", "c", "b", "a"], "label": ["1", "0", "1", "1", "1", "0"]})
+    out, removed = deduplicate(f)
+    assert removed == 3 and out.text.tolist() == ["a", "b", "c"] and out.label.tolist() == ["1", "0", "1"]
+    assert deduplicate(f).conflicts == 2  # 'a' and 'b' occur with two labels
+    assert deduplicate(f.drop(columns="label")).conflicts == 0
+
+
+def test_deduplicate_pairs_use_both_texts():
+    f = pd.DataFrame({"text": ["p", "p", "p"], "text_pair": ["h1", "h2", "h1"], "label": ["0", "1", "0"]})
+    res = deduplicate(f)
+    assert res.removed == 1 and res.frame.text_pair.tolist() == ["h1", "h2"] and res.conflicts == 0
+
+
+def test_stratified_proportions_and_disjoint():
+    f = frame()
+    splits = stratified_split(f, {"train": 0.6, "dev": 0.2, "test": 0.2}, seed=1)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 240, "dev": 80, "test": 80}
+    for name, part in splits.items():
+        share = (part.label == "1").sum()
+        assert abs(share - len(part) / 4) <= 1, name
+    assert_disjoint(splits)
+    assert set(pd.concat(splits.values()).text) == set(f.text)
+
+
+def test_stratified_counts_leave_rest_out():
+    splits = stratified_split(frame(), {"dev": 40, "test": 20}, seed=0)
+    assert len(splits["dev"]) == 40 and (splits["dev"].label == "1").sum() == 10
+    assert len(splits["test"]) == 20 and (splits["test"].label == "1").sum() == 5
+
+
+def test_seed_reproducible_and_different_seeds_differ():
+    f = frame()
+    a = stratified_split(f, {"train": 0.5, "dev": 0.5}, seed=7)
+    b = stratified_split(f, {"train": 0.5, "dev": 0.5}, seed=7)
+    c = stratified_split(f, {"train": 0.5, "dev": 0.5}, seed=8)
+    pd.testing.assert_frame_equal(a["dev"], b["dev"])
+    assert set(a["dev"].text) != set(c["dev"].text)
+
+
+def test_unlabelled_split():
+    f = frame().drop(columns="label")
+    s = stratified_split(f, {"a": 10, "b": 0.5}, seed=3)
+    assert len(s["a"]) == 10 and len(s["b"]) == 200
+    assert_disjoint(s)
+    assert s["a"].text.tolist() != f.text.head(10).tolist()
+
+
+def test_split_errors():
+    f = frame(10, 10)
+    with pytest.raises(ValueError, match="split 'test' needs 5 rows but only 2 of 20 remain"):
+        stratified_split(f, {"train": 18, "test": 5}, seed=0)
+    with pytest.raises(ValueError, match="split 'x': fraction must be in"):
+        stratified_split(f, {"x": 1.5}, seed=0)
+    with pytest.raises(ValueError, match="deduplicate"):
+        stratified_split(pd.concat([f, f.head(1)]), {"x": 2}, seed=0)
+
+
+def test_remove_overlap():
+    f = pd.DataFrame({"text": ["a", "b", "c"], "label": ["0", "1", "0"]})
+    out, n = remove_overlap(f, pd.DataFrame({"text": ["b", "z"]}))
+    assert n == 1 and out.text.tolist() == ["a", "c"]
+    pairs = pd.DataFrame({"text": ["p", "p"], "text_pair": ["h1", "h2"]})
+    out, n = remove_overlap(pairs, pairs.head(1), key=["text", "text_pair"])
+    assert n == 1 and out.text_pair.tolist() == ["h2"]
+
+
+def test_assert_disjoint_names_splits_and_example():
+    splits = {"train": pd.DataFrame({"text": ["a", "b"]}), "dev": pd.DataFrame({"text": ["c"]}), "test": pd.DataFrame({"text": ["b"]})}
+    with pytest.raises(ValueError, match=r"splits 'train' and 'test' share 1 'text' value\(s\), e.g. 'b'"):
+        assert_disjoint(splits)
+
+
+def test_fraction_rounding_never_overallocates():
+    s = stratified_split(frame(2, 1), {"a": 0.5, "b": 0.5}, seed=0)
+    assert len(s["a"]) + len(s["b"]) == 3
+    with pytest.raises(ValueError, match="split 'b': fractions sum to 1.1 > 1"):
+        stratified_split(frame(), {"a": 0.6, "b": 0.5}, seed=0)
