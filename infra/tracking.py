@@ -7,6 +7,7 @@ thread-local, so steps open their nested run explicitly with
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +82,10 @@ def pip_requirements() -> list[str]:
 
 def log_classifier(model, tokenizer, name: str = "model") -> str:
     """Log a transformers classifier as an MLflow model (safetensors inside); returns its model URI."""
+    # Silence hub look-ups for a model card/licence: our models are local and have none.
+    flavor_logger = logging.getLogger("mlflow.transformers")
+    previous = flavor_logger.level
+    flavor_logger.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         info = mlflow.transformers.log_model(
@@ -89,6 +94,7 @@ def log_classifier(model, tokenizer, name: str = "model") -> str:
             task="text-classification",
             pip_requirements=pip_requirements(),
         )
+    flavor_logger.setLevel(previous)
     return info.model_uri
 
 

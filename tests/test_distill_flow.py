@@ -1,0 +1,86 @@
+"""The whole distill flow on the smoke config: real Prefect API, MLflow on sqlite, S3 on 127.0.0.1."""
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.distill import distill
+from landing.config import TeacherLayers, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs/smoke/distill.yaml"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (ROOT.parent / "shared/data/sst2/train.tsv").exists(), reason="needs ../shared/data"),
+]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def landing_env(tmp_path, s3_env, monkeypatch):
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LANDING_OBJECT_STORE_URI", "s3://landing-it/objects")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("LANDING_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def test_distill_flow_end_to_end(prefect_api, landing_env, s3_env):
+    config = load_config(SMOKE, ["data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150"])
+    out = landing_env / "out"
+
+    summary = distill(config=config, config_dir=str(SMOKE.parent), output_dir=str(out))
+
+    written = json.loads((out / "summary.json").read_text())
+    assert written["mlflow_run_id"] == summary["mlflow_run_id"]
+    for role in ("teacher", "student_kd", "student_baseline"):
+        assert 0.0 <= written[role]["accuracy"] <= 1.0 and 0.0 <= written[role]["macro_f1"] <= 1.0
+        assert written[role]["params"] > 0 and written[role]["model_uri"].startswith("models:/")
+    assert written["student_kd"]["params"] < written["teacher"]["params"]
+    assert written["data"]["train"]["rows"] == 150 and written["data"]["transfer"]["rows"] == 150
+
+    # The logits object is in the bucket, under this run's prefix.
+    assert written["logits_uri"] == f"s3://landing-it/objects/runs/{summary['mlflow_run_id']}/logits/teacher_logits.npz"
+    s3 = boto3.client("s3", endpoint_url=s3_env.endpoint_url, region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="landing-it")["Contents"]}
+    assert f"objects/runs/{summary['mlflow_run_id']}/logits/teacher_logits.npz" in keys
+    assert any(k.endswith("models/student_kd/_COMPLETE") for k in keys)
+
+    # One finished parent run tagged with the Prefect flow run, a nested run per step.
+    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prefect.flow_run_id"] == summary["prefect_flow_run_id"] != "local"
+    assert parent.data.metrics["student_kd.accuracy"] == pytest.approx(written["student_kd"]["accuracy"])
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    steps = {r.data.tags["landing.step"]: r for r in children}
+    assert {"download-train", "validate-train", "split", "teacher", "export-logits", "student_kd",
+            "student_baseline", "evaluate-teacher", "evaluate-student_kd"} <= set(steps)  # fmt: skip
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert steps["student_kd"].data.params["distillation.type"] == "vanilla_kd"
+    assert steps["evaluate-student_kd"].data.metrics["accuracy"] == pytest.approx(written["student_kd"]["accuracy"])
+    assert len(steps["split"].inputs.dataset_inputs) == 3  # train, eval, transfer logged as dataset inputs
+
+
+def test_failed_step_marks_the_parent_run_failed(prefect_api, landing_env):
+    config = load_config(SMOKE)
+    # The teacher trains fine; the student's pretrained weights do not exist, so its step fails.
+    config.student.model = TeacherLayers(name_or_path=str(landing_env / "no-such-model"), layers=[0])
+    with pytest.raises(Exception, match="no-such-model"):
+        distill(config=config, config_dir=str(SMOKE.parent), output_dir=str(landing_env / "out"))
+    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+    runs = client.search_runs(client.get_experiment_by_name("landing-smoke").experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in parents] == ["FAILED"]
+    assert not (landing_env / "out" / "summary.json").exists()
