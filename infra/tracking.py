@@ -86,15 +86,17 @@ def log_classifier(model, tokenizer, name: str = "model") -> str:
     flavor_logger = logging.getLogger("mlflow.transformers")
     previous = flavor_logger.level
     flavor_logger.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": tokenizer},
-            name=name,
-            task="text-classification",
-            pip_requirements=pip_requirements(),
-        )
-    flavor_logger.setLevel(previous)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.transformers.log_model(
+                transformers_model={"model": model, "tokenizer": tokenizer},
+                name=name,
+                task="text-classification",
+                pip_requirements=pip_requirements(),
+            )
+    finally:
+        flavor_logger.setLevel(previous)
     return info.model_uri
 
 
