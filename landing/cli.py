@@ -56,7 +56,7 @@ def _report(summary: dict) -> None:
         )  # fmt: skip
     console.print(table)
     teacher, kd, base = (summary[r]["accuracy"] for r in ("teacher", "student_kd", "student_baseline"))
-    if teacher > base:
+    if teacher - base >= 0.01:  # a ratio of a gap under a point is noise
         console.print(f"KD recovers {100 * (kd - base) / (teacher - base):.0f}% of the teacher–baseline gap.")
     tracking = get_settings().resolved_tracking_uri()
     console.print(f"MLflow run: {summary['mlflow_run_id']}  (tracking URI: {tracking})")
