@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.data import prepare_data
 from landing.config import DistillRunConfig
-from tasks.data import download_table, split_tables, validate_table
 from tasks.evaluate import evaluate_model
 from tasks.predict import export_logits
 from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
@@ -27,20 +27,8 @@ def _student_spec(config: DistillRunConfig) -> dict:
 def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "runs/distill") -> dict:
     ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
     try:
-        data = config.data
-        contract = data.contract
-        tables = {"train": (data.train, contract), "eval": (data.eval, contract)}
-        if data.unlabelled is not None:
-            tables["unlabelled"] = (data.unlabelled, contract.without_label())
-        validated = {
-            name: validate_table(
-                name, download_table(name, table, config_dir, ctx), table_contract, data.quarantine,
-                table.max_rows, ctx,
-            )  # fmt: skip
-            for name, (table, table_contract) in tables.items()
-            if table is not None
-        }
-        splits = split_tables(validated["train"], validated.get("eval"), validated.get("unlabelled"), data.split, ctx)
+        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
         teacher_spec = config.teacher.model.model_dump()
         teacher = train_model("teacher", teacher_spec, config.teacher.training, labels, splits["train"], ctx)
@@ -58,7 +46,7 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
             "prefect_flow_run_id": ctx.flow_run_id,
             "logits_uri": logits.uri,
             "data": {name: m.model_dump() for name, m in splits.items()},
-            "rejects": {name: m.rejects for name, m in validated.items()},
+            "rejects": rejects,
         }
         for role, model in (("teacher", teacher), ("student_kd", student_kd), ("student_baseline", baseline)):
             summary[role] = evaluate_model(role, model, splits["eval"], ctx, config.latency_samples)

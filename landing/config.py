@@ -126,6 +126,58 @@ class DistillationConfig(StrictModel):
     alpha: float = Field(0.5, ge=0, le=1)
 
 
+class ModelSource(StrictModel):
+    """A saved model directory: a local path, ``file://`` or ``s3://`` prefix (as written by ``distill``)."""
+
+    uri: str
+
+
+COMPRESSION_STRATEGIES = ("vocab", "width", "dynamic_int8", "static_int8", "int8_embeddings")
+
+
+class CompressionConfig(StrictModel):
+    """PaddleNLP-style strategies composed by name, e.g. ``vocab+width+dynamic_int8+int8_embeddings``.
+
+    Pruning strategies (``vocab``, ``width``) build one pruned FP32 model, recovered by
+    distilling from the unpruned one; each quantization strategy adds an INT8 variant of it.
+    """
+
+    strategies: str = "vocab+width+dynamic_int8+int8_embeddings"
+    max_vocab_size: int = Field(8000, gt=10)
+    max_seq_length: int = Field(128, ge=8, le=512)
+    width_multiplier: float = Field(0.5, gt=0, le=1)
+    importance_rows: int = Field(512, gt=0, description="training rows used to rank heads and neurons")
+    recover: TrainingConfig = TrainingConfig(epochs=2, learning_rate=1e-4)
+    recover_distillation: DistillationConfig = DistillationConfig(temperature=2.0, alpha=0.5)
+    calibration_rows: int = Field(300, gt=0, description="training texts for static INT8 calibration")
+    fp32_max_abs_diff: float = Field(1e-4, gt=0)
+    int8_min_agreement: float = Field(0.99, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _known_strategies(self) -> CompressionConfig:
+        unknown = [s for s in self.strategy_list if s not in COMPRESSION_STRATEGIES]
+        if unknown:
+            raise ValueError(f"strategies: unknown {unknown}; expected names from {list(COMPRESSION_STRATEGIES)} joined by '+'")
+        return self
+
+    @property
+    def strategy_list(self) -> list[str]:
+        return [s.strip() for s in self.strategies.split("+") if s.strip()]
+
+
+class LatencyTargetConfig(StrictModel):
+    kind: Literal["host", "ssh", "adb"] = "host"
+    options: dict[str, Any] = Field(default_factory=dict, description="arguments of the target (host, user, ...)")
+
+
+class LatencyConfig(StrictModel):
+    targets: list[LatencyTargetConfig] = Field(default_factory=lambda: [LatencyTargetConfig()])
+    seq_lens: list[int] = Field(default_factory=lambda: [16, 32])
+    threads: int = Field(1, gt=0)
+    warmup: int = Field(20, ge=0)
+    runs: int = Field(200, gt=0)
+
+
 class DistillRunConfig(StrictModel):
     flow: Literal["distill"] = "distill"
     name: str = "distill"
@@ -136,10 +188,24 @@ class DistillRunConfig(StrictModel):
     student: StudentConfig
     distillation: DistillationConfig = DistillationConfig()
     latency_samples: int = Field(50, ge=0, description="batch-1 timings per model in the report; 0 skips")
+    compression: CompressionConfig | None = Field(None, description="append the compress steps to the student")
+    latency: LatencyConfig = LatencyConfig()
 
 
-RunConfig = Annotated[DistillRunConfig, Field(discriminator="flow")]
-FLOW_CONFIGS: dict[str, type[StrictModel]] = {"distill": DistillRunConfig}
+class CompressRunConfig(StrictModel):
+    flow: Literal["compress"] = "compress"
+    name: str = "compress"
+    experiment: str = "landing"
+    seed: int = 42
+    data: DataConfig
+    student: ModelSource
+    teacher: ModelSource | None = Field(None, description="reference rows: the teacher in PyTorch and ONNX FP32")
+    compression: CompressionConfig = CompressionConfig()
+    latency: LatencyConfig = LatencyConfig()
+
+
+RunConfig = DistillRunConfig | CompressRunConfig
+FLOW_CONFIGS: dict[str, type[StrictModel]] = {"distill": DistillRunConfig, "compress": CompressRunConfig}
 
 
 class ConfigError(ValueError):
@@ -178,7 +244,7 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> DistillRunConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a run config; errors name the file and every bad key path."""
     path = Path(path)
     try:

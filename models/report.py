@@ -1,0 +1,89 @@
+"""The compression report: the product brief's table as markdown, CSV and an accuracy-vs-latency plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class VariantResult:
+    name: str
+    precision: str
+    accuracy: float
+    size_bytes: int
+    latency_ms_p50: dict[str, float]  # by sequence length, model only
+    peak_rss_bytes: int | None = None
+    latency_ms_p50_end_to_end: dict[str, float | None] = field(default_factory=dict)
+    parity: dict = field(default_factory=dict)
+    uri: str | None = None
+    runtime: str = "onnxruntime"
+
+    def as_summary(self) -> dict:
+        return asdict(self)
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{reference / value:.2f}×" if value else "-"
+
+
+def report_rows(variants: list[VariantResult], reference: str) -> list[dict[str, str]]:
+    """One row per variant; deltas and speed-ups relative to the ``reference`` variant, same run."""
+    ref = next(v for v in variants if v.name == reference)
+    rows = []
+    for v in variants:
+        row = {
+            "variant": v.name,
+            "runtime": v.runtime,
+            "precision": v.precision,
+            "accuracy": f"{100 * v.accuracy:.2f} ({100 * (v.accuracy - ref.accuracy):+.2f})",
+        }
+        for seq, ms in sorted(v.latency_ms_p50.items(), key=lambda kv: int(kv[0])):
+            row[f"p50 ms @{seq} (speed-up)"] = f"{ms:.2f} ({_ratio(ms, ref.latency_ms_p50[seq])})"
+        row["peak RSS MB"] = "-" if v.peak_rss_bytes is None else f"{v.peak_rss_bytes / 2**20:.0f}"
+        row["size MB (Δ)"] = f"{v.size_bytes / 1e6:.1f} ({100 * (v.size_bytes / ref.size_bytes - 1):+.0f}%)"
+        rows.append(row)
+    return rows
+
+
+def render_markdown(rows: list[dict[str, str]], title: str) -> str:
+    header = list(rows[0])
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(variants: list[VariantResult]) -> str:
+    out = io.StringIO()
+    seqs = sorted({s for v in variants for s in v.latency_ms_p50}, key=int)
+    writer = csv.writer(out)
+    writer.writerow(["variant", "runtime", "precision", "accuracy", "size_bytes", "peak_rss_bytes",
+                     *[f"latency_ms_p50_{s}" for s in seqs]])  # fmt: skip
+    for v in variants:
+        writer.writerow([v.name, v.runtime, v.precision, v.accuracy, v.size_bytes, v.peak_rss_bytes,
+                         *[v.latency_ms_p50.get(s) for s in seqs]])  # fmt: skip
+    return out.getvalue()
+
+
+def plot_accuracy_vs_latency(variants: list[VariantResult], seq_len: str, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for v in variants:
+        ax.scatter(v.latency_ms_p50[seq_len], 100 * v.accuracy, s=max(v.size_bytes / 2e5, 10), alpha=0.7)
+        ax.annotate(v.name, (v.latency_ms_p50[seq_len], 100 * v.accuracy), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency p50, batch 1, seq {seq_len} (ms, log scale)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("accuracy vs latency (marker area ∝ model size)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
