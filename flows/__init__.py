@@ -1,0 +1,6 @@
+"""Prefect flows by the name a run config's ``flow:`` key uses."""
+
+from flows.compress import compress
+from flows.distill import distill
+
+FLOWS = {"distill": distill, "compress": compress}

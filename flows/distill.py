@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.compress import compress_model
 from flows.data import prepare_data
 from landing.config import DistillRunConfig
 from tasks.evaluate import evaluate_model
@@ -50,6 +51,8 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         }
         for role, model in (("teacher", teacher), ("student_kd", student_kd), ("student_baseline", baseline)):
             summary[role] = evaluate_model(role, model, splits["eval"], ctx, config.latency_samples)
+        if config.compression is not None:
+            summary |= compress_model(student_kd, splits, config.compression, config.latency, ctx, output_dir)
     except BaseException:
         close_tracking_run(ctx, "FAILED")
         raise

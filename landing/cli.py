@@ -74,11 +74,14 @@ def run(
     """Run the flow that CONFIG names (e.g. distill) as a Prefect flow tracked in MLflow."""
     _prepare_environment()
     cfg = _load(config, set_)
-    from flows.distill import distill
+    from flows import FLOWS
 
     out = output_dir or Path("runs") / cfg.name
-    summary = distill(config=cfg, config_dir=str(config.resolve().parent), output_dir=str(out))
-    _report(summary)
+    summary = FLOWS[cfg.flow](config=cfg, config_dir=str(config.resolve().parent), output_dir=str(out))
+    if "teacher" in summary:
+        _report(summary)
+    if "report_markdown" in summary:
+        print(summary["report_markdown"])  # plain: a markdown table must not be re-wrapped
     console.print(f"Summary: {out / 'summary.json'}")
 
 
@@ -110,6 +113,76 @@ def validate_data(config: ConfigArg, set_: SetOpt = None) -> None:
         counts = checked.frame["label"].value_counts().to_dict() if "label" in checked.frame else {}
         console.print(f"{name}: ok, {len(checked.frame)} rows from {got.uri}; labels {counts}", highlight=False)
     raise typer.Exit(1 if failed else 0)
+
+
+def _read_input_table(path: Path):
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=True, dtype=False)
+    if suffix in (".tsv", ".txt"):
+        return pd.read_csv(path, sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    raise typer.BadParameter(f"{path}: unsupported extension {suffix!r}; expected .csv, .tsv or .jsonl")
+
+
+def _write_output_table(frame, path: Path) -> None:
+    """Same format as the extension says, written to a temporary name then renamed."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_csv(tmp, sep="\t" if suffix in (".tsv", ".txt") else ",", index=False)
+    os.replace(tmp, path)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="ONNX bundle: a directory, an .onnx/.ort file, or a file:// / s3:// prefix")],
+    input: Annotated[Path, typer.Option(help="table to label (.csv, .tsv or .jsonl)")],
+    output: Annotated[Path, typer.Option(help="prediction table to write (.csv, .tsv or .jsonl)")],
+    text_column: Annotated[str, typer.Option(help="column with the (first) text")] = "text",
+    pair_column: Annotated[str | None, typer.Option(help="column with the second text, for pair tasks")] = None,
+    id_column: Annotated[str | None, typer.Option(help="column copied to the output as id")] = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 1,
+    logits: Annotated[bool, typer.Option("--logits/--no-logits", help="also write the raw logits")] = False,
+) -> None:
+    """Label a table with an exported model through onnxruntime alone (torch is never imported)."""
+    from models.onnx_predictor import OnnxClassifier
+
+    frame = _read_input_table(input)
+    for name in filter(None, (text_column, pair_column, id_column)):
+        if name not in frame.columns:
+            err.print(f"[red]error:[/] {input}: no column {name!r}; found {list(frame.columns)}", highlight=False)
+            raise typer.Exit(2)
+    classifier = OnnxClassifier.load(_local_bundle(model), threads=threads)
+    table = classifier.predict(
+        frame[text_column].astype(str).tolist(),
+        frame[pair_column].astype(str).tolist() if pair_column else None,
+        ids=frame[id_column].astype(str).tolist() if id_column else None,
+        return_logits=logits,
+    )
+    _write_output_table(table, output)
+    console.print(f"{len(table)} predictions written to {output}", highlight=False)
+
+
+def _local_bundle(model: str) -> Path:
+    """A local path as is; an object-store prefix is downloaded (and checked complete) first."""
+    if "://" not in model or model.startswith("file://") and Path(model[7:]).exists():
+        return Path(model[7:] if model.startswith("file://") else model)
+    import tempfile
+
+    from infra.object_store import store_for_uri
+
+    target = Path(tempfile.mkdtemp(prefix="landing-model-"))
+    return store_for_uri(model).get_dir(model, target)
 
 
 def main() -> None:  # pragma: no cover

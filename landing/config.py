@@ -198,7 +198,9 @@ class CompressRunConfig(StrictModel):
     experiment: str = "landing"
     seed: int = 42
     data: DataConfig
-    student: ModelSource
+    student: ModelSource | StudentConfig = Field(
+        description="a saved student ({uri: ...}), or a model spec trained on the labelled split first"
+    )
     teacher: ModelSource | None = Field(None, description="reference rows: the teacher in PyTorch and ONNX FP32")
     compression: CompressionConfig = CompressionConfig()
     latency: LatencyConfig = LatencyConfig()

@@ -32,7 +32,7 @@ class MlflowMetricsCallback(TrainerCallback):
             mlflow.log_metrics(numeric, step=state.global_step)
 
 
-def _checkpoint_dir(role: str, fingerprint: dict) -> Path:
+def checkpoint_dir(role: str, fingerprint: dict) -> Path:
     """Stable per inputs, so re-running after a crash finds and resumes the same checkpoints."""
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Path(get_settings().state_dir, "checkpoints", f"{role}-{digest}")
@@ -96,7 +96,7 @@ def train_model(
             else None
         )
         result = train_classifier(
-            model, tokenizer, dataset, params, _checkpoint_dir(role, fingerprint),
+            model, tokenizer, dataset, params, checkpoint_dir(role, fingerprint),
             seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
         )  # fmt: skip
         n_params = count_parameters(model)

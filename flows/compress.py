@@ -1,0 +1,76 @@
+"""The ``compress`` flow: prune → recover → quantize → export → parity → latency → report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from data_contracts.manifest import ArtifactManifest, DatasetManifest
+from flows.data import prepare_data
+from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
+from models.quantize import QUANTIZERS
+from tasks.compress import build_variant, import_model, measure_latency, measure_pytorch, prune_student, report_compression
+from tasks.context import RunContext
+from tasks.train import train_model
+from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
+
+
+def compress_model(
+    student: ArtifactManifest,
+    splits: dict[str, DatasetManifest],
+    cfg: CompressionConfig,
+    latency: LatencyConfig,
+    ctx: RunContext,
+    output_dir: str,
+    teacher: ArtifactManifest | None = None,
+) -> dict:
+    """All variants of ``student`` (and reference rows for ``teacher``), timed in one run, then the report."""
+    strategies = cfg.strategy_list
+    variants = [build_variant("student_fp32", student, None, splits, cfg, ctx)]
+    if teacher is not None:
+        variants.append(build_variant("teacher_onnx_fp32", teacher, None, splits, cfg, ctx))
+    base, prefix = student, "student"
+    if {"vocab", "width"} & set(strategies):
+        base, prefix = prune_student(student, splits, cfg, ctx), "pruned"
+        variants.append(build_variant("pruned_fp32", base, None, splits, cfg, ctx))
+    for quantizer in (s for s in strategies if s in QUANTIZERS):
+        variants.append(build_variant(f"{prefix}_{quantizer}", base, quantizer, splits, cfg, ctx))
+    for variant in variants:
+        variant["latency"] = {
+            target.kind: measure_latency(variant, target, latency, splits["eval"], ctx) for target in latency.targets
+        }
+    if teacher is not None:
+        variants.append(measure_pytorch("teacher_pytorch_fp32", teacher, splits["eval"], latency, ctx))
+    report = report_compression(variants, "student_fp32", latency.targets[0].kind, ctx, output_dir)
+    return {"variants": report["variants"], "report_markdown": report["markdown"]}
+
+
+@flow(name="compress")
+def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str = "runs/compress") -> dict:
+    ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
+    try:
+        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        max_len = config.compression.max_seq_length
+        if isinstance(config.student, ModelSource):
+            student = import_model(config.student.uri, "student", max_len, ctx)
+        else:
+            labels = list(config.data.contract.label_enumerate_values or sorted(splits["train"].label_counts))
+            spec = config.student.model.model_dump()
+            student = train_model("student", spec, config.student.training, labels, splits["train"], ctx)
+        teacher = import_model(config.teacher.uri, "teacher", max_len, ctx) if config.teacher else None
+        result = compress_model(student, splits, config.compression, config.latency, ctx, output_dir, teacher)
+        summary = {
+            "flow": "compress",
+            "mlflow_run_id": ctx.parent_run_id,
+            "prefect_flow_run_id": ctx.flow_run_id,
+            "student": student.uri,
+            "rejects": rejects,
+            **result,
+        }
+    except BaseException:
+        close_tracking_run(ctx, "FAILED")
+        raise
+    write_json_atomic(Path(output_dir) / "summary.json", summary)
+    close_tracking_run(ctx, "FINISHED", summary)
+    return summary

@@ -1,0 +1,236 @@
+"""Compression steps: import a student, prune + recover, build ONNX variants, time them, report.
+
+Every variant is exported, parity-checked and converted to ``.ort`` in a scratch
+folder; only a variant that passed every check is uploaded and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
+from infra.latency.targets import make_target
+from infra.object_store import store_for_uri
+from infra.tracking import log_params, step_run
+from landing.config import CompressionConfig, LatencyConfig, LatencyTargetConfig
+from models.data import EncodedTable, label_ids
+from models.kd import KDParams
+from models.latency import fixed_length_latency_ms
+from models.loading import count_parameters, load_classifier, save_classifier, weights_sha256
+from models.metrics import classification_metrics
+from models.onnx_export import check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
+from models.onnx_predictor import OnnxClassifier
+from models.predict import predict_logits
+from models.quantize import QUANTIZERS
+from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
+from models.training import Distillation, TrainingParams, train_classifier
+from models.vocab_pruning import prune_vocabulary
+from models.width_pruning import make_importance_batches, prune_width
+from tasks.context import RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
+from tasks.train import MlflowMetricsCallback, checkpoint_dir
+
+PRECISION = {None: "fp32", "dynamic_int8": "int8", "static_int8": "int8", "int8_embeddings": "int8+int8-emb"}
+
+
+def _local_dir(uri: str) -> Path:
+    """A local path or file:// URI as is; an s3:// prefix downloaded (refused unless complete)."""
+    if "://" not in uri:
+        return Path(uri)
+    if uri.startswith("file://"):
+        return Path(uri[7:])
+    target = scratch_dir("imports", hashlib.sha256(uri.encode()).hexdigest()[:16])
+    return store_for_uri(uri).get_dir(uri, target)
+
+
+@task(name="import-model")
+def import_model(uri: str, role: str, max_seq_length: int, ctx: RunContext) -> ArtifactManifest:
+    """Bring a saved model directory (local path, file:// or s3:// prefix) under this run, as a manifest."""
+    local = _local_dir(uri)
+    if not (local / "config.json").is_file():
+        raise FileNotFoundError(f"{role}: {uri} is not a saved model directory (no config.json)")
+    model, _ = load_classifier(str(local))
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    published = publish_dir(local, ctx.key("models", role))
+    return ArtifactManifest(
+        uri=published, sha256=weights_sha256(local), kind="model",
+        metadata={"role": role, "source": uri, "parameters": count_parameters(model), "labels": labels,
+                  "max_seq_length": max_seq_length, "eval_batch_size": 128},
+    )  # fmt: skip
+
+
+def _texts_and_labels(splits: dict[str, DatasetManifest], labels: list[str]) -> tuple[list[str], list[int]]:
+    train = fetch_dataset(splits["train"])
+    texts, y = list(train["text"]), label_ids(train["label"], labels)
+    if "transfer" in splits:
+        transfer = fetch_dataset(splits["transfer"])
+        texts += list(transfer["text"])
+        y += label_ids([None] * len(transfer), labels)
+    return texts, y
+
+
+@task(name="prune")
+def prune_student(
+    student: ArtifactManifest, splits: dict[str, DatasetManifest], cfg: CompressionConfig, ctx: RunContext
+) -> ArtifactManifest:
+    """Vocabulary and/or width pruning, then recovery by distilling from the unpruned student."""
+    strategies = [s for s in cfg.strategy_list if s in ("vocab", "width")]
+    labels = student.metadata["labels"]
+    model, tokenizer = load_classifier(str(fetch_model_dir(student)))
+    texts, y = _texts_and_labels(splits, labels)
+    with step_run(ctx.parent_run_id, "prune"):
+        log_params({"strategies": "+".join(strategies), "compression": cfg.model_dump()})
+        # Soft targets of the unpruned model: the importance signal and the recovery teacher.
+        soft = predict_logits(model, tokenizer, texts, max_length=cfg.max_seq_length, desc="unpruned logits")
+        stats: dict = {"params_before": count_parameters(model)}
+        if "vocab" in strategies:
+            model, tokenizer, vocab = prune_vocabulary(
+                model, tokenizer, texts, max_vocab_size=cfg.max_vocab_size, max_seq_length=cfg.max_seq_length
+            )
+            stats |= {f"vocab.{k}": v for k, v in vocab.items()}
+        if "width" in strategies:
+            rows = min(cfg.importance_rows, len(texts))
+            batches = make_importance_batches(
+                tokenizer, texts[:rows], teacher_logits=soft[:rows], max_length=cfg.max_seq_length
+            )
+            model, width = prune_width(model, cfg.width_multiplier, batches)
+            stats |= {f"width.{k}": v for k, v in width.items() if not isinstance(v, list | dict)}
+        data = EncodedTable(tokenizer, texts, cfg.max_seq_length, labels=y, teacher_logits=soft)
+        kd = Distillation(cfg.recover_distillation.type,
+                          KDParams(cfg.recover_distillation.temperature, cfg.recover_distillation.alpha))  # fmt: skip
+        params = TrainingParams(**cfg.recover.model_dump(exclude={"max_seq_length", "eval_batch_size"}))
+        fingerprint = {"student": student.sha256, "compression": cfg.model_dump(), "seed": ctx.seed,
+                       "train": splits["train"].sha256}  # fmt: skip
+        result = train_classifier(
+            model, tokenizer, data, params, checkpoint_dir("pruned", fingerprint),
+            seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
+        )  # fmt: skip
+        stats["params_after"] = count_parameters(model)
+        mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
+        mlflow.log_metric("recover_runtime_s", result.train_runtime_s)
+        out = scratch_dir(ctx.run_key, "models", "pruned")
+        sha = save_classifier(model, tokenizer, out)
+        uri = publish_dir(out, ctx.key("models", "pruned"))
+    return ArtifactManifest(
+        uri=uri, sha256=sha, kind="model",
+        metadata={**student.metadata, "role": "pruned", "parameters": stats["params_after"], "pruning": stats},
+    )  # fmt: skip
+
+
+@task(name="build-variant")
+def build_variant(
+    name: str, model: ArtifactManifest, quantizer: str | None, splits: dict[str, DatasetManifest],
+    cfg: CompressionConfig, ctx: RunContext,
+) -> dict:  # fmt: skip
+    """Export → (quantize) → parity → .ort → held-out accuracy; published only when every check passed."""
+    model_dir = fetch_model_dir(model)
+    work = scratch_dir(ctx.run_key, "variants", name)
+    eval_frame = fetch_dataset(splits["eval"])
+    eval_texts = list(eval_frame["text"])
+    labels = model.metadata["labels"]
+    max_length = model.metadata.get("max_seq_length", cfg.max_seq_length)
+    with step_run(ctx.parent_run_id, f"variant-{name}"):
+        fp32 = export_onnx(model_dir, work / "fp32" / "model.onnx", max_length=max_length)
+        parity = {"fp32": check_parity_fp32(model_dir, fp32, eval_texts, max_length=max_length,
+                                            atol=cfg.fp32_max_abs_diff)}  # fmt: skip
+        final = fp32
+        if quantizer is not None:
+            calibration = list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows])
+            final = QUANTIZERS[quantizer](fp32, work / name / "model.onnx", calibration, fp32.parent,
+                                          max_length=max_length)  # fmt: skip
+            parity["int8"] = check_parity_argmax(model_dir, final, eval_texts, max_length=max_length,
+                                                 min_agreement=cfg.int8_min_agreement)  # fmt: skip
+        ort_path = convert_to_ort(final)
+        logits = OnnxClassifier.load(final).logits(eval_texts)
+        metrics = classification_metrics(label_ids(eval_frame["label"], labels), logits.argmax(-1), len(labels))
+        uri = publish_dir(final.parent, ctx.key("variants", name))
+        mlflow.log_metrics({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                            "size_bytes": final.stat().st_size, "ort_size_bytes": ort_path.stat().st_size})  # fmt: skip
+        mlflow.log_dict(parity, "parity.json")
+        log_params({"variant": name, "quantizer": quantizer, "source_model": model.uri})
+        import onnx  # heavy; only where a model is logged
+
+        mlflow_uri = mlflow.onnx.log_model(onnx.load(str(final)), name="model").model_uri
+    return {
+        "name": name, "precision": PRECISION[quantizer], "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"], "size_bytes": final.stat().st_size, "uri": uri,
+        "model_file": final.name, "sha256": sha256_file(final), "parity": parity, "mlflow_model_uri": mlflow_uri,
+    }  # fmt: skip
+
+
+@task(name="measure-latency")
+def measure_latency(
+    variant: dict, target: LatencyTargetConfig, latency: LatencyConfig, eval_table: DatasetManifest, ctx: RunContext
+) -> dict:
+    """p50/p90/p99 model-only and end-to-end at each sequence length, peak memory, on one target."""
+    bundle = _local_dir(variant["uri"])
+    texts = list(fetch_dataset(eval_table)["text"][:200])
+    runner = make_target({"kind": target.kind, **target.options})
+    report = runner.measure(
+        bundle / variant["model_file"], seq_lens=latency.seq_lens, threads=latency.threads,
+        warmup=latency.warmup, runs=latency.runs, tokenizer_json=bundle / "tokenizer.json", texts=texts,
+    )  # fmt: skip
+    out = report.to_json()
+    with step_run(ctx.parent_run_id, f"latency-{variant['name']}-{runner.name}"):
+        for seq in latency.seq_lens:
+            mlflow.log_metric(f"p50_ms_seq{seq}", report.p50(seq))
+        mlflow.log_dict(out, "latency.json")
+    return out
+
+
+@task(name="measure-pytorch")
+def measure_pytorch(name: str, model: ArtifactManifest, eval_table: DatasetManifest, latency: LatencyConfig,
+                    ctx: RunContext) -> dict:  # fmt: skip
+    """A PyTorch FP32 reference row: held-out accuracy, weights size, batch-1 latency at fixed lengths."""
+    model_dir = fetch_model_dir(model)
+    classifier, tokenizer = load_classifier(str(model_dir))
+    frame = fetch_dataset(eval_table)
+    labels = model.metadata["labels"]
+    logits = predict_logits(classifier, tokenizer, list(frame["text"]), max_length=model.metadata["max_seq_length"])
+    metrics = classification_metrics(label_ids(frame["label"], labels), logits.argmax(-1), len(labels))
+    timings = fixed_length_latency_ms(
+        classifier, latency.seq_lens, runs=latency.runs, warmup=latency.warmup, threads=latency.threads
+    )
+    size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+    return {"name": name, "precision": "fp32", "runtime": "pytorch", "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"], "size_bytes": size, "uri": model.uri,
+            "latency_ms_p50": {seq: t["p50_ms"] for seq, t in timings.items()}}  # fmt: skip
+
+
+def _variant_result(v: dict, target: str | None) -> VariantResult:
+    if v.get("runtime") == "pytorch":
+        return VariantResult(name=v["name"], precision=v["precision"], accuracy=v["accuracy"],
+                             size_bytes=v["size_bytes"], latency_ms_p50=v["latency_ms_p50"], uri=v["uri"],
+                             runtime="pytorch")  # fmt: skip
+    report = v["latency"][target]
+    return VariantResult(
+        name=v["name"], precision=v["precision"], accuracy=v["accuracy"], size_bytes=v["size_bytes"],
+        latency_ms_p50={s: r["model_only"]["p50_ms"] for s, r in report["results"].items()},
+        latency_ms_p50_end_to_end={s: (r["end_to_end"] or {}).get("p50_ms") for s, r in report["results"].items()},
+        peak_rss_bytes=report.get("peak_rss_bytes"), parity=v.get("parity", {}), uri=v["uri"],
+    )  # fmt: skip
+
+
+@task(name="report")
+def report_compression(variants: list[dict], reference: str, target: str, ctx: RunContext, output_dir: str) -> dict:
+    """The brief's table (markdown + CSV), the accuracy-vs-latency PNG, to MLflow and as a Prefect artifact."""
+    results = [_variant_result(v, target) for v in variants]
+    rows = report_rows(results, reference)
+    markdown = render_markdown(rows, f"Compression report (latency on {target}, batch 1; Δ vs {reference})")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compression_report.md").write_text(markdown)
+    (out / "compression_report.csv").write_text(render_csv(results))
+    seq = sorted(results[0].latency_ms_p50, key=int)[0]
+    plot = plot_accuracy_vs_latency(results, seq, out / "accuracy_vs_latency.png")
+    for path in (out / "compression_report.md", out / "compression_report.csv", plot):
+        mlflow.MlflowClient().log_artifact(ctx.parent_run_id, str(path), artifact_path="compression")
+    create_table_artifact(table=rows, key="compression-report", description=markdown.splitlines()[0].lstrip("# "))
+    return {"markdown": markdown, "variants": [r.as_summary() for r in results]}

