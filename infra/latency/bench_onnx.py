@@ -65,9 +65,9 @@ def _stats(np, timings_ms: list[float]) -> dict:  # noqa: ANN001
     return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "mean_ms": float(arr.mean()), "runs": int(arr.size)}
 
 
-def _feeds(np, session, batch: int, seq_len: int, rng) -> dict:  # noqa: ANN001
+def _feeds(np, session, batch: int, seq_len: int, rng, id_range: tuple[int, int]) -> dict:  # noqa: ANN001
     """Random-but-valid inputs for the model's declared BERT-style inputs."""
-    feeds = {}
+    feeds, (low, high) = {}, id_range
     for inp in session.get_inputs():
         if inp.type != "tensor(int64)":
             raise BenchError(f"input {inp.name!r} has type {inp.type}; only int64 token inputs are supported")
@@ -79,8 +79,20 @@ def _feeds(np, session, batch: int, seq_len: int, rng) -> dict:  # noqa: ANN001
         elif "position" in inp.name:
             feeds[inp.name] = np.tile(np.arange(seq_len, dtype=np.int64), (batch, 1))
         else:
-            feeds[inp.name] = rng.integers(1000, 2000, size=shape, dtype=np.int64)
+            feeds[inp.name] = rng.integers(low, high, size=shape, dtype=np.int64)
     return feeds
+
+
+def _token_id_range(tokenizer_json: str | None) -> tuple[int, int]:
+    """Ids for random inputs: ordinary word pieces, inside a (possibly pruned) vocabulary."""
+    high = 2000
+    if tokenizer_json:
+        try:
+            with open(tokenizer_json, encoding="utf-8") as fh:
+                high = min(high, len(json.load(fh)["model"]["vocab"]))
+        except (OSError, KeyError, TypeError, ValueError):
+            pass
+    return min(1000, high // 2), high
 
 
 def _time_model_only(np, session, feeds: dict, warmup: int, runs: int) -> dict:  # noqa: ANN001
@@ -202,7 +214,7 @@ def run(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     results: dict[str, dict] = {}
     for seq_len in seq_lens:
-        feeds = _feeds(np, session, args.batch, seq_len, rng)
+        feeds = _feeds(np, session, args.batch, seq_len, rng, _token_id_range(args.tokenizer_json))
         try:
             model_only = _time_model_only(np, session, feeds, args.warmup, args.runs)
         except Exception as exc:

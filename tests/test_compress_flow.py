@@ -1,0 +1,105 @@
+"""The whole compress flow on the smoke config: real Prefect API, MLflow on sqlite, S3 on 127.0.0.1."""
+
+import json
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
+
+from flows.compress import compress
+from landing.cli import app
+from landing.config import load_config
+from models.onnx_export import ParityError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs/smoke/compress.yaml"
+FAST = ["latency.runs=10", "data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
+        "compression.strategies=vocab+width+dynamic_int8+int8_embeddings"]  # fmt: skip
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (ROOT.parent / "shared/data/sst2/train.tsv").exists(), reason="needs ../shared/data"),
+]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def landing_env(tmp_path, s3_env, monkeypatch):
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    bucket = f"landing-{uuid.uuid4().hex[:12]}"  # one bucket per test: the S3 server is shared
+    monkeypatch.setenv("LANDING_OBJECT_STORE_URI", f"s3://{bucket}/objects")
+    (tmp_path / "bucket").write_text(bucket)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("LANDING_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _keys(s3_env, landing_env, prefix=""):
+    s3 = boto3.client("s3", endpoint_url=s3_env.endpoint_url, region_name="us-east-1")
+    bucket = (landing_env / "bucket").read_text()
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_compress_flow_end_to_end(prefect_api, landing_env, s3_env):
+    out = landing_env / "out"
+    summary = compress(config=load_config(SMOKE, FAST), config_dir=str(SMOKE.parent), output_dir=str(out))
+
+    written = json.loads((out / "summary.json").read_text())
+    names = [v["name"] for v in written["variants"]]
+    assert names == ["student_fp32", "pruned_fp32", "pruned_dynamic_int8", "pruned_int8_embeddings"]
+    by_name = {v["name"]: v for v in written["variants"]}
+    for v in written["variants"]:
+        assert set(v["latency_ms_p50"]) == {"16", "32"} and all(ms > 0 for ms in v["latency_ms_p50"].values())
+        assert v["size_bytes"] > 0 and 0 <= v["accuracy"] <= 1 and v["peak_rss_bytes"] > 0
+    assert by_name["student_fp32"]["parity"]["fp32"]["max_abs_diff"] <= 1e-4
+    assert by_name["pruned_int8_embeddings"]["size_bytes"] < by_name["pruned_fp32"]["size_bytes"]
+    assert by_name["pruned_fp32"]["size_bytes"] < by_name["student_fp32"]["size_bytes"]
+    assert "| pruned_int8_embeddings |" in (out / "compression_report.md").read_text()
+
+    run_id = summary["mlflow_run_id"]
+    keys = _keys(s3_env, landing_env, f"objects/runs/{run_id}/variants/")
+    for name in names:
+        assert {f"objects/runs/{run_id}/variants/{name}/{f}" for f in ("model.onnx", "model.ort", "_COMPLETE")} <= keys
+
+    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+    artifacts = {a.path for a in client.list_artifacts(run_id, "compression")}
+    assert artifacts == {"compression/compression_report.md", "compression/compression_report.csv",
+                         "compression/accuracy_vs_latency.png"}  # fmt: skip
+    children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run_id}'")  # fmt: skip
+    steps = {r.data.tags["landing.step"]: r for r in children}
+    assert {"prune", "variant-pruned_int8_embeddings", "latency-pruned_fp32-host"} <= set(steps)
+    assert steps["prune"].data.metrics["params_after"] < steps["prune"].data.metrics["params_before"]
+
+    # The published bundle serves predictions through `landing predict` (onnxruntime only).
+    table = landing_env / "in.tsv"
+    table.write_text("sentence\tid\na gorgeous , witty film\t1\na dull mess\t2\n")
+    result = CliRunner().invoke(app, ["predict", "--model", by_name["pruned_int8_embeddings"]["uri"], "--input",
+                                      str(table), "--output", str(landing_env / "pred.jsonl"),
+                                      "--text-column", "sentence", "--id-column", "id"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (landing_env / "pred.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["1", "2"] and all(r["label"] in ("0", "1") for r in rows)
+    assert all(abs(r["prob_0"] + r["prob_1"] - 1) < 1e-5 for r in rows)
+
+
+def test_parity_failure_stops_before_anything_is_published(prefect_api, landing_env, s3_env):
+    config = load_config(SMOKE, [*FAST, "compression.fp32_max_abs_diff=1e-12", "compression.strategies=dynamic_int8"])
+    with pytest.raises(ParityError, match="max"):
+        compress(config=config, config_dir=str(SMOKE.parent), output_dir=str(landing_env / "out"))
+    assert not any("/variants/" in k for k in _keys(s3_env, landing_env))
+    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("landing-smoke").experiment_id])
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FAILED"]
+    variant_runs = [r for r in runs if r.data.tags.get("landing.step", "").startswith("variant-")]
+    assert variant_runs and all(r.info.status == "FAILED" for r in variant_runs)
+    assert not (landing_env / "out" / "summary.json").exists()
