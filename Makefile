@@ -15,7 +15,7 @@ help:
 	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~15 min on 2 cores)"
 	@echo "make test       venv + install + the whole test suite (unit + integration against real servers)"
 	@echo "make smoke      the whole distill flow on tiny random BERTs (< 3 min)"
-	@echo "make benchmark  the low-resource KD benchmark on SST-2, 3 seeds (writes benchmarks/results/)"
+	@echo "make benchmark  KD benchmark on SST-2 (3 seeds), then the compression benchmark (writes benchmarks/results/)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ test-unit: install
 
 benchmark: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/kd_sst2.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/compress_sst2.py
 
 clean:
 	rm -rf .landing runs .pytest_cache

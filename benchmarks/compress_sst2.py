@@ -1,0 +1,71 @@
+"""Compression benchmark on the SST-2 student of the KD benchmark (issue #3).
+
+Reads the seed's ``student_kd`` and ``teacher`` from ``benchmarks/results/kd_sst2.json``
+(run ``benchmarks/kd_sst2.py`` first), runs the ``compress`` flow (FP32, pruned, pruned+INT8,
+pruned+INT8+INT8-embeddings, static INT8, plus the teacher in PyTorch and ONNX FP32), all
+timed in one run on the host at batch 1, sequence 16 and 32, 1 thread, and checks the
+issue's targets. Writes ``benchmarks/results/compress_sst2.{md,json}`` and the plot.
+
+    python benchmarks/compress_sst2.py [--seed 1] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "configs/sst2/compress.yaml"
+RESULTS = ROOT / "benchmarks/results"
+FINAL = "pruned_int8_embeddings"
+
+
+def targets(variants: dict[str, dict]) -> list[tuple[str, str, bool]]:
+    """The issue's targets, each as (target, measured, met)."""
+    final, student = variants[FINAL], variants["student_fp32"]
+    teacher = variants["teacher_pytorch_fp32"]
+    rows = [(f"final model ≤ 5.4 MB", f"{final['size_bytes'] / 1e6:.2f} MB", final["size_bytes"] <= 5.4e6)]
+    drop = 100 * (student["accuracy"] - final["accuracy"])
+    rows.append(("accuracy within 0.3 points of the FP32 student", f"{-drop:+.2f} points", drop <= 0.3))
+    for seq in ("16", "32"):
+        vs_student = student["latency_ms_p50"][seq] / final["latency_ms_p50"][seq]
+        vs_teacher = teacher["latency_ms_p50"][seq] / final["latency_ms_p50"][seq]
+        rows.append((f"≥ 2.13× faster than the FP32 ONNX student @{seq}", f"{vs_student:.2f}×", vs_student >= 2.13))
+        rows.append((f"≥ 40× faster than the PyTorch FP32 teacher @{seq}", f"{vs_teacher:.1f}×", vs_teacher >= 40))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1, help="which KD-benchmark seed's student to compress")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".landing-benchmark")
+    args = parser.parse_args()
+    os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+    from flows.compress import compress
+    from landing.config import load_config
+
+    kd = json.loads((RESULTS / "kd_sst2.json").read_text())
+    run = next(r for r in kd["runs"] if r["seed"] == args.seed)
+    overrides = [f"seed={args.seed}", f"student.uri={run['student_kd']['artifact_uri']}",
+                 f"teacher.uri={run['teacher']['artifact_uri']}", *args.overrides]  # fmt: skip
+    out = RESULTS / "compress_sst2"
+    summary = compress(config=load_config(CONFIG, overrides), config_dir=str(CONFIG.parent), output_dir=str(out))
+    variants = {v["name"]: v for v in summary["variants"]}
+    lines = [summary["report_markdown"], "", "| target | measured | met |", "| --- | --- | --- |"]
+    lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in targets(variants)]
+    table = "\n".join(lines) + "\n"
+    (RESULTS / "compress_sst2.md").write_text(table)
+    (RESULTS / "compress_sst2.json").write_text(json.dumps({"overrides": overrides, "summary": summary}, indent=2))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
