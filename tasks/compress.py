@@ -34,7 +34,7 @@ from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, r
 from models.training import Distillation, TrainingParams, train_classifier
 from models.vocab_pruning import prune_vocabulary
 from models.width_pruning import make_importance_batches, prune_width
-from tasks.context import RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
+from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
 from tasks.train import MlflowMetricsCallback, checkpoint_dir
 
 PRECISION = {None: "fp32", "dynamic_int8": "int8", "static_int8": "int8", "int8_embeddings": "int8+int8-emb"}
@@ -76,7 +76,7 @@ def _texts_and_labels(splits: dict[str, DatasetManifest], labels: list[str]) -> 
     return texts, y
 
 
-@task(name="prune")
+@task(name="prune", cache_policy=STEP_CACHE, persist_result=True)
 def prune_student(
     student: ArtifactManifest, splits: dict[str, DatasetManifest], cfg: CompressionConfig, ctx: RunContext
 ) -> ArtifactManifest:
@@ -124,7 +124,7 @@ def prune_student(
     )  # fmt: skip
 
 
-@task(name="build-variant")
+@task(name="build-variant", cache_policy=STEP_CACHE, persist_result=True)
 def build_variant(
     name: str, model: ArtifactManifest, quantizer: str | None, splits: dict[str, DatasetManifest],
     cfg: CompressionConfig, ctx: RunContext,
@@ -154,6 +154,8 @@ def build_variant(
         mlflow.log_metrics({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                             "size_bytes": final.stat().st_size, "ort_size_bytes": ort_path.stat().st_size})  # fmt: skip
         mlflow.log_dict(parity, "parity.json")
+        for mobile_artifact in (ort_path, *final.parent.glob("*.mobile_usability.txt")):
+            mlflow.log_artifact(str(mobile_artifact), artifact_path="mobile")
         log_params({"variant": name, "quantizer": quantizer, "source_model": model.uri})
         import onnx  # heavy; only where a model is logged
 

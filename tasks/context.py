@@ -7,12 +7,17 @@ matches is reused instead of downloaded again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from data_contracts.logits import TeacherLogits, read_logits
 from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
@@ -29,6 +34,24 @@ class RunContext(BaseModel):
 
     def key(self, *parts: str) -> str:
         return "/".join((self.run_key, *parts))
+
+
+def _step_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
+    """What defines a step's result: its manifests (URI + sha256), its parameters and the seed.
+
+    The run-specific ids in ``RunContext`` are left out, so a re-run with the same inputs
+    reuses the result; the object store is put in, so a hit always points at artifacts
+    that live where this run reads from.
+    """
+    stable = {k: (v.seed if isinstance(v, RunContext) else v) for k, v in parameters.items()}
+    stable["__object_store__"] = get_settings().resolved_object_store_uri()
+    blob = json.dumps(to_jsonable_python(stable), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# Re-running a flow with the same inputs skips finished steps; changing one parameter re-runs
+# that step and, through the new manifests it returns, only the steps downstream of it.
+STEP_CACHE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_step_cache_key)
 
 
 class IntegrityError(RuntimeError):

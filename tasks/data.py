@@ -16,10 +16,10 @@ from infra.fetch import Source, fetch
 from infra.settings import get_settings
 from infra.tracking import log_dataset, log_params, step_run
 from landing.config import SplitConfig, TableConfig
-from tasks.context import RunContext, fetch_dataset, fetch_file, publish_file, scratch_dir
+from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_file, publish_file, scratch_dir
 
 
-@task(name="download")
+@task(name="download", cache_policy=STEP_CACHE, persist_result=True)
 def download_table(name: str, table: TableConfig, base_dir: str, ctx: RunContext) -> ArtifactManifest:
     """Fetch the first reachable source and keep a content-addressed copy in the object store."""
     settings = get_settings()
@@ -32,7 +32,7 @@ def download_table(name: str, table: TableConfig, base_dir: str, ctx: RunContext
     return ArtifactManifest(uri=uri, sha256=sha, kind="raw_table", metadata={"source": result.uri, "suffix": suffix})
 
 
-@task(name="validate")
+@task(name="validate", cache_policy=STEP_CACHE, persist_result=True)
 def validate_table(
     name: str, raw: ArtifactManifest, contract: TableContract, quarantine: bool, max_rows: int | None, ctx: RunContext
 ) -> DatasetManifest:
@@ -63,7 +63,7 @@ def _split_sizes(cfg: SplitConfig, has_eval_table: bool) -> dict[str, float]:
     return {k: v for k, v in sizes.items() if v is not None}
 
 
-@task(name="split")
+@task(name="split", cache_policy=STEP_CACHE, persist_result=True)
 def split_tables(
     train: DatasetManifest,
     eval_table: DatasetManifest | None,

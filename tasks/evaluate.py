@@ -12,10 +12,10 @@ from models.latency import batch1_latency_ms
 from models.loading import load_classifier
 from models.metrics import classification_metrics
 from models.predict import predict_logits
-from tasks.context import RunContext, fetch_dataset, fetch_model_dir
+from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir
 
 
-@task(name="evaluate")
+@task(name="evaluate", cache_policy=STEP_CACHE, persist_result=True)
 def evaluate_model(
     role: str, model: ArtifactManifest, eval_table: DatasetManifest, ctx: RunContext, latency_samples: int = 50
 ) -> dict:

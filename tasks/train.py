@@ -20,7 +20,7 @@ from models.data import EncodedTable, label_ids
 from models.kd import KDParams
 from models.loading import build_classifier, count_parameters, save_classifier
 from models.training import Distillation, TrainingParams, train_classifier
-from tasks.context import RunContext, fetch_dataset, fetch_logits, publish_dir, scratch_dir
+from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_logits, publish_dir, scratch_dir
 
 
 class MlflowMetricsCallback(TrainerCallback):
@@ -42,7 +42,7 @@ def teacher_identity(model: ArtifactManifest) -> str:
     return f"{model.metadata['role']}@sha256:{model.sha256[:16]}"
 
 
-@task(name="train")
+@task(name="train", cache_policy=STEP_CACHE, persist_result=True)
 def train_model(
     role: str,
     spec: dict,

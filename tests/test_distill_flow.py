@@ -84,3 +84,34 @@ def test_failed_step_marks_the_parent_run_failed(prefect_api, landing_env):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parents] == ["FAILED"]
     assert not (landing_env / "out" / "summary.json").exists()
+
+
+def _task_states(flow_run_id: str) -> dict[str, list[str]]:
+    """Task name → state names of one flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def test_rerun_skips_finished_steps_and_a_changed_parameter_reruns_only_downstream(prefect_api, landing_env):
+    fast = ["data.train.max_rows=300", "data.split.train_size=100", "data.split.transfer_size=100",
+            "teacher.training.epochs=2", "student.training.epochs=2", "latency_samples=0"]  # fmt: skip
+    first = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(landing_env / "a"))
+    again = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(landing_env / "b"))
+    states = _task_states(again["prefect_flow_run_id"])
+    assert set(states["train"]) == {"Cached"} and set(states["export-logits"]) == {"Cached"}
+    assert set(states["validate"]) == {"Cached"} and set(states["evaluate"]) == {"Cached"}
+    assert again["student_kd"] == first["student_kd"]
+
+    changed = load_config(SMOKE, [*fast, "student.training.learning_rate=0.002"])
+    third = distill(config=changed, config_dir=str(SMOKE.parent), output_dir=str(landing_env / "c"))
+    states = _task_states(third["prefect_flow_run_id"])
+    assert sorted(states["train"]) == ["Cached", "Completed", "Completed"]  # teacher reused, both students re-run
+    assert states["export-logits"] == ["Cached"]
+    assert third["teacher"] == first["teacher"] and third["logits_uri"] == first["logits_uri"]

@@ -1,0 +1,46 @@
+"""The ``promote`` flow: evaluate challenger and champion on one held-out table → gates → move ``champion``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.data import prepare_data
+from infra.registry import CHALLENGER, CHAMPION
+from landing.promote_config import PromoteRunConfig
+from tasks.promote import apply_promotion, decide_promotion, evaluate_candidate, onnx_model_name
+from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
+
+
+@flow(name="promote", log_prints=True)
+def promote(config: PromoteRunConfig, config_dir: str = ".", output_dir: str = "runs/promote") -> dict:
+    ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
+    try:
+        # Same preparation (and seed) as training, so an eval_size split is the same held-out rows.
+        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        name, seq = onnx_model_name(config.registered_model), config.gates.latency_seq_len
+        challenger = evaluate_candidate(name, CHALLENGER, splits["eval"], config.latency, seq, ctx, required=True)
+        champion = evaluate_candidate(name, CHAMPION, splits["eval"], config.latency, seq, ctx, reuse=challenger)
+        decision = apply_promotion(
+            config.registered_model, challenger, champion, decide_promotion(challenger, champion, config.gates), ctx
+        )
+        print(("promoted" if decision["promote"] else "kept champion") + ": " + "; ".join(decision["reasons"]))
+        summary = {
+            "flow": "promote",
+            "mlflow_run_id": ctx.parent_run_id,
+            "prefect_flow_run_id": ctx.flow_run_id,
+            "registered_model": name,
+            "challenger": challenger,
+            "champion": champion,
+            "decision": decision,
+            "champion_version": decision["challenger_version"] if decision["promote"] else decision["champion_version"],
+            "data": {"eval": splits["eval"].model_dump()},
+            "rejects": rejects,
+        }
+    except BaseException:
+        close_tracking_run(ctx, "FAILED")
+        raise
+    write_json_atomic(Path(output_dir) / "summary.json", summary)
+    close_tracking_run(ctx, "FINISHED", summary)
+    return summary
