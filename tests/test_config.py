@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from landing.config import ConfigError, DistillRunConfig, load_config
+from landing.config import FLOW_CONFIGS, CompressRunConfig, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -11,7 +11,8 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_configs_validate(path):
-    assert isinstance(load_config(path), DistillRunConfig)
+    config = load_config(path)
+    assert isinstance(config, FLOW_CONFIGS[config.flow])
 
 
 def _write(tmp_path, raw):
@@ -62,3 +63,13 @@ def test_eval_table_or_eval_size_required(tmp_path):
     del raw["data"]["eval"]
     with pytest.raises(ConfigError, match="data.eval"):
         load_config(_write(tmp_path, raw))
+
+
+def test_compression_strategies_are_checked_by_name(tmp_path):
+    raw = yaml.safe_load((ROOT / "configs/smoke/compress.yaml").read_text())
+    raw["compression"]["strategies"] = "vocab+qat8"
+    with pytest.raises(ConfigError, match=r"compression.*unknown \['qat8'\]"):
+        load_config(_write(tmp_path, raw))
+    raw["compression"]["strategies"] = "width+int8_embeddings"
+    config = load_config(_write(tmp_path, raw))
+    assert isinstance(config, CompressRunConfig) and config.compression.strategy_list == ["width", "int8_embeddings"]

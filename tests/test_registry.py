@@ -69,7 +69,7 @@ def test_register_creates_versions_moves_challenger_and_tags(tracking, bundle):
     assert (str(first.version), str(second.version)) == ("1", "2")
     current = get_alias_version("student-onnx", "challenger")
     assert str(current.version) == "2" and current.tags["prefect.flow_run_id"] == "fr-2"
-    assert current.tags["landing.data_sha256"] == "abc" and current.model_id == uri.removeprefix("models:/")
+    assert current.tags["landing.data_sha256"] == "abc" and current.source == uri
     assert current.run_id  # linked back to the run that logged the model
     assert get_alias_version("student-onnx", "champion") is None
 
