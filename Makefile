@@ -9,12 +9,15 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo smoke test test-unit benchmark clean help
+.PHONY: install demo smoke test test-unit test-stack benchmark up down status clean help
+STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
 help:
 	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~15 min on 2 cores)"
 	@echo "make test       venv + install + the whole test suite (unit + integration against real servers)"
 	@echo "make smoke      the whole distill flow on tiny random BERTs (< 3 min)"
+	@echo "make up         start Prefect server + worker (:4200), MLflow (:5000) and an S3 server (:9000) on 127.0.0.1"
+	@echo "make down       stop exactly what make up started;  make status: show them"
 	@echo "make benchmark  KD benchmark on SST-2 (3 seeds), then the compression benchmark (writes benchmarks/results/)"
 
 $(STAMP): pyproject.toml
@@ -37,7 +40,19 @@ test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest
 
 test-unit: install
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not integration"
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not integration and not stack"
+
+test-stack: install
+	$(BIN)/pytest -m stack
+
+up: install
+	$(BIN)/python -m infra.stack up $(STACK_ARGS)
+
+down:
+	$(BIN)/python -m infra.stack down $(STACK_ARGS)
+
+status:
+	$(BIN)/python -m infra.stack status $(STACK_ARGS)
 
 benchmark: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/kd_sst2.py

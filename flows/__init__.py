@@ -2,5 +2,6 @@
 
 from flows.compress import compress
 from flows.distill import distill
+from flows.promote import promote
 
-FLOWS = {"distill": distill, "compress": compress}
+FLOWS = {"distill": distill, "compress": compress, "promote": promote}

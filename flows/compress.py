@@ -12,6 +12,7 @@ from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, 
 from models.quantize import QUANTIZERS
 from tasks.compress import build_variant, import_model, measure_latency, measure_pytorch, prune_student, report_compression
 from tasks.context import RunContext
+from tasks.promote import register_models
 from tasks.train import train_model
 from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
 
@@ -36,6 +37,8 @@ def compress_model(
         variants.append(build_variant("pruned_fp32", base, None, splits, cfg, ctx))
     for quantizer in (s for s in strategies if s in QUANTIZERS):
         variants.append(build_variant(f"{prefix}_{quantizer}", base, quantizer, splits, cfg, ctx))
+    # The most compressed student variant is the one offered to the registry.
+    candidate = next(v for v in reversed(variants) if not v["name"].startswith("teacher"))
     for variant in variants:
         variant["latency"] = {
             target.kind: measure_latency(variant, target, latency, splits["eval"], ctx) for target in latency.targets
@@ -43,7 +46,13 @@ def compress_model(
     if teacher is not None:
         variants.append(measure_pytorch("teacher_pytorch_fp32", teacher, splits["eval"], latency, ctx))
     report = report_compression(variants, "student_fp32", latency.targets[0].kind, ctx, output_dir)
-    return {"variants": report["variants"], "report_markdown": report["markdown"]}
+    return {
+        "variants": report["variants"],
+        "report_markdown": report["markdown"],
+        "registry_candidate": {
+            "variant": candidate["name"], "onnx_uri": candidate["mlflow_model_uri"], "parity": candidate["parity"]
+        },
+    }
 
 
 @flow(name="compress")
@@ -68,6 +77,12 @@ def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str =
             "rejects": rejects,
             **result,
         }
+        if config.registered_model:
+            candidate = result["registry_candidate"]
+            summary["registry"] = register_models(
+                config.registered_model, ctx, onnx_uri=candidate["onnx_uri"], parity=candidate["parity"],
+                pytorch_uri=student.metadata.get("mlflow_model_uri"), data_sha256=splits["train"].sha256,
+            )  # fmt: skip
     except BaseException:
         close_tracking_run(ctx, "FAILED")
         raise

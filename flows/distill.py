@@ -12,7 +12,8 @@ from landing.config import DistillRunConfig
 from tasks.evaluate import evaluate_model
 from tasks.predict import export_logits
 from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
-from tasks.train import train_model
+from tasks.promote import register_models
+from tasks.train import teacher_identity, train_model
 
 
 def _student_spec(config: DistillRunConfig) -> dict:
@@ -53,6 +54,13 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
             summary[role] = evaluate_model(role, model, splits["eval"], ctx, config.latency_samples)
         if config.compression is not None:
             summary |= compress_model(student_kd, splits, config.compression, config.latency, ctx, output_dir)
+        if config.registered_model:
+            candidate = summary.get("registry_candidate", {})
+            summary["registry"] = register_models(
+                config.registered_model, ctx, pytorch_uri=summary["student_kd"]["model_uri"],
+                onnx_uri=candidate.get("onnx_uri"), parity=candidate.get("parity"),
+                data_sha256=splits["train"].sha256, teacher=teacher_identity(teacher),
+            )  # fmt: skip
     except BaseException:
         close_tracking_run(ctx, "FAILED")
         raise

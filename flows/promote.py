@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.data import prepare_data
 from infra.registry import CHALLENGER, CHAMPION
-from landing.promote_config import PromoteRunConfig
+from landing.config import PromoteRunConfig
 from tasks.promote import apply_promotion, decide_promotion, evaluate_candidate, onnx_model_name
 from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
 
@@ -34,7 +34,7 @@ def promote(config: PromoteRunConfig, config_dir: str = ".", output_dir: str = "
             "challenger": challenger,
             "champion": champion,
             "decision": decision,
-            "champion_version": decision["challenger_version"] if decision["promote"] else decision["champion_version"],
+            "champion_version": decision["challenger_version" if decision["promote"] else "champion_version"],
             "data": {"eval": splits["eval"].model_dump()},
             "rejects": rejects,
         }

@@ -414,6 +414,8 @@ def _ensure_work_pool(cfg: StackConfig) -> None:
     except urllib.error.HTTPError as e:
         if e.code != 404:
             raise StackError(f"prefect (port {cfg.prefect_port}): reading work pool {WORK_POOL!r} failed: {e}") from e
+    except OSError as e:
+        raise StackError(f"prefect (port {cfg.prefect_port}) stopped answering: {e}") from e
     _, env, _ = _command(cfg, "worker")
     res = subprocess.run(
         [_script("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"],

@@ -174,11 +174,18 @@ def predict(
 
 
 def _local_bundle(model: str) -> Path:
-    """A local path as is; an object-store prefix is downloaded (and checked complete) first."""
-    if "://" not in model or model.startswith("file://") and Path(model[7:]).exists():
-        return Path(model[7:] if model.startswith("file://") else model)
+    """A local path as is; a registry URI or an object-store prefix is downloaded (and checked) first."""
     import tempfile
 
+    if model.startswith("models:/"):
+        from infra.registry import resolve_onnx_bundle
+        from infra.settings import get_settings
+        from infra.tracking import configure_tracking
+
+        configure_tracking(get_settings())
+        return resolve_onnx_bundle(model, Path(tempfile.mkdtemp(prefix="landing-model-")))
+    if "://" not in model or model.startswith("file://") and Path(model[7:]).exists():
+        return Path(model[7:] if model.startswith("file://") else model)
     from infra.object_store import store_for_uri
 
     target = Path(tempfile.mkdtemp(prefix="landing-model-"))

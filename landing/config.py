@@ -190,6 +190,9 @@ class DistillRunConfig(StrictModel):
     latency_samples: int = Field(50, ge=0, description="batch-1 timings per model in the report; 0 skips")
     compression: CompressionConfig | None = Field(None, description="append the compress steps to the student")
     latency: LatencyConfig = LatencyConfig()
+    registered_model: str | None = Field(
+        None, description="register the student as <name> (transformers) and <name>-onnx, alias challenger"
+    )
 
 
 class CompressRunConfig(StrictModel):
@@ -204,10 +207,41 @@ class CompressRunConfig(StrictModel):
     teacher: ModelSource | None = Field(None, description="reference rows: the teacher in PyTorch and ONNX FP32")
     compression: CompressionConfig = CompressionConfig()
     latency: LatencyConfig = LatencyConfig()
+    registered_model: str | None = Field(
+        None, description="register the student as <name> (transformers) and <name>-onnx, alias challenger"
+    )
 
 
-RunConfig = DistillRunConfig | CompressRunConfig
-FLOW_CONFIGS: dict[str, type[StrictModel]] = {"distill": DistillRunConfig, "compress": CompressRunConfig}
+class PromotionGates(StrictModel):
+    """What a challenger must show before it replaces the champion; every gate must pass."""
+
+    min_accuracy_gain: float = Field(
+        0.0, ge=-1, le=1, description="challenger − champion held-out accuracy; negative = largest loss accepted"
+    )
+    max_latency_p50_ms: float | None = Field(
+        None, gt=0, description="batch-1 model-only p50 bound at latency_seq_len on the first latency target"
+    )
+    latency_seq_len: int = Field(16, ge=1, le=512)
+    require_parity: bool = Field(True, description="the challenger's version must carry a landing.parity record")
+
+
+class PromoteRunConfig(StrictModel):
+    flow: Literal["promote"] = "promote"
+    name: str = "promote"
+    experiment: str = "landing"
+    seed: int = Field(42, description="must match the training run's seed when the held-out split is eval_size")
+    data: DataConfig
+    registered_model: str = Field(min_length=1, description="base name; the ONNX versions live in <name>-onnx")
+    gates: PromotionGates = PromotionGates()
+    latency: LatencyConfig = LatencyConfig()
+
+
+RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig
+FLOW_CONFIGS: dict[str, type[StrictModel]] = {
+    "distill": DistillRunConfig,
+    "compress": CompressRunConfig,
+    "promote": PromoteRunConfig,
+}
 
 
 class ConfigError(ValueError):

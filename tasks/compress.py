@@ -19,6 +19,7 @@ from prefect.artifacts import create_table_artifact
 from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
 from infra.latency.targets import make_target
 from infra.object_store import store_for_uri
+from infra.registry import log_onnx_bundle
 from infra.tracking import log_params, step_run
 from landing.config import CompressionConfig, LatencyConfig, LatencyTargetConfig
 from models.data import EncodedTable, label_ids
@@ -157,9 +158,7 @@ def build_variant(
         for mobile_artifact in (ort_path, *final.parent.glob("*.mobile_usability.txt")):
             mlflow.log_artifact(str(mobile_artifact), artifact_path="mobile")
         log_params({"variant": name, "quantizer": quantizer, "source_model": model.uri})
-        import onnx  # heavy; only where a model is logged
-
-        mlflow_uri = mlflow.onnx.log_model(onnx.load(str(final)), name="model").model_uri
+        mlflow_uri = log_onnx_bundle(final.parent, final.name, name="model")
     return {
         "name": name, "precision": PRECISION[quantizer], "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"], "size_bytes": final.stat().st_size, "uri": uri,

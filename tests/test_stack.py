@@ -35,13 +35,18 @@ def _ports() -> dict[str, int]:
     return {"s3": s3, "mlflow": mlflow, "prefect": prefect}
 
 
-def _cli(cmd: str, state: Path, ports: dict[str, int], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _cli(
+    cmd: str, state: Path, ports: dict[str, int], timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     args = [
         sys.executable, "-m", "infra.stack", cmd, "--state-dir", str(state),
         "--s3-port", str(ports["s3"]), "--mlflow-port", str(ports["mlflow"]),
         "--prefect-port", str(ports["prefect"]), "--timeout", "240",
     ]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _get(url: str) -> int:
@@ -156,6 +161,20 @@ def test_port_in_use_fails_naming_port_and_service(stack_dir: tuple[Path, dict[s
     assert res.returncode == 1
     assert f"port {ports[busy]} for {busy} is already in use" in res.stderr, res.stderr
     # Checked before anything starts: nothing is left running, no pid recorded.
+    assert not list((state / "stack" / "pids").glob("*.pid"))
+    assert not [p for p in ports.values() if port_in_use(p)]
+    assert not _processes_mentioning(str(state))
+
+
+def test_service_dying_at_startup_is_named_and_the_rest_stopped(stack_dir: tuple[Path, dict[str, int]]) -> None:
+    """Prefect (third to start) dies on a bad setting: the error names it, its port and its
+    log, and the S3 and MLflow servers this `up` had started are stopped again."""
+    state, ports = stack_dir
+    res = _cli("up", state, ports, timeout=UP_TIMEOUT_S, env={"PREFECT_LOGGING_LEVEL": "NOT-A-LEVEL"})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"prefect (port {ports['prefect']}) exited with code" in res.stderr, res.stderr
+    assert "logs/prefect.log" in res.stderr and "NOT-A-LEVEL" in res.stderr  # the log tail
+    assert "mlflow   started" in res.stdout  # it really had started something to clean up
     assert not list((state / "stack" / "pids").glob("*.pid"))
     assert not [p for p in ports.values() if port_in_use(p)]
     assert not _processes_mentioning(str(state))
