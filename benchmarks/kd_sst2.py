@@ -100,8 +100,9 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".landing-benchmark")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    from infra.settings import prepare_runtime_environment
+
+    prepare_runtime_environment()
 
     runs = []
     for seed in args.seeds:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from prefect import flow
 
@@ -14,7 +13,7 @@ from tasks.compress import build_variant, import_model, measure_latency, measure
 from tasks.context import RunContext
 from tasks.promote import register_models
 from tasks.train import train_model
-from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
+from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
 
 
 def compress_model(
@@ -58,7 +57,7 @@ def compress_model(
 @flow(name="compress")
 def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str = "runs/compress") -> dict:
     ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
-    try:
+    with parent_run_fails_on_error(ctx):
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         max_len = config.compression.max_seq_length
         if isinstance(config.student, ModelSource):
@@ -83,9 +82,4 @@ def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str =
                 config.registered_model, ctx, onnx_uri=candidate["onnx_uri"], parity=candidate["parity"],
                 pytorch_uri=student.metadata.get("mlflow_model_uri"), data_sha256=splits["train"].sha256,
             )  # fmt: skip
-    except BaseException:
-        close_tracking_run(ctx, "FAILED")
-        raise
-    write_json_atomic(Path(output_dir) / "summary.json", summary)
-    close_tracking_run(ctx, "FINISHED", summary)
-    return summary
+    return publish_summary(ctx, summary, output_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from prefect import flow
 
@@ -11,7 +10,7 @@ from flows.data import prepare_data
 from landing.config import DistillRunConfig
 from tasks.evaluate import evaluate_model
 from tasks.predict import export_logits
-from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
+from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
 from tasks.promote import register_models
 from tasks.train import teacher_identity, train_model
 
@@ -28,7 +27,7 @@ def _student_spec(config: DistillRunConfig) -> dict:
 @flow(name="distill", log_prints=True)
 def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "runs/distill") -> dict:
     ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
-    try:
+    with parent_run_fails_on_error(ctx):
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
@@ -61,9 +60,4 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
                 onnx_uri=candidate.get("onnx_uri"), parity=candidate.get("parity"),
                 data_sha256=splits["train"].sha256, teacher=teacher_identity(teacher),
             )  # fmt: skip
-    except BaseException:
-        close_tracking_run(ctx, "FAILED")
-        raise
-    write_json_atomic(Path(output_dir) / "summary.json", summary)
-    close_tracking_run(ctx, "FINISHED", summary)
-    return summary
+    return publish_summary(ctx, summary, output_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from prefect import flow
 
@@ -10,13 +9,13 @@ from flows.data import prepare_data
 from infra.registry import CHALLENGER, CHAMPION
 from landing.config import PromoteRunConfig
 from tasks.promote import apply_promotion, decide_promotion, evaluate_candidate, onnx_model_name
-from tasks.tracking import close_tracking_run, open_tracking_run, write_json_atomic
+from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
 
 
 @flow(name="promote", log_prints=True)
 def promote(config: PromoteRunConfig, config_dir: str = ".", output_dir: str = "runs/promote") -> dict:
     ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
-    try:
+    with parent_run_fails_on_error(ctx):
         # Same preparation (and seed) as training, so an eval_size split is the same held-out rows.
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         name, seq = onnx_model_name(config.registered_model), config.gates.latency_seq_len
@@ -38,9 +37,4 @@ def promote(config: PromoteRunConfig, config_dir: str = ".", output_dir: str = "
             "data": {"eval": splits["eval"].model_dump()},
             "rejects": rejects,
         }
-    except BaseException:
-        close_tracking_run(ctx, "FAILED")
-        raise
-    write_json_atomic(Path(output_dir) / "summary.json", summary)
-    close_tracking_run(ctx, "FINISHED", summary)
-    return summary
+    return publish_summary(ctx, summary, output_dir)

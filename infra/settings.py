@@ -82,3 +82,19 @@ class LandingSettings(BaseSettings):
 def get_settings() -> LandingSettings:
     """Fresh instance per call so env changes (e.g. monkeypatched in tests) are always seen."""
     return LandingSettings()
+
+
+def prepare_runtime_environment(settings: LandingSettings | None = None) -> None:
+    """Embedded defaults for Prefect and MLflow: state under the landing state dir, no telemetry.
+
+    Prefect keeps cached step results under PREFECT_HOME, so it lives beside the artifacts
+    those results point to: deleting the state dir forgets both together.
+    """
+    import os
+
+    prefect_home = (settings or get_settings()).state_dir / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -19,18 +19,6 @@ ConfigArg = Annotated[Path, typer.Argument(help="run config (YAML); see configs/
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: key.path=value (repeatable)")]
 
 
-def _prepare_environment() -> None:
-    """Embedded defaults: Prefect state under the landing state dir, no usage analytics."""
-    from infra.settings import get_settings
-
-    prefect_home = get_settings().state_dir / "prefect"
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-
-
 def _load(config: Path, overrides: list[str] | None):
     from landing.config import ConfigError, load_config
 
@@ -72,7 +60,9 @@ def run(
     output_dir: Annotated[Path | None, typer.Option(help="where summary.json goes (default runs/<name>)")] = None,
 ) -> None:
     """Run the flow that CONFIG names (e.g. distill) as a Prefect flow tracked in MLflow."""
-    _prepare_environment()
+    from infra.settings import prepare_runtime_environment
+
+    prepare_runtime_environment()
     cfg = _load(config, set_)
     from flows import FLOWS
 

@@ -157,14 +157,15 @@ def _no_calibration(fn: Callable[[Path, Path], Path]) -> Quantizer:
         tokenizer_dir: Path | None = None,
         *,
         max_length: int = 128,
+        per_channel: bool = False,
     ) -> Path:
-        return fn(onnx_in, onnx_out)
+        return fn(onnx_in, onnx_out, per_channel=per_channel)
 
     run.__doc__, run.__name__ = fn.__doc__, fn.__name__
     return run
 
 
-# Common call: QUANTIZERS[name](onnx_in, onnx_out, calibration_texts, tokenizer_dir, max_length=...);
+# Common call: QUANTIZERS[name](onnx_in, onnx_out, calibration_texts, tokenizer_dir, max_length=..., per_channel=...);
 # only "static_int8" uses the calibration arguments.
 QUANTIZERS: dict[str, Quantizer] = {
     "dynamic_int8": _no_calibration(quantize_dynamic_int8),

