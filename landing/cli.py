@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -181,6 +180,3 @@ def _local_bundle(model: str) -> Path:
     target = Path(tempfile.mkdtemp(prefix="landing-model-"))
     return store_for_uri(model).get_dir(model, target)
 
-
-def main() -> None:  # pragma: no cover
-    sys.exit(app())

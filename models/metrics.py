@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 
@@ -18,8 +17,3 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_lab
         "rows": int(len(y_true)),
     }
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)

@@ -32,9 +32,9 @@ def test_unlabelled_rows_use_the_soft_targets_only():
 
 
 def test_identical_logits_and_alpha_one_give_zero_loss():
-    logits = torch.randn(4, 3)
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
     loss = vanilla_kd_loss(logits, logits.clone(), torch.tensor([0, 1, 2, 0]), KDParams(5.0, 1.0))
-    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)  # float32 KL scaled by T² = 25
 
 
 def test_registry_rejects_unknown_and_duplicate_names():
