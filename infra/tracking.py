@@ -8,6 +8,8 @@ thread-local, so steps open their nested run explicitly with
 from __future__ import annotations
 
 import logging
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,22 @@ from infra.settings import LandingSettings
 
 FLOW_RUN_TAG = "prefect.flow_run_id"
 STEP_TAG = "landing.step"
+
+
+class TrackingUnreachableError(RuntimeError):
+    """The MLflow tracking server did not answer; raised before any work starts."""
+
+
+def check_tracking_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the URL, when an MLflow server (http/https URI) does not answer ``/health``."""
+    if not uri.startswith(("http://", "https://")):
+        return  # sqlite / file stores are created on first use
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingUnreachableError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
 
 
 def configure_tracking(settings: LandingSettings) -> str:

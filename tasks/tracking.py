@@ -16,14 +16,23 @@ from prefect.runtime import flow_run
 
 from infra.object_store import check_reachable, open_store
 from infra.settings import get_settings
-from infra.tracking import FLOW_RUN_TAG, configure_tracking, end_run, ensure_experiment, log_params, start_parent_run
+from infra.tracking import (
+    FLOW_RUN_TAG,
+    check_tracking_reachable,
+    configure_tracking,
+    end_run,
+    ensure_experiment,
+    log_params,
+    start_parent_run,
+)
 from tasks.context import RunContext
 
 
 @task(name="open-tracking-run")
 def open_tracking_run(experiment: str, run_name: str, seed: int, config: dict) -> RunContext:
-    """Fail fast on an unreachable object store, then create the parent run the steps nest under."""
+    """Fail fast on an unreachable tracking server or object store, then create the parent run."""
     settings = get_settings()
+    check_tracking_reachable(settings.resolved_tracking_uri())
     check_reachable(open_store(settings=settings))
     configure_tracking(settings)
     experiment_id = ensure_experiment(experiment, settings)

@@ -77,3 +77,16 @@ def test_fetch_refuses_an_artifact_whose_bytes_changed(ctx):
     with pytest.raises(IntegrityError, match="does not match"):
         fetch_dataset(tampered)
     assert list(fetch_dataset(manifest)["text"]) == ["a", "b"]
+
+
+def test_unreachable_tracking_server_fails_before_any_work(tmp_path, monkeypatch):
+    from infra.s3_server import free_port
+    from infra.tracking import TrackingUnreachableError
+    from tasks.tracking import open_tracking_run
+
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LANDING_TRACKING_URI", url)
+    with pytest.raises(TrackingUnreachableError, match=url.replace(".", r"\.")):
+        open_tracking_run.fn("e", "r", 0, {})
+    assert not (tmp_path / "state" / "objects").exists()
