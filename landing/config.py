@@ -179,38 +179,42 @@ class LatencyConfig(StrictModel):
     runs: int = Field(200, gt=0)
 
 
-class DistillRunConfig(StrictModel):
-    flow: Literal["distill"] = "distill"
-    name: str = "distill"
+class FlowRunConfig(StrictModel):
+    """What every flow's run config has: its MLflow experiment, seed and data."""
+
     experiment: str = "landing"
     seed: int = 42
     data: DataConfig
+
+
+class TrainingRunConfig(FlowRunConfig):
+    """A flow that produces a student, which it may register for promotion."""
+
+    registered_model: str | None = Field(
+        None, description="register the student as <name> (transformers) and <name>-onnx, alias challenger"
+    )
+
+
+class DistillRunConfig(TrainingRunConfig):
+    flow: Literal["distill"] = "distill"
+    name: str = "distill"
     teacher: TeacherConfig
     student: StudentConfig
     distillation: DistillationConfig = DistillationConfig()
     latency_samples: int = Field(50, ge=0, description="batch-1 timings per model in the report; 0 skips")
     compression: CompressionConfig | None = Field(None, description="append the compress steps to the student")
     latency: LatencyConfig = LatencyConfig()
-    registered_model: str | None = Field(
-        None, description="register the student as <name> (transformers) and <name>-onnx, alias challenger"
-    )
 
 
-class CompressRunConfig(StrictModel):
+class CompressRunConfig(TrainingRunConfig):
     flow: Literal["compress"] = "compress"
     name: str = "compress"
-    experiment: str = "landing"
-    seed: int = 42
-    data: DataConfig
     student: ModelSource | StudentConfig = Field(
         description="a saved student ({uri: ...}), or a model spec trained on the labelled split first"
     )
     teacher: ModelSource | None = Field(None, description="reference rows: the teacher in PyTorch and ONNX FP32")
     compression: CompressionConfig = CompressionConfig()
     latency: LatencyConfig = LatencyConfig()
-    registered_model: str | None = Field(
-        None, description="register the student as <name> (transformers) and <name>-onnx, alias challenger"
-    )
 
 
 class PromotionGates(StrictModel):
@@ -226,12 +230,10 @@ class PromotionGates(StrictModel):
     require_parity: bool = Field(True, description="the challenger's version must carry a landing.parity record")
 
 
-class PromoteRunConfig(StrictModel):
+class PromoteRunConfig(FlowRunConfig):
     flow: Literal["promote"] = "promote"
     name: str = "promote"
-    experiment: str = "landing"
     seed: int = Field(42, description="must match the training run's seed when the held-out split is eval_size")
-    data: DataConfig
     registered_model: str = Field(min_length=1, description="base name; the ONNX versions live in <name>-onnx")
     gates: PromotionGates = PromotionGates()
     latency: LatencyConfig = LatencyConfig()
