@@ -10,6 +10,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
 .PHONY: install demo smoke test test-unit test-stack benchmark up down status clean help
+DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker to run
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
 help:
@@ -46,7 +47,7 @@ test-stack: install
 	$(BIN)/pytest -m stack
 
 up: install
-	$(BIN)/python -m infra.stack up $(STACK_ARGS)
+	$(BIN)/python -m infra.stack up --deploy $(DEPLOYMENTS) $(STACK_ARGS)
 
 down:
 	$(BIN)/python -m infra.stack down $(STACK_ARGS)

@@ -491,6 +491,16 @@ def status(cfg: StackConfig) -> list[dict[str, str]]:
     return rows
 
 
+def deploy(cfg: StackConfig, deployments_file: Path) -> None:
+    """``landing deploy FILE`` against the stack, so its worker has deployments to serve."""
+    cmd = [_script("landing"), "deploy", str(deployments_file)]
+    env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(cfg.prefect_home), **stack_env(cfg)}
+    res = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise StackError(f"the stack is up, but `landing deploy {deployments_file}` failed:\n{res.stderr[-3000:]}")
+    print(res.stdout)
+
+
 def format_table(rows: list[dict[str, str]]) -> str:
     cols = ["service", "pid", "port", "url", "state"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
@@ -507,11 +517,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--s3-port", type=int, default=9000)
     p.add_argument("--timeout", type=float, default=180.0, help="seconds each service may take to answer")
+    p.add_argument("--deploy", type=Path, help="up: then create the deployments of this file (landing deploy)")
     a = p.parse_args(argv)
     cfg = StackConfig(a.state_dir, a.prefect_port, a.mlflow_port, a.s3_port, startup_timeout_s=a.timeout)
     try:
         if a.command == "up":
             up(cfg)
+            if a.deploy:
+                deploy(cfg, a.deploy)
         elif a.command == "down":
             down(cfg)
         else:

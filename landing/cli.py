@@ -104,6 +104,57 @@ def validate_data(config: ConfigArg, set_: SetOpt = None) -> None:
     raise typer.Exit(1 if failed else 0)
 
 
+data_app = typer.Typer(help="Publish data versions.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("push")
+def data_push(
+    table: Annotated[Path, typer.Argument(help="labelled table to publish (.tsv, .csv, .jsonl)")],
+    dataset: Annotated[str, typer.Option(help="dataset name; deployments with on_data_push: NAME retrain on it")],
+    config: Annotated[Path | None, typer.Option(help="run config whose data contract the table must pass")] = None,
+    announce: Annotated[bool, typer.Option("--announce/--no-announce", help="emit landing.data.pushed")] = True,
+) -> None:
+    """Store TABLE as a new version of DATASET (by content hash) and announce it to Prefect."""
+    from data_contracts.validation import DataValidationError
+    from infra.datasets import DataPushError, announce_data_version, publish_data_version
+
+    contract = _load(config, None).data.contract if config is not None else None
+    try:
+        pushed = publish_data_version(table, dataset, contract)
+        console.print(f"stored {pushed.uri} (sha256 {pushed.sha256}, rows {pushed.rows or 'not checked'})")
+        if announce:
+            pushed = announce_data_version(pushed)
+            console.print(f"announced {dataset} to Prefect (event {pushed.event_id})")
+    except (DataPushError, DataValidationError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def deploy(
+    file: Annotated[Path, typer.Argument(help="deployments file")] = Path("configs/deployments.yaml"),
+    work_pool: Annotated[str | None, typer.Option(help="work pool (default: the file's work_pool)")] = None,
+) -> None:
+    """Create or update the Prefect deployments FILE declares (schedules, data and completion triggers)."""
+    from infra.deployments import deploy_all, load_deployments
+    from landing.config import ConfigError
+
+    try:
+        spec = load_deployments(file)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    ids = deploy_all(spec, work_pool)
+    table = Table(title=f"deployments on work pool {work_pool or spec.work_pool}")
+    for column in ("deployment", "flow", "schedule", "triggers", "id"):
+        table.add_column(column)
+    for d in spec.deployments:
+        triggers = ", ".join(filter(None, [d.on_data_push and f"data push: {d.on_data_push}", d.after and f"after {d.after}"]))
+        table.add_row(d.name, d.flow, d.cron or "-", triggers or "-", ids[d.name])
+    console.print(table)
+
+
 def _read_input_table(path: Path):
     import pandas as pd
 
