@@ -36,7 +36,8 @@ def _container_port(ports: list[str]) -> set[int]:
 
 def test_compose_names_services_and_ports(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"prefect-server", "prefect-db", "mlflow", "mlflow-db", "s3", "worker"} <= set(services)
+    assert {"prefect-server", "prefect-db", "mlflow", "mlflow-db", "s3", "worker", "deploy"} <= set(services)
+    assert "landing deploy configs/deployments.yaml" in " ".join(services["deploy"]["command"])
     for name, port in {"prefect-server": 4200, "mlflow": 5000, "s3": 9000}.items():
         assert _container_port(services[name]["ports"]) == {port}, name
         assert all(str(p).startswith("127.0.0.1:") for p in services[name]["ports"]), f"{name} exposed beyond localhost"
