@@ -52,6 +52,7 @@ class LandingSettings(BaseSettings):
         validation_alias=AliasChoices("LANDING_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
     )
     http_timeout_s: float = 15.0
+    use_stack: bool = Field(True, description="use the stack `make up` started under state_dir while it runs")
 
     @field_validator("state_dir", mode="after")
     @classmethod
@@ -84,17 +85,26 @@ def get_settings() -> LandingSettings:
     return LandingSettings()
 
 
-def prepare_runtime_environment(settings: LandingSettings | None = None) -> None:
-    """Embedded defaults for Prefect and MLflow: state under the landing state dir, no telemetry.
+def prepare_runtime_environment(settings: LandingSettings | None = None) -> Path | None:
+    """Embedded defaults for Prefect and MLflow (state under the landing state dir, no
+    telemetry), or the local stack's URLs while one started by ``make up`` runs there.
 
     Prefect keeps cached step results under PREFECT_HOME, so it lives beside the artifacts
-    those results point to: deleting the state dir forgets both together.
+    those results point to: deleting the state dir forgets both together. Variables already
+    set in the environment always win. Returns the stack's env file when it is used.
     """
     import os
 
-    prefect_home = (settings or get_settings()).state_dir / "prefect"
+    from infra.stack import running_stack_env
+
+    settings = settings or get_settings()
+    stack = running_stack_env(settings.state_dir) if settings.use_stack else None
+    for key, value in (stack[1] if stack else {}).items():
+        os.environ.setdefault(key, value)
+    prefect_home = settings.state_dir / "prefect"
     prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    return stack[0] if stack else None

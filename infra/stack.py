@@ -194,6 +194,17 @@ def _proc_cmdline(pid: int) -> list[str] | None:
     return raw.decode(errors="replace").split("\0")[:-1] if raw else None  # zombies: empty
 
 
+def running_stack_env(state_dir: Path) -> tuple[Path, dict[str, str]] | None:
+    """(env file, its variables) of the stack ``up`` started under ``state_dir``, if all of its
+    services are still the processes it started; else None (flows then use embedded defaults)."""
+    cfg = StackConfig(state_dir)
+    if not cfg.env_path.is_file():
+        return None
+    if not all((rec := read_record(cfg, name)) is not None and is_ours(rec) for name in SERVICES):
+        return None
+    return cfg.env_path, _read_env_file(cfg.env_path)
+
+
 def _proc_start_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

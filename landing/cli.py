@@ -28,6 +28,14 @@ def _load(config: Path, overrides: list[str] | None):
         raise typer.Exit(2) from None
 
 
+def _runtime() -> None:
+    """Embedded defaults, or the local stack while `make up`'s services run (said on stderr)."""
+    from infra.settings import prepare_runtime_environment
+
+    if (stack_env := prepare_runtime_environment()) is not None:
+        err.print(f"using the local stack started by `make up` ({stack_env})", highlight=False)
+
+
 def _report(summary: dict) -> None:
     from infra.settings import get_settings
 
@@ -59,9 +67,7 @@ def run(
     output_dir: Annotated[Path | None, typer.Option(help="where summary.json goes (default runs/<name>)")] = None,
 ) -> None:
     """Run the flow that CONFIG names (e.g. distill) as a Prefect flow tracked in MLflow."""
-    from infra.settings import prepare_runtime_environment
-
-    prepare_runtime_environment()
+    _runtime()
     cfg = _load(config, set_)
     from flows import FLOWS
 
@@ -119,6 +125,7 @@ def data_push(
     from data_contracts.validation import DataValidationError
     from infra.datasets import DataPushError, announce_data_version, publish_data_version
 
+    _runtime()
     contract = _load(config, None).data.contract if config is not None else None
     try:
         pushed = publish_data_version(table, dataset, contract)
@@ -140,6 +147,7 @@ def deploy(
     from infra.deployments import deploy_all, load_deployments
     from landing.config import ConfigError
 
+    _runtime()
     try:
         spec = load_deployments(file)
     except ConfigError as exc:
@@ -218,6 +226,7 @@ def _local_bundle(model: str) -> Path:
     import tempfile
 
     if model.startswith("models:/"):
+        _runtime()
         from infra.registry import resolve_onnx_bundle
         from infra.settings import get_settings
         from infra.tracking import configure_tracking

@@ -15,6 +15,8 @@ for _k, _v in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "DO_NOT_TRACK": "1",
+    # A developer's running `make up` stack must not capture the tests' flows.
+    "LANDING_USE_STACK": "false",
     # Cached step results of this session only: a result cached by an earlier session would
     # point at objects of an S3 server that no longer exists.
     "PREFECT_HOME": tempfile.mkdtemp(prefix="landing-tests-prefect-"),

@@ -67,3 +67,48 @@ def test_secrets_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "topsecretvalue123" not in text and "AKIAVERYSECRETID" not in text
     assert s.aws_secret_access_key is not None
     assert s.aws_secret_access_key.get_secret_value() == "topsecretvalue123"
+
+
+def _fake_stack(state: Path, pid: int) -> Path:
+    """A stack dir as `infra.stack up` leaves it, with every service recorded as process ``pid``."""
+    import json
+    import os
+
+    from infra.stack import SERVICES, StackConfig, _proc_cmdline, _proc_start_ticks
+
+    cfg = StackConfig(state)
+    cfg.pids.mkdir(parents=True)
+    for name in SERVICES:
+        record = {"pid": pid, "cmdline": _proc_cmdline(os.getpid()), "start_ticks": _proc_start_ticks(os.getpid()), "port": None}
+        (cfg.pids / f"{name}.pid").write_text(json.dumps(record))
+    cfg.env_path.write_text("PREFECT_API_URL=http://127.0.0.1:14200/api\nLANDING_TRACKING_URI=http://127.0.0.1:15000\n")
+    return cfg.env_path
+
+
+def test_running_stack_is_used_and_explicit_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from infra.settings import prepare_runtime_environment
+
+    for k in ("PREFECT_API_URL", "PREFECT_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LANDING_USE_STACK", "true")
+    env_file = _fake_stack(tmp_path / ".landing", os.getpid())  # "our" processes: this one
+    monkeypatch.setenv("LANDING_TRACKING_URI", "http://elsewhere:5000")
+    assert prepare_runtime_environment() == env_file
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:14200/api"
+    assert get_settings().tracking_uri == "http://elsewhere:5000"
+    monkeypatch.delenv("PREFECT_API_URL")
+    monkeypatch.setenv("LANDING_USE_STACK", "false")
+    assert prepare_runtime_environment() is None and "PREFECT_API_URL" not in os.environ
+
+
+def test_stopped_stack_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from infra.settings import prepare_runtime_environment
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("LANDING_USE_STACK", "true")
+    _fake_stack(tmp_path / ".landing", 2**22 + 1)  # no such process: the stack was not shut down cleanly
+    assert prepare_runtime_environment() is None and "PREFECT_API_URL" not in os.environ
