@@ -62,6 +62,14 @@ class DeploymentSpec(StrictModel):
             raise ValueError("on_data_push needs flow: retrain (the flow that takes the pushed data version)")
         return self
 
+    @model_validator(mode="after")
+    def _cron_is_valid(self) -> DeploymentSpec:
+        if self.cron is not None:
+            from prefect.client.schemas.schedules import CronSchedule
+
+            CronSchedule(cron=self.cron, timezone=self.timezone)  # ValueError naming what is wrong
+        return self
+
 
 class DeploymentsFile(StrictModel):
     work_pool: str = "landing"

@@ -78,6 +78,9 @@ deployments:
          "  - {name: b, config: CONFIGS/distill.yaml, after: a}", "cycle"),
         ("deployments:\n  - {name: a, config: CONFIGS/distill.yaml, overrides: {seed: many}}", "seed"),
         ("deployments:\n  - {name: a, config: CONFIGS/missing.yaml}", "missing.yaml: no such config file"),
+        ("deployments:\n  - {name: a, config: CONFIGS/distill.yaml, cron: '61 * * * *'}", "deployments.0"),
+        ("deployments:\n  - {name: a, config: CONFIGS/distill.yaml, cron: '0 3 * * *', timezone: Mars/Base}",
+         "deployments.0"),
     ],
 )
 def test_bad_deployment_files_name_the_problem(tmp_path, body, message):
