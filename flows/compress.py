@@ -9,7 +9,15 @@ from data_contracts.manifest import ArtifactManifest, DatasetManifest
 from flows.data import prepare_data
 from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
 from models.quantize import QUANTIZERS
-from tasks.compress import build_variant, import_model, measure_latency, measure_pytorch, prune_student, report_compression
+from tasks.compress import (
+    build_variant,
+    import_model,
+    measure_latency,
+    measure_pytorch,
+    prune_student,
+    quantization_aware_training,
+    report_compression,
+)
 from tasks.context import RunContext
 from tasks.promote import register_models
 from tasks.train import train_model
@@ -34,8 +42,14 @@ def compress_model(
     if {"vocab", "width"} & set(strategies):
         base, prefix = prune_student(student, splits, cfg, ctx), "pruned"
         variants.append(build_variant("pruned_fp32", base, None, splits, cfg, ctx))
-    for quantizer in (s for s in strategies if s in QUANTIZERS):
+    quantizers = [s for s in strategies if s in QUANTIZERS]
+    for quantizer in quantizers:
         variants.append(build_variant(f"{prefix}_{quantizer}", base, quantizer, splits, cfg, ctx))
+    if "qat" in strategies:
+        # QAT targets onnxruntime's dynamic INT8 (static INT8 calibrates activations instead).
+        qat = quantization_aware_training(base, student, splits, cfg, ctx)
+        for quantizer in (q for q in quantizers if q != "static_int8"):
+            variants.append(build_variant(f"{prefix}_qat_{quantizer}", qat, quantizer, splits, cfg, ctx))
     # The most compressed student variant is the one offered to the registry.
     candidate = next(v for v in reversed(variants) if not v["name"].startswith("teacher"))
     for variant in variants:

@@ -132,7 +132,7 @@ class ModelSource(StrictModel):
     uri: str
 
 
-COMPRESSION_STRATEGIES = ("vocab", "width", "dynamic_int8", "static_int8", "int8_embeddings")
+COMPRESSION_STRATEGIES = ("vocab", "width", "qat", "dynamic_int8", "static_int8", "int8_embeddings")
 
 
 class CompressionConfig(StrictModel):
@@ -140,15 +140,27 @@ class CompressionConfig(StrictModel):
 
     Pruning strategies (``vocab``, ``width``) build one pruned FP32 model, recovered by
     distilling from the unpruned one; each quantization strategy adds an INT8 variant of it.
+    ``qat`` fine-tunes that model once more with INT8 fake quantization (models/qat.py) and adds
+    a ``*_qat_<quantizer>`` variant per dynamic quantizer next to the post-training ones.
     """
 
     strategies: str = "vocab+width+dynamic_int8+int8_embeddings"
     max_vocab_size: int = Field(8000, gt=10)
+    keep_characters: bool = Field(
+        True, description="vocab: keep every seen character's pieces, so unseen words are spelled, not [UNK]"
+    )
     max_seq_length: int = Field(128, ge=8, le=512)
     width_multiplier: float = Field(0.5, gt=0, le=1)
     importance_rows: int = Field(512, gt=0, description="training rows used to rank heads and neurons")
     recover: TrainingConfig = TrainingConfig(epochs=2, learning_rate=1e-4)
     recover_distillation: DistillationConfig = DistillationConfig(temperature=2.0, alpha=0.5)
+    qat: TrainingConfig = Field(
+        TrainingConfig(epochs=1, learning_rate=2e-5), description="qat: the fake-quantized fine-tuning (KD as recover)"
+    )
+    qat_embeddings: bool = Field(True, description="qat: also fake-quantize the word embeddings per row")
+    graph_fusion: bool = Field(
+        True, description="fuse Attention/SkipLayerNorm/BiasGelu (onnxruntime.transformers) before quantizing"
+    )
     calibration_rows: int = Field(300, gt=0, description="training texts for static INT8 calibration")
     per_channel: bool = Field(True, description="INT8 scales per output channel (keeps argmax agreement ≥ 99%)")
     fp32_max_abs_diff: float = Field(1e-4, gt=0)
@@ -159,6 +171,8 @@ class CompressionConfig(StrictModel):
         unknown = [s for s in self.strategy_list if s not in COMPRESSION_STRATEGIES]
         if unknown:
             raise ValueError(f"strategies: unknown {unknown}; expected names from {list(COMPRESSION_STRATEGIES)} joined by '+'")
+        if "qat" in self.strategy_list and not {"dynamic_int8", "int8_embeddings"} & set(self.strategy_list):
+            raise ValueError("strategies: qat trains for onnxruntime's dynamic INT8; add dynamic_int8 or int8_embeddings")
         return self
 
     @property

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -28,12 +30,14 @@ from onnxruntime.quantization import (
 from models.onnx_export import register_variant
 from models.onnx_predictor import BundleTokenizer, read_bundle_meta
 
-# Dynamic (IntegerOps) mode: MatMul becomes MatMulInteger/DynamicQuantizeMatMul. Gemm has no
-# dynamic kernel, so the pooler/classifier Gemms (2 small matrices) stay FP32.
-_DYNAMIC_OPS = ["MatMul"]
-# Gather on an initializer = embedding lookup (word, position, token-type): stored as uint8 +
-# scale/zero point and dequantized after the lookup. Word embeddings are most of a small BERT.
-_EMBEDDING_OPS = ["MatMul", "Gather"]
+# Dynamic (IntegerOps) mode: MatMul becomes MatMulInteger/DynamicQuantizeMatMul (the pooler and
+# classifier Gemms too: the quantizer splits them into MatMul + Add), and the fused Attention op of
+# a graph optimised by models.onnx_fusion becomes QAttention.
+_DYNAMIC_OPS = ["MatMul", "Attention"]
+# Gather on an initializer = embedding lookup (word, position, token-type). Word embeddings are
+# most of a small BERT. Per-tensor (onnxruntime's own Gather quantization): one uint8 scale for
+# the whole table; per row (``per_channel``): see ``_int8_embedding_rows``.
+_EMBEDDING_OPS = ["MatMul", "Attention", "Gather"]
 
 
 @contextmanager
@@ -67,13 +71,71 @@ def _finish(onnx_in: Path, onnx_out: Path, precision: str) -> Path:
     return onnx_out
 
 
-def _dynamic(onnx_in: Path, onnx_out: Path, op_types: list[str], per_channel: bool, precision: str) -> Path:
+def _dynamic(
+    onnx_in: Path, onnx_out: Path, op_types: list[str], per_channel: bool, precision: str,
+    rewrite: Callable[[onnx.ModelProto], int] | None = None,
+) -> Path:  # fmt: skip
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     with _preprocessed(onnx_in) as pre, _atomic_target(onnx_out) as tmp:
         quantize_dynamic(
-            pre, tmp, op_types_to_quantize=op_types, per_channel=per_channel, weight_type=QuantType.QInt8
-        )
+            pre, tmp, op_types_to_quantize=op_types, per_channel=per_channel, weight_type=QuantType.QInt8,
+            # Contrib ops of a fused graph (Attention, SkipLayerNormalization) have no ONNX shape
+            # inference; their outputs are FP32 like everything the quantizer looks at.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )  # fmt: skip
+        if rewrite is not None:
+            model = onnx.load(tmp)
+            if not rewrite(model):
+                raise ValueError(f"{onnx_in.name}: no embedding table (Gather on a 2-D FP32 initializer) to quantize")
+            onnx.save(model, tmp)
     return _finish(onnx_in, onnx_out, precision)
+
+
+def _int8_embedding_rows(model: onnx.ModelProto) -> int:
+    """Each embedding lookup (Gather on a 2-D FP32 initializer used only by Gathers) becomes a
+    lookup in an INT8 table with one symmetric scale per row, dequantized after the lookup:
+
+        Gather(table_int8, ids) -> Cast(float) -> Mul(Gather(row_scales, ids))
+
+    One scale per token instead of one per table (onnxruntime's Gather quantization) keeps rare
+    tokens with small vectors from being rounded to a few levels; same INT8 size (+4 bytes a
+    row). Returns how many tables were rewritten.
+    """
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        if (table is None or len(table.dims) != 2 or table.data_type != onnx.TensorProto.FLOAT
+                or any(u.op_type != "Gather" for u in users[table.name])):  # fmt: skip
+            nodes.append(node)
+            continue
+        if f"{table.name}_int8" not in inits:
+            w = numpy_helper.to_array(table)
+            scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-8) / 127.0
+            q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            for array, name in ((q, f"{table.name}_int8"), (scale.astype(np.float32), f"{table.name}_scale")):
+                inits[name] = numpy_helper.from_array(array, name)
+                graph.initializer.append(inits[name])
+            rewritten += 1
+        ids, out, tag = node.input[1], node.output[0], node.name or out
+        nodes += [
+            helper.make_node("Gather", [f"{table.name}_int8", ids], [f"{out}_int8"], name=f"{tag}_int8", axis=0),
+            helper.make_node("Cast", [f"{out}_int8"], [f"{out}_cast"], name=f"{tag}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Gather", [f"{table.name}_scale", ids], [f"{out}_scale"], name=f"{tag}_scale", axis=0),
+            helper.make_node("Mul", [f"{out}_cast", f"{out}_scale"], [out], name=f"{tag}_dequant"),
+        ]
+    dropped = {n for n in inits if f"{n}_int8" in inits}
+    kept = [i for i in graph.initializer if i.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
 
 
 def quantize_dynamic_int8(onnx_in: Path, onnx_out: Path, *, per_channel: bool = False) -> Path:
@@ -83,8 +145,14 @@ def quantize_dynamic_int8(onnx_in: Path, onnx_out: Path, *, per_channel: bool = 
 
 
 def quantize_embeddings_int8(onnx_in: Path, onnx_out: Path, *, per_channel: bool = False) -> Path:
-    """Dynamic INT8 MatMuls plus INT8 embedding tables (Gather): about 4x smaller file."""
-    return _dynamic(onnx_in, onnx_out, _EMBEDDING_OPS, per_channel, "int8_dynamic_embeddings")
+    """Dynamic INT8 MatMuls plus INT8 embedding tables (Gather): about 4x smaller file.
+
+    ``per_channel``: per-channel MatMul weights and one scale per embedding row (see
+    ``_int8_embedding_rows``); otherwise per-tensor everywhere (onnxruntime's Gather quantization).
+    """
+    if per_channel:
+        return _dynamic(onnx_in, onnx_out, _DYNAMIC_OPS, True, "int8_dynamic_embeddings", _int8_embedding_rows)
+    return _dynamic(onnx_in, onnx_out, _EMBEDDING_OPS, False, "int8_dynamic_embeddings")
 
 
 class TextCalibrationReader(CalibrationDataReader):

@@ -28,8 +28,10 @@ from models.latency import fixed_length_latency_ms
 from models.loading import count_parameters, load_classifier, save_classifier, weights_sha256
 from models.metrics import classification_metrics
 from models.onnx_export import check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
+from models.onnx_fusion import fuse_exported_model
 from models.onnx_predictor import OnnxClassifier
 from models.predict import predict_logits
+from models.qat import prepare_qat, remove_qat
 from models.quantize import QUANTIZERS
 from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
 from models.training import Distillation, TrainingParams, train_classifier
@@ -77,6 +79,19 @@ def _texts_and_labels(splits: dict[str, DatasetManifest], labels: list[str]) -> 
     return texts, y
 
 
+def _distil(model, tokenizer, texts: list[str], y: list[int], soft: np.ndarray, training, role: str,
+            fingerprint: dict, cfg: CompressionConfig, ctx: RunContext):  # fmt: skip
+    """Vanilla KD from the unpruned student's soft targets (``recover_distillation``) on labelled + transfer rows."""
+    data = EncodedTable(tokenizer, texts, cfg.max_seq_length, labels=y, teacher_logits=soft)
+    kd = Distillation(cfg.recover_distillation.type,
+                      KDParams(cfg.recover_distillation.temperature, cfg.recover_distillation.alpha))  # fmt: skip
+    params = TrainingParams(**training.model_dump(exclude={"max_seq_length", "eval_batch_size", "distributed"}))
+    return train_classifier(
+        model, tokenizer, data, params, checkpoint_dir(role, fingerprint),
+        seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
+    )  # fmt: skip
+
+
 @task(name="prune", cache_policy=STEP_CACHE, persist_result=True)
 def prune_student(
     student: ArtifactManifest, splits: dict[str, DatasetManifest], cfg: CompressionConfig, ctx: RunContext
@@ -93,8 +108,9 @@ def prune_student(
         stats: dict = {"params_before": count_parameters(model)}
         if "vocab" in strategies:
             model, tokenizer, vocab = prune_vocabulary(
-                model, tokenizer, texts, max_vocab_size=cfg.max_vocab_size, max_seq_length=cfg.max_seq_length
-            )
+                model, tokenizer, texts, max_vocab_size=cfg.max_vocab_size, max_seq_length=cfg.max_seq_length,
+                keep_characters=cfg.keep_characters,
+            )  # fmt: skip
             stats |= {f"vocab.{k}": v for k, v in vocab.items()}
         if "width" in strategies:
             rows = min(cfg.importance_rows, len(texts))
@@ -103,16 +119,9 @@ def prune_student(
             )
             model, width = prune_width(model, cfg.width_multiplier, batches)
             stats |= {f"width.{k}": v for k, v in width.items() if not isinstance(v, list | dict)}
-        data = EncodedTable(tokenizer, texts, cfg.max_seq_length, labels=y, teacher_logits=soft)
-        kd = Distillation(cfg.recover_distillation.type,
-                          KDParams(cfg.recover_distillation.temperature, cfg.recover_distillation.alpha))  # fmt: skip
-        params = TrainingParams(**cfg.recover.model_dump(exclude={"max_seq_length", "eval_batch_size"}))
-        fingerprint = {"student": student.sha256, "compression": cfg.model_dump(), "seed": ctx.seed,
-                       "train": splits["train"].sha256}  # fmt: skip
-        result = train_classifier(
-            model, tokenizer, data, params, checkpoint_dir("pruned", fingerprint),
-            seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
-        )  # fmt: skip
+        fingerprint = {"student": student.sha256, "compression": cfg.model_dump(exclude=_QAT_ONLY),
+                       "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
+        result = _distil(model, tokenizer, texts, y, soft, cfg.recover, "pruned", fingerprint, cfg, ctx)
         stats["params_after"] = count_parameters(model)
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
         mlflow.log_metric("recover_runtime_s", result.train_runtime_s)
@@ -123,6 +132,37 @@ def prune_student(
         uri=uri, sha256=sha, kind="model",
         metadata={**student.metadata, "role": "pruned", "parameters": stats["params_after"], "pruning": stats},
     )  # fmt: skip
+
+
+# Settings that only change the QAT step or the exported variants: not part of the prune fingerprint.
+_QAT_ONLY = {"qat", "qat_embeddings", "graph_fusion", "strategies"}
+
+
+@task(name="qat", cache_policy=STEP_CACHE, persist_result=True)
+def quantization_aware_training(
+    model: ArtifactManifest, unpruned: ArtifactManifest, splits: dict[str, DatasetManifest],
+    cfg: CompressionConfig, ctx: RunContext,
+) -> ArtifactManifest:  # fmt: skip
+    """Fine-tune ``model`` under INT8 fake quantization (models/qat.py), distilling from ``unpruned``
+    as recovery does; the result is FP32 again, for the usual export + onnxruntime quantization."""
+    labels = model.metadata["labels"]
+    texts, y = _texts_and_labels(splits, labels)
+    with step_run(ctx.parent_run_id, "qat"):
+        log_params({"qat": cfg.qat.model_dump(), "qat_embeddings": cfg.qat_embeddings, "source_model": model.uri})
+        teacher, teacher_tokenizer = load_classifier(str(fetch_model_dir(unpruned)))
+        soft = predict_logits(teacher, teacher_tokenizer, texts, max_length=cfg.max_seq_length, desc="unpruned logits")
+        student, tokenizer = load_classifier(str(fetch_model_dir(model)))
+        embeddings = cfg.qat_embeddings and "int8_embeddings" in cfg.strategy_list
+        handle = prepare_qat(student, embeddings=embeddings)
+        fingerprint = {"model": model.sha256, "unpruned": unpruned.sha256, "qat": cfg.qat.model_dump(),
+                       "embeddings": embeddings, "seed": ctx.seed}  # fmt: skip
+        result = _distil(student, tokenizer, texts, y, soft, cfg.qat, "qat", fingerprint, cfg, ctx)
+        remove_qat(handle)
+        mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
+        out = scratch_dir(ctx.run_key, "models", "qat")
+        sha = save_classifier(student, tokenizer, out)
+        uri = publish_dir(out, ctx.key("models", "qat"))
+    return ArtifactManifest(uri=uri, sha256=sha, kind="model", metadata={**model.metadata, "role": "qat"})
 
 
 @task(name="build-variant", cache_policy=STEP_CACHE, persist_result=True)
@@ -139,8 +179,11 @@ def build_variant(
     max_length = model.metadata.get("max_seq_length", cfg.max_seq_length)
     with step_run(ctx.parent_run_id, f"variant-{name}"):
         fp32 = export_onnx(model_dir, work / "fp32" / "model.onnx", max_length=max_length)
+        fused = fuse_exported_model(fp32, model_dir) if cfg.graph_fusion else {}
         parity = {"fp32": check_parity_fp32(model_dir, fp32, eval_texts, max_length=max_length,
                                             atol=cfg.fp32_max_abs_diff)}  # fmt: skip
+        if fused:
+            parity["fp32"]["fused_ops"] = fused
         final = fp32
         if quantizer is not None:
             calibration = list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows])

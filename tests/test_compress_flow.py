@@ -15,8 +15,9 @@ from models.onnx_export import ParityError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs/smoke/compress.yaml"
+DISTILL_SMOKE = ROOT / "configs/smoke/distill.yaml"
 FAST = ["latency.runs=10", "data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
-        "compression.strategies=vocab+width+dynamic_int8+int8_embeddings"]  # fmt: skip
+        "compression.strategies=vocab+width+qat+dynamic_int8+int8_embeddings"]  # fmt: skip
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not (ROOT.parent / "shared/data/sst2/train.tsv").exists(), reason="needs ../shared/data"),
@@ -36,13 +37,16 @@ def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env):
 
     written = json.loads((out / "summary.json").read_text())
     names = [v["name"] for v in written["variants"]]
-    assert names == ["student_fp32", "pruned_fp32", "pruned_dynamic_int8", "pruned_int8_embeddings"]
+    assert names == ["student_fp32", "pruned_fp32", "pruned_dynamic_int8", "pruned_int8_embeddings",
+                     "pruned_qat_dynamic_int8", "pruned_qat_int8_embeddings"]  # fmt: skip
     by_name = {v["name"]: v for v in written["variants"]}
     for v in written["variants"]:
         assert set(v["latency_ms_p50"]) == {"16", "32"} and all(ms > 0 for ms in v["latency_ms_p50"].values())
         assert v["size_bytes"] > 0 and 0 <= v["accuracy"] <= 1 and v["peak_rss_bytes"] > 0
     assert by_name["student_fp32"]["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     assert by_name["pruned_int8_embeddings"]["size_bytes"] < by_name["pruned_fp32"]["size_bytes"]
+    assert by_name["pruned_qat_int8_embeddings"]["size_bytes"] < by_name["pruned_fp32"]["size_bytes"]
+    assert by_name["pruned_fp32"]["parity"]["fp32"]["fused_ops"]["Attention"] == 2  # graph fusion on by default
     assert by_name["pruned_fp32"]["size_bytes"] < by_name["student_fp32"]["size_bytes"]
     assert "| pruned_int8_embeddings |" in (out / "compression_report.md").read_text()
 
@@ -58,7 +62,8 @@ def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env):
     children = client.search_runs([client.get_run(run_id).info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run_id}'")  # fmt: skip
     steps = {r.data.tags["landing.step"]: r for r in children}
-    assert {"prune", "variant-pruned_int8_embeddings", "latency-pruned_fp32-host"} <= set(steps)
+    assert {"prune", "qat", "variant-pruned_int8_embeddings", "variant-pruned_qat_int8_embeddings",
+            "latency-pruned_fp32-host"} <= set(steps)  # fmt: skip
     assert steps["prune"].data.metrics["params_after"] < steps["prune"].data.metrics["params_before"]
 
     # The published bundle serves predictions through `landing predict` (onnxruntime only).
@@ -84,3 +89,34 @@ def test_parity_failure_stops_before_anything_is_published(prefect_api, flow_env
     variant_runs = [r for r in runs if r.data.tags.get("landing.step", "").startswith("variant-")]
     assert variant_runs and all(r.info.status == "FAILED" for r in variant_runs)
     assert not (flow_env / "out" / "summary.json").exists()
+
+
+def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env):
+    """A `compression:` block in a distill config compresses the KD student in the same run."""
+    from flows.distill import distill
+
+    config = load_config(DISTILL_SMOKE, [
+        "data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
+        "latency.runs=5", "latency.warmup=1", "latency.seq_lens=[16]",
+        "compression={strategies: vocab+qat+int8_embeddings, max_vocab_size: 1500, max_seq_length: 48,"
+        " recover: {epochs: 1, max_seq_length: 48, learning_rate: 0.003},"
+        " qat: {epochs: 1, max_seq_length: 48, learning_rate: 0.001}, int8_min_agreement: 0.8}",
+    ])  # fmt: skip
+    out = flow_env / "out"
+    summary = distill(config=config, config_dir=str(DISTILL_SMOKE.parent), output_dir=str(out))
+
+    written = json.loads((out / "summary.json").read_text())
+    assert written["flow"] == "distill" and written["student_kd"]["accuracy"] >= 0
+    names = [v["name"] for v in written["variants"]]
+    assert names == ["student_fp32", "pruned_fp32", "pruned_int8_embeddings", "pruned_qat_int8_embeddings"]
+    assert all(set(v["latency_ms_p50"]) == {"16"} for v in written["variants"])
+    assert written["registry_candidate"]["variant"] == "pruned_qat_int8_embeddings"
+    assert "| pruned_qat_int8_embeddings |" in (out / "compression_report.md").read_text()
+
+    client = MlflowClient(f"sqlite:///{flow_env}/state/mlflow.db")
+    run_id = summary["mlflow_run_id"]
+    children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run_id}'")  # fmt: skip
+    steps = {r.data.tags["landing.step"] for r in children}
+    assert {"student_kd", "prune", "qat", "variant-pruned_qat_int8_embeddings"} <= steps
+    assert client.get_run(run_id).info.status == "FINISHED"

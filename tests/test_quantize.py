@@ -70,3 +70,15 @@ def test_static_needs_calibration_texts(fp32, tmp_path):
     with pytest.raises(ValueError, match="calibration texts"):
         quantize_static_int8(fp32, tmp_path / "s.onnx", [], fp32.parent, max_length=MAX_LEN)
     assert not list(tmp_path.iterdir()), "nothing written on failure"
+
+
+def test_int8_embeddings_per_row_scales(fp32, tmp_path):
+    # per_channel: one scale per embedding row (INT8 table + Gather of row scales), every table rewritten.
+    path = QUANTIZERS["int8_embeddings"](fp32, tmp_path / "rows.onnx", per_channel=True)
+    graph = onnx.load(path).graph
+    init = {i.name: i for i in graph.initializer}
+    tables = [n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[0].endswith("_int8")]
+    assert len(tables) == 3 and all(init[t].data_type == TensorProto.INT8 for t in tables)
+    assert all(t.removesuffix("_int8") not in init for t in tables), "FP32 tables dropped"
+    assert path.stat().st_size < 0.35 * fp32.stat().st_size
+    assert check_parity_argmax(fp32, path, TEXTS, max_length=MAX_LEN, min_agreement=0.0)["max_abs_diff"] < 0.05

@@ -89,3 +89,12 @@ def test_rejects_budget_below_specials():
     model, tok = build_classifier(TINY, LABELS, seed=0)
     with pytest.raises(ValueError, match="special tokens"):
         prune_vocabulary(model, tok, CORPUS, max_vocab_size=3, max_seq_length=None)
+
+
+def test_keep_characters_spells_unseen_words_instead_of_unk():
+    model, tok = build_classifier(TINY, LABELS, seed=0)
+    budget = len(tok.all_special_ids) + len(token_frequencies(tok, CORPUS)) + 80
+    _, new_tok, stats = prune_vocabulary(model, tok, CORPUS, max_vocab_size=budget, keep_characters=True)
+    assert stats["character_pieces"] > 20 and stats["new_vocab_size"] <= budget
+    pieces = new_tok.tokenize("taboo")  # never seen in CORPUS, but its letters were
+    assert pieces and new_tok.unk_token not in pieces and "".join(p.lstrip("#") for p in pieces) == "taboo"
