@@ -157,7 +157,7 @@ class CompressionConfig(StrictModel):
     qat: TrainingConfig = Field(
         TrainingConfig(epochs=1, learning_rate=2e-5), description="qat: the fake-quantized fine-tuning (KD as recover)"
     )
-    qat_embeddings: bool = Field(True, description="qat: also fake-quantize the word embeddings per row")
+    qat_embeddings: bool = Field(True, description="qat: also fake-quantize the embedding tables per row")
     graph_fusion: bool = Field(
         True, description="fuse Attention/SkipLayerNorm/BiasGelu (onnxruntime.transformers) before quantizing"
     )

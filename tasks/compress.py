@@ -120,7 +120,7 @@ def prune_student(
             model, width = prune_width(model, cfg.width_multiplier, batches)
             stats |= {f"width.{k}": v for k, v in width.items() if not isinstance(v, list | dict)}
         fingerprint = {"student": student.sha256, "compression": cfg.model_dump(exclude=_QAT_ONLY),
-                       "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
+                       "pruning": strategies, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
         result = _distil(model, tokenizer, texts, y, soft, cfg.recover, "pruned", fingerprint, cfg, ctx)
         stats["params_after"] = count_parameters(model)
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
@@ -134,7 +134,8 @@ def prune_student(
     )  # fmt: skip
 
 
-# Settings that only change the QAT step or the exported variants: not part of the prune fingerprint.
+# Settings that only change the QAT step or the exported variants: not part of the prune
+# fingerprint (its pruning strategies are, separately), so adding `qat` reuses the recovery checkpoints.
 _QAT_ONLY = {"qat", "qat_embeddings", "graph_fusion", "strategies"}
 
 
@@ -155,7 +156,8 @@ def quantization_aware_training(
         embeddings = cfg.qat_embeddings and "int8_embeddings" in cfg.strategy_list
         handle = prepare_qat(student, embeddings=embeddings)
         fingerprint = {"model": model.sha256, "unpruned": unpruned.sha256, "qat": cfg.qat.model_dump(),
-                       "embeddings": embeddings, "seed": ctx.seed}  # fmt: skip
+                       "kd": cfg.recover_distillation.model_dump(), "max_seq_length": cfg.max_seq_length,
+                       "embeddings": embeddings, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
         result = _distil(student, tokenizer, texts, y, soft, cfg.qat, "qat", fingerprint, cfg, ctx)
         remove_qat(handle)
         mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
