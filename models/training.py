@@ -7,6 +7,7 @@ distillation loss (``DistillationTrainer.compute_loss``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +65,26 @@ class TrainResult:
     resumed_from: str | None
 
 
-def training_arguments(params: TrainingParams, output_dir: Path, seed: int) -> TrainingArguments:
+def world_size() -> int:
+    """Processes training together: torchrun's ``WORLD_SIZE``, 1 when run without it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_device_batch_size(batch_size: int, processes: int) -> int:
+    """``batch_size`` is the global batch, so N processes give the same optimisation as one."""
+    if batch_size % processes:
+        raise ValueError(f"training.batch_size: {batch_size} (global) is not divisible by {processes} processes")
+    return batch_size // processes
+
+
+def training_arguments(
+    params: TrainingParams, output_dir: Path, seed: int, ddp_backend: str | None = None
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=params.epochs,
         max_steps=params.max_steps,
-        per_device_train_batch_size=params.batch_size,
+        per_device_train_batch_size=per_device_batch_size(params.batch_size, world_size()),
         learning_rate=params.learning_rate,
         weight_decay=params.weight_decay,
         warmup_steps=params.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
@@ -83,6 +98,12 @@ def training_arguments(params: TrainingParams, output_dir: Path, seed: int) -> T
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=False,
+        ddp_backend=ddp_backend,
+        # Our losses are per-batch means. With this on, Trainer multiplies the loss by the number of
+        # processes (meant for losses divided by a token count summed over all ranks), so DDP's gradient
+        # average would give N × the one-process gradient and log N × the loss. Off: the mean of the
+        # ranks' means, i.e. the global-batch mean. No effect on one device.
+        average_tokens_across_devices=False,
     )
 
 
@@ -96,11 +117,16 @@ def train_classifier(
     seed: int,
     distillation: Distillation | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    ddp_backend: str | None = None,
 ) -> TrainResult:
-    """Train in place, resuming from the newest checkpoint in ``checkpoint_dir`` if a run crashed."""
+    """Train in place, resuming from the newest checkpoint in ``checkpoint_dir`` if a run crashed.
+
+    Under torchrun (see models/distributed.py) the Trainer itself wraps the model in DDP and
+    shards the batches; ``ddp_backend`` (gloo, nccl) picks the process-group backend.
+    """
     if distillation is not None and train.teacher_logits is None:
         raise ValueError("distillation needs teacher logits for every training row")
-    args = training_arguments(params, checkpoint_dir, seed)
+    args = training_arguments(params, checkpoint_dir, seed, ddp_backend)
     common = dict(
         model=model,
         args=args,

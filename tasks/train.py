@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import mlflow
 import numpy as np
 from prefect import task
-from transformers import TrainerCallback
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from data_contracts.logits import align_logits
 from data_contracts.manifest import ArtifactManifest, DatasetManifest
@@ -17,9 +20,10 @@ from infra.settings import get_settings
 from infra.tracking import log_classifier, log_params, step_run
 from landing.config import DistillationConfig, TrainingConfig
 from models.data import EncodedTable, label_ids
+from models.distributed import Launch, process_group_backend, train_distributed
 from models.kd import KDParams
-from models.loading import build_classifier, count_parameters, save_classifier
-from models.training import Distillation, TrainingParams, train_classifier
+from models.loading import build_classifier, count_parameters, load_classifier, save_classifier
+from models.training import Distillation, TrainingParams, TrainResult, train_classifier
 from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_logits, publish_dir, scratch_dir
 
 
@@ -27,9 +31,13 @@ class MlflowMetricsCallback(TrainerCallback):
     """Stream the Trainer's loss and learning rate into the step's MLflow run."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        numeric = {f"train/{k}": float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
-        if numeric:
-            mlflow.log_metrics(numeric, step=state.global_step)
+        log_trainer_metrics(logs or {}, state.global_step)
+
+
+def log_trainer_metrics(logs: dict, step: int) -> None:
+    numeric = {f"train/{k}": float(v) for k, v in logs.items() if isinstance(v, int | float)}
+    if numeric:
+        mlflow.log_metrics(numeric, step=step)
 
 
 def checkpoint_dir(role: str, fingerprint: dict) -> Path:
@@ -75,7 +83,7 @@ def train_model(
             expected_num_labels=len(labels), expected_label_names=labels,
         )  # fmt: skip
 
-    params = TrainingParams(**training.model_dump(exclude={"max_seq_length", "eval_batch_size"}))
+    params = TrainingParams(**training.model_dump(exclude={"max_seq_length", "eval_batch_size", "distributed"}))
     fingerprint = {
         "role": role, "spec": spec, "training": training.model_dump(), "seed": ctx.seed, "train": train.sha256,
         "transfer": transfer and transfer.sha256, "logits": logits and logits.sha256,
@@ -85,20 +93,26 @@ def train_model(
         log_params({"role": role, "model": spec, "training": training.model_dump(), "seed": ctx.seed})
         if distillation is not None:
             log_params({"distillation": distillation.model_dump(), "teacher": teacher_identity(teacher)})
-        model, tokenizer = build_classifier(spec, labels, seed=ctx.seed)
-        dataset = EncodedTable(
-            tokenizer, texts, training.max_seq_length, text_pairs=pairs, labels=y,
-            teacher_logits=None if soft is None else np.asarray(soft, dtype=np.float32),
-        )  # fmt: skip
+        soft = None if soft is None else np.asarray(soft, dtype=np.float32)
         kd = (
             Distillation(distillation.type, KDParams(distillation.temperature, distillation.alpha))
             if distillation is not None
             else None
         )
-        result = train_classifier(
-            model, tokenizer, dataset, params, checkpoint_dir(role, fingerprint),
-            seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
-        )  # fmt: skip
+        if training.distributed.world_size > 1:
+            model, tokenizer, result = _train_with_torchrun(
+                role, spec, training, labels, ctx, texts=texts, text_pairs=pairs, label_ids=y, teacher_logits=soft,
+                params=params, distillation=kd, checkpoint_dir=checkpoint_dir(role, fingerprint),
+            )  # fmt: skip
+        else:
+            model, tokenizer = build_classifier(spec, labels, seed=ctx.seed)
+            dataset = EncodedTable(
+                tokenizer, texts, training.max_seq_length, text_pairs=pairs, labels=y, teacher_logits=soft
+            )
+            result = train_classifier(
+                model, tokenizer, dataset, params, checkpoint_dir(role, fingerprint),
+                seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
+            )  # fmt: skip
         n_params = count_parameters(model)
         mlflow.log_metrics(
             {"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
@@ -117,3 +131,35 @@ def train_model(
                   "mlflow_run_id": run_id, "max_seq_length": training.max_seq_length,
                   "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s},
     )  # fmt: skip
+
+
+def _train_with_torchrun(
+    role: str, spec: dict, training: TrainingConfig, labels: list[str], ctx: RunContext, **request
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:
+    """Train under torchrun DDP (one process per device, see models/distributed.py) and load the result.
+
+    The ranks get their inputs as files in the step's scratch directory and global rank 0 saves
+    the model there; the Trainer's log history is replayed into this step's MLflow run afterwards,
+    so metrics look the same as for an in-process run.
+    """
+    launch = Launch(**training.distributed.model_dump())
+    backend = process_group_backend(launch.backend)
+    log_params({"distributed": {"world_size": launch.world_size, "process_group": backend}})
+    logger = _step_logger()
+    model_dir, result, history = train_distributed(
+        launch, scratch_dir(ctx.run_key, "ddp", role), step=f"train {role}", log=logger.info,
+        spec=spec, labels=labels, max_seq_length=training.max_seq_length, seed=ctx.seed, **request,
+    )  # fmt: skip
+    for entry in history:
+        step = entry.pop("step")
+        log_trainer_metrics(entry, step)
+    model, tokenizer = load_classifier(str(model_dir))
+    return model, tokenizer, result
+
+
+def _step_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a task run (torchrun's output then shows in the UI), else a plain one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("landing.train")
