@@ -109,7 +109,8 @@ def prune_student(
         if "vocab" in strategies:
             model, tokenizer, vocab = prune_vocabulary(
                 model, tokenizer, texts, max_vocab_size=cfg.max_vocab_size, max_seq_length=cfg.max_seq_length,
-                keep_characters=cfg.keep_characters,
+                keep_characters=cfg.keep_characters and cfg.dropped_tokens == "pieces",
+                remap_dropped=cfg.dropped_tokens == "nearest",
             )  # fmt: skip
             stats |= {f"vocab.{k}": v for k, v in vocab.items()}
         if "width" in strategies:

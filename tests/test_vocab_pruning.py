@@ -98,3 +98,27 @@ def test_keep_characters_spells_unseen_words_instead_of_unk():
     assert stats["character_pieces"] > 20 and stats["new_vocab_size"] <= budget
     pieces = new_tok.tokenize("taboo")  # never seen in CORPUS, but its letters were
     assert pieces and new_tok.unk_token not in pieces and "".join(p.lstrip("#") for p in pieces) == "taboo"
+
+
+def test_remap_dropped_keeps_segmentation_and_uses_nearest_rows(tmp_path):
+    model, tok = build_classifier(TINY, LABELS, seed=0)
+    model.eval()
+    before = predict_logits(model, tok, IN_VOCAB)
+    budget = len(tok.all_special_ids) + len(token_frequencies(tok, CORPUS))
+    new_model, new_tok, stats = prune_vocabulary(model, tok, CORPUS, max_vocab_size=budget, remap_dropped=True)
+    assert stats["new_vocab_size"] == budget and stats["remapped_tokens"] == tok.vocab_size - budget
+    assert new_tok.tokenize("taboo documentary") == tok.tokenize("taboo documentary")  # original tokenizer
+    embeddings = new_model.get_input_embeddings()
+    assert embeddings.num_embeddings == budget and int(embeddings.token_map.max()) < budget
+    unseen = tok.convert_tokens_to_ids("documentary")
+    assert int(embeddings.token_map[unseen]) != new_model.config.pad_token_id  # a real kept row, not padding
+    np.testing.assert_allclose(predict_logits(new_model, new_tok, IN_VOCAB), before, atol=1e-5)
+
+    save_classifier(new_model, new_tok, tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert reloaded.config.token_map_size == tok.vocab_size
+    texts = IN_VOCAB + ["taboo documentary"]
+    np.testing.assert_allclose(
+        predict_logits(reloaded, AutoTokenizer.from_pretrained(tmp_path), texts),
+        predict_logits(new_model, new_tok, texts), atol=1e-5,
+    )  # fmt: skip

@@ -89,7 +89,8 @@ def _token_id_range(tokenizer_json: str | None) -> tuple[int, int]:
     if tokenizer_json:
         try:
             with open(tokenizer_json, encoding="utf-8") as fh:
-                high = min(high, len(json.load(fh)["model"]["vocab"]))
+                # max id, not the entry count: a pruned vocabulary may map dropped tokens onto kept ids
+                high = min(high, max(json.load(fh)["model"]["vocab"].values()) + 1)
         except (OSError, KeyError, TypeError, ValueError):
             pass
     return min(1000, high // 2), high
