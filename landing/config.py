@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from data_contracts.schema import TableContract
 
@@ -63,6 +72,35 @@ class DataConfig(StrictModel):
         return self
 
 
+class DistributedConfig(StrictModel):
+    """torchrun settings for data-parallel (DDP) training; the default is one process, in the task itself.
+
+    ``nproc_per_node × nnodes`` processes each take ``batch_size / world size`` rows per step,
+    so the optimisation (global batch, steps, learning-rate schedule) is the same as one process.
+    Several nodes meet through torchrun's rendezvous at ``rdzv_endpoint`` (``host:port``).
+    """
+
+    nproc_per_node: int = Field(1, ge=1, description="processes per node (one per GPU; CPU cores / threads on CPU)")
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0, description="used by the static rendezvous; c10d assigns ranks itself")
+    rdzv_backend: Literal["c10d", "static"] = "c10d"
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous; required when nnodes > 1")
+    rdzv_id: str | None = Field(None, description="job id shared by every node of one run")
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl with CUDA, gloo on CPU")
+
+    @model_validator(mode="after")
+    def _rendezvous(self) -> DistributedConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be < nnodes {self.nnodes}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("rdzv_endpoint (host:port reachable from every node) is required when nnodes > 1")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
 class TrainingConfig(StrictModel):
     """The subset of transformers.TrainingArguments a run config may set."""
 
@@ -76,6 +114,38 @@ class TrainingConfig(StrictModel):
     save_checkpoint_steps: int = Field(500, gt=0)
     logging_steps: int = Field(50, gt=0)
     max_steps: int = Field(-1, description="overrides epochs when > 0")
+    distributed: DistributedConfig = Field(
+        DistributedConfig(), description="torchrun DDP; batch_size stays the global batch, split across processes"
+    )
+
+    @model_validator(mode="after")
+    def _batch_splits_evenly(self) -> TrainingConfig:
+        world = self.distributed.world_size
+        if self.batch_size % world:
+            detail = InitErrorDetails(
+                type=PydanticCustomError(
+                    "batch_not_divisible",
+                    "{batch} (the global batch) is not divisible by the {world} processes of distributed "
+                    "(nproc_per_node × nnodes)",
+                    {"batch": self.batch_size, "world": world},
+                ),
+                loc=("batch_size",),
+                input=self.batch_size,
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [detail])
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_single_process(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``distributed`` out while it is the single-process default.
+
+        Cache keys and checkpoint fingerprints of single-process runs then stay what they were,
+        and code that turns this config into ``TrainingParams`` keeps working unchanged.
+        """
+        data = handler(self)
+        if self.distributed == DistributedConfig():
+            data.pop("distributed", None)
+        return data
 
 
 class PretrainedModel(StrictModel):
