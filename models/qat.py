@@ -13,7 +13,11 @@ move to where the INT8 model loses least. Weights are fake-quantized with a
 ``torch.nn.utils.parametrize`` parametrization and inputs with a forward pre-hook; both use
 ``torch.fake_quantize_*`` whose backward is the straight-through estimator (gradient passed
 through unchanged inside the quantization range). ``remove_qat`` takes both off again, leaving a
-plain FP32 model that exports and is quantized by onnxruntime as usual.
+plain FP32 model that exports and is quantized by onnxruntime as usual; by default its weights
+are the rounded ones (``rounded=True``), so the exported FP32 model computes what the INT8 one
+does up to activation rounding, and the INT8 parity check compares like with like. onnxruntime
+re-quantizes such weights losslessly (the largest |w| of a row is on the grid, so the scale is
+the same), hence the INT8 model is the same either way.
 
 Optionally the embedding tables are fake-quantized per row (symmetric INT8, one scale per
 token), matching the ``int8_embeddings`` quantizer's per-row tables.
@@ -107,13 +111,14 @@ def prepare_qat(
     return handle
 
 
-def remove_qat(handle: QATHandle) -> None:
-    """Back to a plain FP32 model holding the fine-tuned (not rounded) weights: onnxruntime
-    quantizes them to the same INT8 values the fake quantizer trained against."""
+def remove_qat(handle: QATHandle, *, rounded: bool = True) -> None:
+    """Back to a plain FP32 model holding the fine-tuned weights, rounded to the INT8 grid
+    (``rounded=True``) or the unrounded master copy; onnxruntime quantizes both to the INT8
+    values the fake quantizer trained against."""
     for hook in handle.hooks:
         hook.remove()
     for module in (*handle.linears, *handle.embeddings):
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=rounded)
     handle.hooks.clear()
 
 

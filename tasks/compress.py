@@ -21,7 +21,7 @@ from infra.latency.targets import make_target
 from infra.object_store import store_for_uri
 from infra.registry import log_onnx_bundle
 from infra.tracking import log_params, step_run
-from landing.config import CompressionConfig, LatencyConfig, LatencyTargetConfig
+from landing.config import CompressionConfig, LatencyConfig, LatencyTargetConfig, TrainingConfig
 from models.data import EncodedTable, label_ids
 from models.kd import KDParams
 from models.latency import fixed_length_latency_ms
@@ -34,7 +34,7 @@ from models.predict import predict_logits
 from models.qat import prepare_qat, remove_qat
 from models.quantize import QUANTIZERS
 from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
-from models.training import Distillation, TrainingParams, train_classifier
+from models.training import Distillation, TrainingParams, TrainResult, train_classifier
 from models.vocab_pruning import prune_vocabulary
 from models.width_pruning import make_importance_batches, prune_width
 from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
@@ -79,8 +79,8 @@ def _texts_and_labels(splits: dict[str, DatasetManifest], labels: list[str]) -> 
     return texts, y
 
 
-def _distil(model, tokenizer, texts: list[str], y: list[int], soft: np.ndarray, training, role: str,
-            fingerprint: dict, cfg: CompressionConfig, ctx: RunContext):  # fmt: skip
+def _distil(model, tokenizer, texts: list[str], y: list[int], soft: np.ndarray, training: TrainingConfig,
+            role: str, fingerprint: dict, cfg: CompressionConfig, ctx: RunContext) -> TrainResult:  # fmt: skip
     """Vanilla KD from the unpruned student's soft targets (``recover_distillation``) on labelled + transfer rows."""
     data = EncodedTable(tokenizer, texts, cfg.max_seq_length, labels=y, teacher_logits=soft)
     kd = Distillation(cfg.recover_distillation.type,
@@ -160,7 +160,7 @@ def quantization_aware_training(
                        "kd": cfg.recover_distillation.model_dump(), "max_seq_length": cfg.max_seq_length,
                        "embeddings": embeddings, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
         result = _distil(student, tokenizer, texts, y, soft, cfg.qat, "qat", fingerprint, cfg, ctx)
-        remove_qat(handle)
+        remove_qat(handle, rounded=True)  # the FP32 reference of the INT8 parity check = what INT8 computes
         mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
         out = scratch_dir(ctx.run_key, "models", "qat")
         sha = save_classifier(student, tokenizer, out)

@@ -84,14 +84,18 @@ def test_qat_trains_is_removable_and_exports(tmp_path):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
 
+    query = "bert.encoder.layer.0.attention.self.query"
+    master = model.get_submodule(query).parametrizations.weight.original.detach().clone()
     remove_qat(handle)
     assert not is_qat_prepared(model)
     after = model.state_dict()
     assert set(after) == set(before), "plain parameter names again (no parametrizations.*)"
-    query = "bert.encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(after[query], before[query]), "fine-tuned weights kept"
-    scale = after[query].abs().amax(1, keepdim=True) / 127
-    assert not torch.allclose(after[query] / scale, (after[query] / scale).round()), "FP32 weights, not rounded"
+    weight = after[f"{query}.weight"]
+    assert not torch.equal(weight, before[f"{query}.weight"]), "fine-tuned weights kept"
+    scale = weight.abs().amax(1, keepdim=True) / 127
+    assert torch.allclose(weight / scale, (weight / scale).round(), atol=1e-3), "on the INT8 grid"
+    assert torch.equal(weight, fake_quantize_rows(master)), "the rounded fine-tuned weights"
+    assert torch.equal(fake_quantize_rows(weight), weight), "re-quantizing them is lossless"
 
     save_classifier(model, tokenizer, tmp_path / "model")
     reloaded, _ = load_classifier(str(tmp_path / "model"))
