@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -156,10 +156,14 @@ def _batches(
 
 
 @torch.inference_mode()
-def _logits(source: Path, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """Logits from a saved PyTorch classifier (a directory) or an ONNX/ORT file."""
+def _logits(
+    source: Path, batches: list[dict[str, np.ndarray]], prepare: Callable[[nn.Module], object] | None = None
+) -> np.ndarray:
+    """Logits from a saved PyTorch classifier (a directory; ``prepare`` applied to it first) or an ONNX/ORT file."""
     if source.is_dir():
         model = AutoModelForSequenceClassification.from_pretrained(source).eval()
+        if prepare is not None:
+            prepare(model)
         return np.concatenate(
             [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.float().numpy() for b in batches]
         )
@@ -190,11 +194,17 @@ def check_parity_argmax(
     *,
     max_length: int,
     min_agreement: float = 0.99,
+    prepare_reference: Callable[[nn.Module], object] | None = None,
 ) -> dict:
-    """Fraction of texts where the candidate (e.g. INT8) predicts the reference's label."""
+    """Fraction of texts where the candidate (e.g. INT8) predicts the reference's label.
+
+    ``prepare_reference``: applied to a PyTorch reference before it runs, e.g.
+    ``models.qat.prepare_qat`` to compare a QAT model's INT8 export with the fake-quantized model
+    it was trained as.
+    """
     reference, candidate = Path(reference_onnx_or_model_dir), Path(candidate_onnx)
     batches = _batches(_tokenizer_for(reference, candidate), texts, max_length)
-    ref, cand = _logits(reference, batches), _logits(candidate, batches)
+    ref, cand = _logits(reference, batches, prepare_reference), _logits(candidate, batches)
     agreement = float((ref.argmax(-1) == cand.argmax(-1)).mean())
     result = {"agreement": agreement, "rows": len(texts), "max_abs_diff": float(np.abs(ref - cand).max())}
     if agreement < min_agreement:

@@ -13,6 +13,10 @@ INT8 embedding quantizer needs the plain ``Gather`` on the table, and that fusio
 The fused graph uses onnxruntime contrib ops (``com.microsoft`` domain): it runs on
 onnxruntime (CPU, mobile/.ort full builds), not on other ONNX runtimes. The FP32 parity check
 against PyTorch runs on the fused graph.
+
+Measured on the pruned SST-2 student (batch 1, 1 thread, seq 16): INT8 0.28 → 0.25 ms fused,
+but FP32 0.36 → 0.42 ms (onnxruntime's own session-time fusions suit the plain FP32 graph
+better), so the compress flow fuses only the graph it is about to quantize.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def fuse_bert_graph(onnx_in: Path, onnx_out: Path, model_config: dict) -> dict[s
     num_heads, width = attention_shape(model_config)
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = False
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)  # "failed to detect" chatter
+    for name in ("onnxruntime.transformers", "fusion_attention"):  # shape-detection chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
     optimized = optimize_model(
         str(onnx_in), model_type="bert", num_heads=num_heads, hidden_size=width,
         optimization_options=options, opt_level=0, use_gpu=False,
@@ -69,7 +74,8 @@ def fuse_bert_graph(onnx_in: Path, onnx_out: Path, model_config: dict) -> dict[s
     return stats
 
 
-def fuse_exported_model(onnx_path: Path, model_dir: Path) -> dict[str, int]:
-    """Fuse ``onnx_path`` in place, using the heads and widths of the saved model it came from."""
+def fuse_exported_model(onnx_path: Path, model_dir: Path, out_path: Path | None = None) -> dict[str, int]:
+    """Fuse ``onnx_path`` (in place, or into ``out_path``) using the heads and widths of the saved
+    model it came from."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    return fuse_bert_graph(onnx_path, onnx_path, config)
+    return fuse_bert_graph(onnx_path, out_path or onnx_path, config)

@@ -6,14 +6,17 @@ folder; only a variant that passed every check is uploaded and logged to MLflow.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import numpy as np
 from prefect import task
+from torch import nn
 from prefect.artifacts import create_table_artifact
 
 from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
@@ -168,6 +171,17 @@ def quantization_aware_training(
     return ArtifactManifest(uri=uri, sha256=sha, kind="model", metadata={**model.metadata, "role": "qat"})
 
 
+def _qat_reference(model: ArtifactManifest, quantizer: str) -> Callable[[nn.Module], object] | None:
+    """A QAT model's INT8 export is checked against the fake-quantized model it was trained as.
+
+    Its FP32 form is not the reference: QAT optimises the quantized network, so the FP32 one
+    (no activation rounding) may disagree with it more than a post-training model's does.
+    """
+    if model.metadata.get("role") != "qat":
+        return None
+    return functools.partial(prepare_qat, embeddings=quantizer == "int8_embeddings")
+
+
 @task(name="build-variant", cache_policy=STEP_CACHE, persist_result=True)
 def build_variant(
     name: str, model: ArtifactManifest, quantizer: str | None, splits: dict[str, DatasetManifest],
@@ -182,18 +196,24 @@ def build_variant(
     max_length = model.metadata.get("max_seq_length", cfg.max_seq_length)
     with step_run(ctx.parent_run_id, f"variant-{name}"):
         fp32 = export_onnx(model_dir, work / "fp32" / "model.onnx", max_length=max_length)
-        fused = fuse_exported_model(fp32, model_dir) if cfg.graph_fusion else {}
         parity = {"fp32": check_parity_fp32(model_dir, fp32, eval_texts, max_length=max_length,
                                             atol=cfg.fp32_max_abs_diff)}  # fmt: skip
-        if fused:
-            parity["fp32"]["fused_ops"] = fused
         final = fp32
         if quantizer is not None:
+            source = fp32
+            if cfg.graph_fusion:  # measured: INT8 ~10% faster fused, FP32 ~15% slower, so only before quantizing
+                source = fp32.with_name("model.fused.onnx")
+                fused = fuse_exported_model(fp32, model_dir, source)
+                parity["fp32_fused"] = check_parity_fp32(model_dir, source, eval_texts, max_length=max_length,
+                                                         atol=cfg.fp32_max_abs_diff) | {"fused_ops": fused}  # fmt: skip
             calibration = list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows])
-            final = QUANTIZERS[quantizer](fp32, work / name / "model.onnx", calibration, fp32.parent,
+            final = QUANTIZERS[quantizer](source, work / name / "model.onnx", calibration, fp32.parent,
                                           max_length=max_length, per_channel=cfg.per_channel)  # fmt: skip
             parity["int8"] = check_parity_argmax(model_dir, final, eval_texts, max_length=max_length,
-                                                 min_agreement=cfg.int8_min_agreement)  # fmt: skip
+                                                 min_agreement=cfg.int8_min_agreement,
+                                                 prepare_reference=_qat_reference(model, quantizer))  # fmt: skip
+            if _qat_reference(model, quantizer) is not None:
+                parity["int8"]["reference"] = "fake-quantized model (QAT)"
         ort_path = convert_to_ort(final)
         logits = OnnxClassifier.load(final).logits(eval_texts)
         metrics = classification_metrics(label_ids(eval_frame["label"], labels), logits.argmax(-1), len(labels))

@@ -46,7 +46,9 @@ def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env):
     assert by_name["student_fp32"]["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     assert by_name["pruned_int8_embeddings"]["size_bytes"] < by_name["pruned_fp32"]["size_bytes"]
     assert by_name["pruned_qat_int8_embeddings"]["size_bytes"] < by_name["pruned_fp32"]["size_bytes"]
-    assert by_name["pruned_fp32"]["parity"]["fp32"]["fused_ops"]["Attention"] == 2  # graph fusion on by default
+    fused = by_name["pruned_int8_embeddings"]["parity"]["fp32_fused"]  # graph fusion before quantizing (default)
+    assert fused["fused_ops"]["Attention"] == 2 and fused["max_abs_diff"] <= 1e-4
+    assert "fp32_fused" not in by_name["pruned_fp32"]["parity"]
     assert by_name["pruned_fp32"]["size_bytes"] < by_name["student_fp32"]["size_bytes"]
     assert "| pruned_int8_embeddings |" in (out / "compression_report.md").read_text()
 

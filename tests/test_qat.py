@@ -1,13 +1,15 @@
 """QAT on a tiny BERT: the fake-quantized model predicts what onnxruntime's INT8 model computes,
 training through it works, and removing it leaves a plain FP32 model that exports and quantizes."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 from torch.nn.utils import parametrize
 
 from models.loading import build_classifier, load_classifier, save_classifier
-from models.onnx_export import export_onnx
+from models.onnx_export import check_parity_argmax, export_onnx
 from models.onnx_fusion import fuse_exported_model
 from models.qat import fake_quantize_dynamic_uint8, fake_quantize_rows, is_qat_prepared, prepare_qat, remove_qat
 from models.quantize import QUANTIZERS
@@ -63,6 +65,11 @@ def test_fake_quantized_model_tracks_the_onnxruntime_int8_model(tmp_path, fused,
     qat_gap = np.abs(_torch_logits(model, tokenizer) - reference).max()
     remove_qat(handle)
     assert qat_gap < fp32_gap / 100, (qat_gap, fp32_gap)  # same rounding, up to float summation order
+
+    # The INT8 parity check can take the fake-quantized model as its reference (QAT variants).
+    prepare = functools.partial(prepare_qat, embeddings=quantizer == "int8_embeddings")
+    parity = check_parity_argmax(tmp_path / "model", int8, TEXTS, max_length=MAX_LEN, prepare_reference=prepare)
+    assert parity["agreement"] == 1.0
 
 
 def test_qat_trains_is_removable_and_exports(tmp_path):
