@@ -216,10 +216,10 @@ class CompressionConfig(StrictModel):
 
     strategies: str = "vocab+width+dynamic_int8+int8_embeddings"
     max_vocab_size: int = Field(8000, gt=10)
-    dropped_tokens: Literal["nearest", "pieces"] = Field(
-        "nearest",
-        description="vocab: a dropped token uses the kept token with the nearest embedding (original tokenizer), "
-        "or the word is re-segmented into kept pieces (new, smaller tokenizer)",
+    dropped_tokens: Literal["pieces", "nearest"] = Field(
+        "pieces",
+        description="vocab: a word with a dropped token is re-segmented into kept pieces (new, smaller tokenizer), "
+        "or the token uses the kept row with the nearest embedding (original tokenizer)",
     )
     keep_characters: bool = Field(
         True, description="vocab, dropped_tokens=pieces: keep every seen character's pieces, so no word becomes [UNK]"
