@@ -73,3 +73,10 @@ def test_compression_strategies_are_checked_by_name(tmp_path):
     raw["compression"]["strategies"] = "width+int8_embeddings"
     config = load_config(_write(tmp_path, raw))
     assert isinstance(config, CompressRunConfig) and config.compression.strategy_list == ["width", "int8_embeddings"]
+    raw["compression"]["strategies"] = "vocab+qat+static_int8"  # QAT simulates dynamic INT8 only
+    with pytest.raises(ConfigError, match="qat trains for onnxruntime's dynamic INT8"):
+        load_config(_write(tmp_path, raw))
+    raw["compression"]["strategies"] = "vocab+qat+int8_embeddings"
+    raw["compression"]["dropped_tokens"] = "nearby"
+    with pytest.raises(ConfigError, match="compression.dropped_tokens"):
+        load_config(_write(tmp_path, raw))
