@@ -107,9 +107,13 @@ def test_data_push_validates_then_stores_by_content_hash(tmp_path, monkeypatch):
         publish_data_version(bad, "sst2", contract, settings)
     with pytest.raises(DataPushError, match="dataset name"):
         publish_data_version(good, "../etc", contract, settings)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # The env var and any settings context (the session's test harness sets one) both removed.
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with pytest.raises(DataPushError, match="PREFECT_API_URL"):
-        announce_data_version(pushed)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with pytest.raises(DataPushError, match="PREFECT_API_URL"):
+            announce_data_version(pushed)
 
 
 # --- the operating loop on a real stack ----------------------------------------------------------
