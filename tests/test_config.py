@@ -16,7 +16,6 @@ def test_shipped_configs_validate(path):
     assert isinstance(config, FLOW_CONFIGS[config.flow])
 
 
-
 def _write(tmp_path, raw):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
