@@ -91,6 +91,10 @@ def _dynamic(
     return _finish(onnx_in, onnx_out, precision)
 
 
+def _gather_axis(node: onnx.NodeProto) -> int:
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+
+
 def _int8_embedding_rows(model: onnx.ModelProto) -> int:
     """Each embedding lookup (Gather on a 2-D FP32 initializer used only by Gathers) becomes a
     lookup in an INT8 table with one symmetric scale per row, dequantized after the lookup:
@@ -111,7 +115,7 @@ def _int8_embedding_rows(model: onnx.ModelProto) -> int:
     for node in graph.node:
         table = inits.get(node.input[0]) if node.op_type == "Gather" else None
         if (table is None or len(table.dims) != 2 or table.data_type != onnx.TensorProto.FLOAT
-                or any(u.op_type != "Gather" for u in users[table.name])):  # fmt: skip
+                or any(u.op_type != "Gather" or _gather_axis(u) != 0 for u in users[table.name])):  # fmt: skip
             nodes.append(node)
             continue
         if f"{table.name}_int8" not in inits:
@@ -122,7 +126,8 @@ def _int8_embedding_rows(model: onnx.ModelProto) -> int:
                 inits[name] = numpy_helper.from_array(array, name)
                 graph.initializer.append(inits[name])
             rewritten += 1
-        ids, out, tag = node.input[1], node.output[0], node.name or out
+        ids, out = node.input[1], node.output[0]
+        tag = node.name or out
         nodes += [
             helper.make_node("Gather", [f"{table.name}_int8", ids], [f"{out}_int8"], name=f"{tag}_int8", axis=0),
             helper.make_node("Cast", [f"{out}_int8"], [f"{out}_cast"], name=f"{tag}_cast", to=onnx.TensorProto.FLOAT),

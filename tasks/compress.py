@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 

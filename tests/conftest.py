@@ -76,3 +76,46 @@ def tiny_onnx(tmp_path_factory) -> tuple:
     save_classifier(*build_classifier(tiny, ["0", "1"], seed=0), root / "model")
     onnx_path = export_onnx(root / "model", root / "bundle" / "model.onnx", max_length=64)
     return onnx_path, onnx_path.parent / "tokenizer.json"
+
+
+@pytest.fixture
+def step_context(tmp_path, monkeypatch):
+    """Factory of a RunContext for calling steps directly (``task.fn``): file object store and sqlite MLflow in tmp_path."""
+    from infra.settings import get_settings
+    from infra.tracking import configure_tracking, ensure_experiment, start_parent_run
+    from tasks.context import RunContext
+
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    for key in ("LANDING_OBJECT_STORE_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(key, raising=False)
+
+    def make(experiment: str, seed: int) -> RunContext:
+        settings = get_settings()
+        configure_tracking(settings)
+        parent = start_parent_run(ensure_experiment(experiment, settings), "t", {"prefect.flow_run_id": "test"})
+        return RunContext(parent_run_id=parent, flow_run_id="test", run_key=f"runs/{parent}", seed=seed)
+
+    return make
+
+
+@pytest.fixture
+def publish_table():
+    """Function publishing texts (and labels) as a dataset manifest of the given step context."""
+    import pandas as pd
+
+    from data_contracts.manifest import DatasetManifest
+    from data_contracts.validation import example_id, write_canonical
+    from infra.settings import get_settings
+    from tasks.context import publish_file
+
+    def publish(ctx, name: str, texts: list[str], labels: list[str] | None = None) -> DatasetManifest:
+        frame = pd.DataFrame({"id": [example_id(t) for t in texts], "text": texts})
+        if labels is not None:
+            frame["label"] = labels
+        path = get_settings().state_dir / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_canonical(frame, path)
+        uri, _ = publish_file(path, ctx.key("data", f"{name}.jsonl"))
+        return DatasetManifest.from_frame(frame, uri=uri, local_path=path, input_schema="text:str:1,label:str:1", name=name)
+
+    return publish

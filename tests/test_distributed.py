@@ -6,14 +6,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
-from data_contracts.manifest import DatasetManifest
-from data_contracts.validation import example_id, write_canonical
-from infra.settings import get_settings
-from infra.tracking import configure_tracking, ensure_experiment, start_parent_run
 from landing.config import ConfigError, DistillationConfig, DistributedConfig, TrainingConfig, load_config
 from models.distributed import (
     DistributedTrainingError,
@@ -26,7 +21,7 @@ from models.distributed import (
 from models.loading import load_classifier
 from models.predict import predict_logits
 from models.training import TrainingParams, per_device_batch_size
-from tasks.context import RunContext, fetch_model_dir, publish_file
+from tasks.context import fetch_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["0", "1"]
@@ -134,24 +129,8 @@ def keyword_majority(n: int, seed: int) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture
-def ctx(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("LANDING_OBJECT_STORE_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    settings = get_settings()
-    configure_tracking(settings)
-    parent = start_parent_run(ensure_experiment("ddp-test", settings), "t", {"prefect.flow_run_id": "test"})
-    return RunContext(parent_run_id=parent, flow_run_id="test", run_key=f"runs/{parent}", seed=3)
-
-
-def _table(ctx, name, texts, labels) -> DatasetManifest:
-    frame = pd.DataFrame({"id": [example_id(t) for t in texts], "text": texts, "label": labels})
-    path = get_settings().state_dir / f"{name}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_canonical(frame, path)
-    uri, _ = publish_file(path, ctx.key("data", f"{name}.jsonl"))
-    return DatasetManifest.from_frame(frame, uri=uri, local_path=path, input_schema="text:str:1,label:str:1", name=name)
+def ctx(step_context):
+    return step_context("ddp-test", seed=3)
 
 
 def _accuracy(manifest, texts, labels) -> float:
@@ -164,13 +143,13 @@ ACCURACY_TOLERANCE = 0.05  # seed-to-seed spread of this set-up at 4 epochs is ~
 
 
 @pytest.mark.integration
-def test_two_cpu_processes_match_one_and_distil(ctx):
+def test_two_cpu_processes_match_one_and_distil(ctx, publish_table):
     from mlflow.tracking import MlflowClient
 
     from tasks.predict import export_logits
     from tasks.train import train_model
 
-    train = _table(ctx, "train", *keyword_majority(512, seed=0))
+    train = publish_table(ctx, "train", *keyword_majority(512, seed=0))
     held_out = keyword_majority(300, seed=1)
     one = TrainingConfig(epochs=5, batch_size=32, learning_rate=3e-3, max_seq_length=32, logging_steps=10)
     two = one.model_copy(update={"distributed": DistributedConfig(nproc_per_node=2)})

@@ -82,3 +82,28 @@ def test_int8_embeddings_per_row_scales(fp32, tmp_path):
     assert all(t.removesuffix("_int8") not in init for t in tables), "FP32 tables dropped"
     assert path.stat().st_size < 0.35 * fp32.stat().st_size
     assert check_parity_argmax(fp32, path, TEXTS, max_length=MAX_LEN, min_agreement=0.0)["max_abs_diff"] < 0.05
+
+
+def test_int8_embedding_rows_handles_unnamed_lookups_and_leaves_other_axes():
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from models.quantize import _int8_embedding_rows
+
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["rows", "ids"], ["looked_up"]),  # no node name
+         helper.make_node("Gather", ["cols", "ids"], ["columns"], axis=1)],  # not an embedding lookup
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("looked_up", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("columns", TensorProto.FLOAT, [4, 2])],
+        [numpy_helper.from_array(table, "rows"), numpy_helper.from_array(table, "cols")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert _int8_embedding_rows(model) == 1
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    looked_up, columns = session.run(None, {"ids": np.array([2, 0])})
+    np.testing.assert_allclose(looked_up, table[[2, 0]], atol=table.max() / 127)
+    np.testing.assert_array_equal(columns, table[:, [2, 0]])  # left in FP32

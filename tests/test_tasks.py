@@ -1,17 +1,12 @@
 """Steps called directly (``task.fn``): manifests in a file object store, MLflow on sqlite."""
 
 import mlflow
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from data_contracts.logits import LogitsMismatchError
-from data_contracts.manifest import DatasetManifest
-from data_contracts.validation import example_id, write_canonical
-from infra.settings import get_settings
-from infra.tracking import configure_tracking, ensure_experiment, start_parent_run
 from landing.config import DistillationConfig, TrainingConfig
-from tasks.context import IntegrityError, RunContext, fetch_dataset, publish_file
+from tasks.context import IntegrityError, fetch_dataset
 from tasks.predict import export_logits
 from tasks.train import train_model
 
@@ -24,29 +19,12 @@ LABELS = ["0", "1"]
 
 
 @pytest.fixture
-def ctx(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.delenv("LANDING_OBJECT_STORE_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    settings = get_settings()
-    configure_tracking(settings)
-    parent = start_parent_run(ensure_experiment("tasks-test", settings), "t", {"prefect.flow_run_id": "test"})
-    return RunContext(parent_run_id=parent, flow_run_id="test", run_key=f"runs/{parent}", seed=0)
+def ctx(step_context):
+    return step_context("tasks-test", seed=0)
 
 
-def _table(ctx, name, texts, labels=None) -> DatasetManifest:
-    frame = pd.DataFrame({"id": [example_id(t) for t in texts], "text": texts})
-    if labels is not None:
-        frame["label"] = labels
-    path = get_settings().state_dir / f"{name}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_canonical(frame, path)
-    uri, _ = publish_file(path, ctx.key("data", f"{name}.jsonl"))
-    return DatasetManifest.from_frame(frame, uri=uri, local_path=path, input_schema="text:str:1,label:str:1", name=name)
-
-
-def test_student_refuses_logits_of_another_teacher(ctx):
-    train = _table(ctx, "train", [f"text number {i}" for i in range(16)], ["0", "1"] * 8)
+def test_student_refuses_logits_of_another_teacher(ctx, publish_table):
+    train = publish_table(ctx, "train", [f"text number {i}" for i in range(16)], ["0", "1"] * 8)
     teacher = train_model.fn("teacher", TINY, TRAINING, LABELS, train, ctx)
     logits = export_logits.fn(teacher, [train], ctx)
     assert logits.metadata["teacher_id"].startswith("teacher@sha256:") and logits.metadata["rows"] == 16
@@ -61,7 +39,7 @@ def test_student_refuses_logits_of_another_teacher(ctx):
     assert opened == []
 
     # Logits that miss rows of the student's table are refused too, naming how many are missing.
-    transfer = _table(ctx, "transfer", ["an unseen sentence", "another one"])
+    transfer = publish_table(ctx, "transfer", ["an unseen sentence", "another one"])
     with pytest.raises(LogitsMismatchError, match="2"):
         train_model.fn("student_kd", TINY, TRAINING, LABELS, train, ctx, transfer=transfer, logits=logits,
                        teacher=teacher, distillation=kd)  # fmt: skip
@@ -71,8 +49,8 @@ def test_student_refuses_logits_of_another_teacher(ctx):
     assert student.metadata["mlflow_model_uri"].startswith("models:/")
 
 
-def test_fetch_refuses_an_artifact_whose_bytes_changed(ctx):
-    manifest = _table(ctx, "train", ["a", "b"], ["0", "1"])
+def test_fetch_refuses_an_artifact_whose_bytes_changed(ctx, publish_table):
+    manifest = publish_table(ctx, "train", ["a", "b"], ["0", "1"])
     tampered = manifest.model_copy(update={"sha256": "0" * 64})
     with pytest.raises(IntegrityError, match="does not match"):
         fetch_dataset(tampered)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 BENCH_SCRIPT = Path(__file__).with_name("bench_onnx.py")
-BENCH_EXIT_ERROR = 2  # bench_onnx.py's "reported error" exit code
 PathLike = str | Path
 
 
