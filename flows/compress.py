@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-
 from prefect import flow
 
 from data_contracts.manifest import ArtifactManifest, DatasetManifest
 from flows.data import prepare_data
-from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
+from landing.config import (
+    PRUNING_STRATEGIES,
+    CompressionConfig,
+    CompressRunConfig,
+    LatencyConfig,
+    ModelSource,
+)
 from models.quantize import QUANTIZERS
 from tasks.compress import (
     build_variant,
@@ -20,8 +25,8 @@ from tasks.compress import (
 )
 from tasks.context import RunContext
 from tasks.promote import register_models
-from tasks.train import train_model
 from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
+from tasks.train import train_model
 
 
 def compress_model(
@@ -39,7 +44,7 @@ def compress_model(
     if teacher is not None:
         variants.append(build_variant("teacher_onnx_fp32", teacher, None, splits, cfg, ctx))
     base, prefix = student, "student"
-    if {"vocab", "width"} & set(strategies):
+    if set(PRUNING_STRATEGIES) & set(strategies):
         base, prefix = prune_student(student, splits, cfg, ctx), "pruned"
         variants.append(build_variant("pruned_fp32", base, None, splits, cfg, ctx))
     quantizers = [s for s in strategies if s in QUANTIZERS]

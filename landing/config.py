@@ -202,13 +202,14 @@ class ModelSource(StrictModel):
     uri: str
 
 
-COMPRESSION_STRATEGIES = ("vocab", "width", "qat", "dynamic_int8", "static_int8", "int8_embeddings")
+PRUNING_STRATEGIES = ("vocab", "depth", "width")
+COMPRESSION_STRATEGIES = (*PRUNING_STRATEGIES, "qat", "dynamic_int8", "static_int8", "int8_embeddings")
 
 
 class CompressionConfig(StrictModel):
     """PaddleNLP-style strategies composed by name, e.g. ``vocab+width+dynamic_int8+int8_embeddings``.
 
-    Pruning strategies (``vocab``, ``width``) build one pruned FP32 model, recovered by
+    Pruning strategies (``vocab``, ``depth``, ``width``) build one pruned FP32 model, recovered by
     distilling from the unpruned one; each quantization strategy adds an INT8 variant of it.
     ``qat`` fine-tunes that model once more with INT8 fake quantization (models/qat.py) and adds
     a ``*_qat_<quantizer>`` variant per dynamic quantizer next to the post-training ones.
@@ -225,6 +226,9 @@ class CompressionConfig(StrictModel):
         True, description="vocab, dropped_tokens=pieces: keep every seen character's pieces, so no word becomes [UNK]"
     )
     max_seq_length: int = Field(128, ge=8, le=512)
+    keep_layers: list[int] | None = Field(
+        None, description="depth: the student's encoder layers to keep, in order, e.g. [1] (layer dropping)"
+    )
     width_multiplier: float = Field(0.5, gt=0, le=1)
     importance_rows: int = Field(512, gt=0, description="training rows used to rank heads and neurons")
     recover: TrainingConfig = TrainingConfig(epochs=2, learning_rate=1e-4)
@@ -248,6 +252,8 @@ class CompressionConfig(StrictModel):
             raise ValueError(f"strategies: unknown {unknown}; expected names from {list(COMPRESSION_STRATEGIES)} joined by '+'")
         if "qat" in self.strategy_list and not {"dynamic_int8", "int8_embeddings"} & set(self.strategy_list):
             raise ValueError("strategies: qat trains for onnxruntime's dynamic INT8; add dynamic_int8 or int8_embeddings")
+        if "depth" in self.strategy_list and not self.keep_layers:
+            raise ValueError("keep_layers: the depth strategy needs the encoder layers to keep, e.g. [1]")
         return self
 
     @property

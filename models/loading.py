@@ -97,17 +97,30 @@ def _encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     return layers
 
 
-def layer_subset_classifier(name_or_path: str, layers: Sequence[int], labels: Sequence[str]) -> Classifier:
-    """A shallower copy keeping ``layers`` (DistilBERT-style initialisation from a deeper model)."""
-    model, tok = load_classifier(name_or_path, labels)
+def keep_encoder_layers(model: PreTrainedModel, layers: Sequence[int], *, field: str = "layers") -> PreTrainedModel:
+    """Keep only ``layers`` of the encoder, in that order (DistilBERT-style layer dropping); in place.
+
+    ``field`` names the setting the layers came from, for the error message.
+    """
     encoder_layers = _encoder_layers(model)
     depth = len(encoder_layers)
     bad = [i for i in layers if not -depth <= i < depth]
-    if bad:
-        raise ValueError(f"student.model.layers: {bad} out of range for a {depth}-layer model {name_or_path!r}")
+    if bad or not layers:
+        raise ValueError(f"{field}: {list(layers)} must be non-empty indices into the model's {depth} layers")
     model.base_model.encoder.layer = nn.ModuleList(copy.deepcopy(encoder_layers[i]) for i in layers)
     model.config.num_hidden_layers = len(layers)
-    return model, tok
+    if heads := getattr(model.config, "heads_per_layer", None):  # a width-pruned model: heads follow their layers
+        model.config.heads_per_layer = [heads[i] for i in layers]
+    return model
+
+
+def layer_subset_classifier(name_or_path: str, layers: Sequence[int], labels: Sequence[str]) -> Classifier:
+    """A shallower copy keeping ``layers`` (DistilBERT-style initialisation from a deeper model)."""
+    model, tok = load_classifier(name_or_path, labels)
+    try:
+        return keep_encoder_layers(model, layers, field="student.model.layers"), tok
+    except ValueError as err:
+        raise ValueError(f"{err} ({name_or_path!r})") from None
 
 
 BUILDERS: dict[str, Callable[..., Classifier]] = {

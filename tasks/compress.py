@@ -14,31 +14,61 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from prefect import task
-from torch import nn
 from prefect.artifacts import create_table_artifact
+from torch import nn
 
 from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
 from infra.latency.targets import make_target
 from infra.object_store import store_for_uri
 from infra.registry import log_onnx_bundle
 from infra.tracking import log_params, step_run
-from landing.config import CompressionConfig, LatencyConfig, LatencyTargetConfig, TrainingConfig
+from landing.config import (
+    PRUNING_STRATEGIES,
+    CompressionConfig,
+    LatencyConfig,
+    LatencyTargetConfig,
+    TrainingConfig,
+)
 from models.data import EncodedTable, label_ids
 from models.kd import KDParams
 from models.latency import fixed_length_latency_ms
-from models.loading import count_parameters, load_classifier, save_classifier, weights_sha256
+from models.loading import (
+    count_parameters,
+    keep_encoder_layers,
+    load_classifier,
+    save_classifier,
+    weights_sha256,
+)
 from models.metrics import classification_metrics
-from models.onnx_export import check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
+from models.onnx_export import (
+    check_parity_argmax,
+    check_parity_fp32,
+    convert_to_ort,
+    export_onnx,
+)
 from models.onnx_fusion import fuse_exported_model
 from models.onnx_predictor import OnnxClassifier
 from models.predict import predict_logits
 from models.qat import prepare_qat, remove_qat
 from models.quantize import QUANTIZERS
-from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
+from models.report import (
+    VariantResult,
+    plot_accuracy_vs_latency,
+    render_csv,
+    render_markdown,
+    report_rows,
+)
 from models.training import Distillation, TrainingParams, TrainResult, train_classifier
 from models.vocab_pruning import prune_vocabulary
 from models.width_pruning import make_importance_batches, prune_width
-from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
+from tasks.context import (
+    STEP_CACHE,
+    RunContext,
+    fetch_dataset,
+    fetch_model_dir,
+    publish_dir,
+    scratch_dir,
+)
 from tasks.train import MlflowMetricsCallback, checkpoint_dir
 
 PRECISION = {None: "fp32", "dynamic_int8": "int8", "static_int8": "int8", "int8_embeddings": "int8+int8-emb"}
@@ -97,8 +127,8 @@ def _distil(model, tokenizer, texts: list[str], y: list[int], soft: np.ndarray, 
 def prune_student(
     student: ArtifactManifest, splits: dict[str, DatasetManifest], cfg: CompressionConfig, ctx: RunContext
 ) -> ArtifactManifest:
-    """Vocabulary and/or width pruning, then recovery by distilling from the unpruned student."""
-    strategies = [s for s in cfg.strategy_list if s in ("vocab", "width")]
+    """Vocabulary, depth and/or width pruning, then recovery by distilling from the unpruned student."""
+    strategies = [s for s in cfg.strategy_list if s in PRUNING_STRATEGIES]
     labels = student.metadata["labels"]
     model, tokenizer = load_classifier(str(fetch_model_dir(student)))
     texts, y = _texts_and_labels(splits, labels)
@@ -114,6 +144,10 @@ def prune_student(
                 remap_dropped=cfg.dropped_tokens == "nearest",
             )  # fmt: skip
             stats |= {f"vocab.{k}": v for k, v in vocab.items()}
+        if "depth" in strategies:
+            stats["depth.layers_before"] = model.config.num_hidden_layers
+            model = keep_encoder_layers(model, cfg.keep_layers, field="compression.keep_layers")
+            stats["depth.layers_after"] = model.config.num_hidden_layers
         if "width" in strategies:
             rows = min(cfg.importance_rows, len(texts))
             batches = make_importance_batches(

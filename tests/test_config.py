@@ -81,3 +81,11 @@ def test_compression_strategies_are_checked_by_name(tmp_path):
     raw["compression"]["dropped_tokens"] = "nearby"
     with pytest.raises(ConfigError, match="compression.dropped_tokens"):
         load_config(_write(tmp_path, raw))
+
+
+def test_depth_strategy_needs_the_layers_to_keep():
+    from landing.config import CompressionConfig
+
+    with pytest.raises(ValueError, match="keep_layers: the depth strategy needs"):
+        CompressionConfig(strategies="depth+dynamic_int8")
+    assert CompressionConfig(strategies="depth+dynamic_int8", keep_layers=[1]).strategy_list[0] == "depth"

@@ -37,7 +37,7 @@ def test_layer_subset_keeps_chosen_layers_and_round_trips(tmp_path):
 def test_layer_subset_rejects_out_of_range_layers(tmp_path):
     teacher, tok = build_classifier(TINY, LABELS)
     save_classifier(teacher, tok, tmp_path / "t")
-    with pytest.raises(ValueError, match=r"layers: \[7\] out of range for a 3-layer model"):
+    with pytest.raises(ValueError, match=r"student.model.layers: \[0, 7\] must be non-empty indices into the model.s 3 layers"):
         build_classifier({"kind": "teacher_layers", "name_or_path": str(tmp_path / "t"), "layers": [0, 7]}, LABELS)
 
 

@@ -68,3 +68,23 @@ def test_unreachable_tracking_server_fails_before_any_work(tmp_path, monkeypatch
     with pytest.raises(TrackingUnreachableError, match=url.replace(".", r"\.")):
         open_tracking_run.fn("e", "r", 0, {})
     assert not (tmp_path / "state" / "objects").exists()
+
+
+def test_prune_drops_layers_before_width_and_recovers(ctx, publish_table, tmp_path):
+    from landing.config import CompressionConfig
+    from models.loading import build_classifier, load_classifier, save_classifier
+    from tasks.compress import import_model, prune_student
+    from tasks.context import fetch_model_dir
+
+    spec = {**TINY, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32}
+    save_classifier(*build_classifier(spec, LABELS, seed=0), tmp_path / "student")
+    student = import_model(str(tmp_path / "student"), "student", 16, ctx)
+    train = publish_table(ctx, "train", [f"text number {i}" for i in range(16)], ["0", "1"] * 8)
+    cfg = CompressionConfig(strategies="depth+width+dynamic_int8", keep_layers=[2, 0], max_seq_length=16,
+                            importance_rows=16, recover=TRAINING)  # fmt: skip
+    pruned = prune_student.fn(student, {"train": train}, cfg, ctx)
+    stats = pruned.metadata["pruning"]
+    assert (stats["depth.layers_before"], stats["depth.layers_after"]) == (3, 2)
+    assert stats["params_after"] < stats["params_before"]
+    model, _ = load_classifier(str(fetch_model_dir(pruned)))
+    assert model.config.num_hidden_layers == 2 and model.config.heads_per_layer == [1, 1]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
-from models.loading import build_classifier, count_parameters, load_classifier, save_classifier
+from models.loading import build_classifier, count_parameters, keep_encoder_layers, load_classifier, save_classifier
 from models.predict import predict_logits
 from models.width_pruning import (
     PrunedBertForSequenceClassification,
@@ -96,3 +96,17 @@ def test_full_width_is_identity(tiny):
     pruned, stats = prune_width(model, 1.0, batches(tok))
     assert stats["params_after"] == stats["params_before"]
     assert np.allclose(predict_logits(pruned, tok, TEXTS), predict_logits(model, tok, TEXTS), atol=1e-5)
+
+
+def test_dropping_layers_of_a_width_pruned_model_keeps_its_head_counts(tiny, tmp_path):
+    model, tok = tiny
+    pruned, _ = prune_width(model, 0.5, batches(tok))
+    shallow = keep_encoder_layers(pruned, [1], field="compression.keep_layers")
+    assert shallow.config.num_hidden_layers == 1 and shallow.config.heads_per_layer == [2]
+    logits = predict_logits(shallow, tok, TEXTS)
+    save_classifier(shallow, tok, tmp_path)
+    reloaded, _ = load_classifier(str(tmp_path))
+    assert len(reloaded.bert.encoder.layer) == 1 and reloaded.config.heads_per_layer == [2]
+    assert np.allclose(predict_logits(reloaded, tok, TEXTS), logits, atol=1e-5)
+    with pytest.raises(ValueError, match=r"compression.keep_layers: \[\] must be non-empty"):
+        keep_encoder_layers(shallow, [], field="compression.keep_layers")
