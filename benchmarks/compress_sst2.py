@@ -6,7 +6,11 @@ pruned+INT8+INT8-embeddings, the same two after quantization-aware training, plu
 in PyTorch and ONNX FP32), all timed in one run on the host at batch 1, sequence 16 and 32,
 1 thread, and checks the issue's targets. Writes ``benchmarks/results/compress_sst2.{md,json}`` and the plot.
 
-    python benchmarks/compress_sst2.py [--seed 1] [--set key=value ...]
+    python benchmarks/compress_sst2.py [--seed 1] [--set key=value ...] [--output NAME]
+
+Another chain, e.g. one that also drops a layer, goes to its own files:
+``--set compression.strategies=vocab+depth+width+qat+dynamic_int8+int8_embeddings
+--set 'compression.keep_layers=[0]' --output compress_sst2_depth``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="which KD-benchmark seed's student to compress")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".landing-benchmark")
+    parser.add_argument("--output", default="compress_sst2", help="results/<output>.{md,json} and the plot's folder")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
     from infra.settings import prepare_runtime_environment
@@ -60,14 +65,14 @@ def main() -> None:
     run = next(r for r in kd["runs"] if r["seed"] == args.seed)
     overrides = [f"seed={args.seed}", f"student.uri={run['student_kd']['artifact_uri']}",
                  f"teacher.uri={run['teacher']['artifact_uri']}", *args.overrides]  # fmt: skip
-    out = RESULTS / "compress_sst2"
+    out = RESULTS / args.output
     summary = compress(config=load_config(CONFIG, overrides), config_dir=str(CONFIG.parent), output_dir=str(out))
     variants = {v["name"]: v for v in summary["variants"]}
     lines = [summary["report_markdown"], "", "| target | measured | met |", "| --- | --- | --- |"]
     lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in targets(variants)]
     table = "\n".join(lines) + "\n"
-    (RESULTS / "compress_sst2.md").write_text(table)
-    (RESULTS / "compress_sst2.json").write_text(json.dumps({"overrides": overrides, "summary": summary}, indent=2))
+    (RESULTS / f"{args.output}.md").write_text(table)
+    (RESULTS / f"{args.output}.json").write_text(json.dumps({"overrides": overrides, "summary": summary}, indent=2))
     print(table)
 
 
