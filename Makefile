@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo smoke test test-unit test-stack benchmark up down status clean help
+.PHONY: install demo smoke test test-unit test-stack benchmark benchmark-tradeoffs up down status clean help
 DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker to run
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
@@ -58,6 +58,13 @@ status:
 benchmark: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/kd_sst2.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/compress_sst2.py
+
+# Faster, less accurate chains on the same student (after `make benchmark`): 1 layer; width 0.25.
+benchmark-tradeoffs: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/compress_sst2.py --output compress_sst2_depth \
+		--set compression.strategies=vocab+depth+width+qat+dynamic_int8+int8_embeddings --set 'compression.keep_layers=[0]'
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/compress_sst2.py --output compress_sst2_width025 \
+		--set compression.width_multiplier=0.25
 
 clean:
 	rm -rf .landing runs .pytest_cache

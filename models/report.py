@@ -73,16 +73,23 @@ def plot_accuracy_vs_latency(variants: list[VariantResult], seq_len: str, out: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for v in variants:
-        ax.scatter(v.latency_ms_p50[seq_len], 100 * v.accuracy, s=max(v.size_bytes / 2e5, 10), alpha=0.7)
-        ax.annotate(v.name, (v.latency_ms_p50[seq_len], 100 * v.accuracy), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")  # fmt: skip
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    # Variants sit close together (INT8 variants differ by a few µs), so names go in a legend, not on the points.
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    markers = "osD^vP*Xh<>"
+    for i, v in enumerate(variants):
+        ax.scatter(v.latency_ms_p50[seq_len], 100 * v.accuracy, s=max(v.size_bytes / 2e5, 15), alpha=0.6,
+                   marker=markers[i % len(markers)], label=f"{v.name} ({v.size_bytes / 1e6:.1f} MB)")  # fmt: skip
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"latency p50, batch 1, seq {seq_len} (ms, log scale)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title("accuracy vs latency (marker area ∝ model size)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=0.5, frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
