@@ -6,13 +6,7 @@ from prefect import flow
 
 from data_contracts.manifest import ArtifactManifest, DatasetManifest
 from flows.data import prepare_data
-from landing.config import (
-    PRUNING_STRATEGIES,
-    CompressionConfig,
-    CompressRunConfig,
-    LatencyConfig,
-    ModelSource,
-)
+from landing.config import PRUNING_STRATEGIES, CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
 from models.quantize import QUANTIZERS
 from tasks.compress import (
     build_variant,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from prefect import flow
 
 from flows.compress import compress_model
@@ -10,8 +9,8 @@ from flows.data import prepare_data
 from landing.config import DistillRunConfig
 from tasks.evaluate import evaluate_model
 from tasks.predict import export_logits
-from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
 from tasks.promote import register_models
+from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
 from tasks.train import teacher_identity, train_model
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from prefect import flow
 
 from flows.data import prepare_data

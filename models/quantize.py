@@ -96,7 +96,7 @@ def _gather_axis(node: onnx.NodeProto) -> int:
 
 
 def _int8_embedding_rows(model: onnx.ModelProto) -> int:
-    """Each embedding lookup (Gather on a 2-D FP32 initializer used only by Gathers) becomes a
+    """Each embedding lookup (Gather on a 2-D FP32 initializer used only by axis-0 Gathers) becomes a
     lookup in an INT8 table with one symmetric scale per row, dequantized after the lookup:
 
         Gather(table_int8, ids) -> Cast(float) -> Mul(Gather(row_scales, ids))

@@ -72,7 +72,6 @@ def plot_accuracy_vs_latency(variants: list[VariantResult], seq_len: str, out: P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     # Variants sit close together (INT8 variants differ by a few µs), so names go in a legend, not on the points.

@@ -22,53 +22,23 @@ from infra.latency.targets import make_target
 from infra.object_store import store_for_uri
 from infra.registry import log_onnx_bundle
 from infra.tracking import log_params, step_run
-from landing.config import (
-    PRUNING_STRATEGIES,
-    CompressionConfig,
-    LatencyConfig,
-    LatencyTargetConfig,
-    TrainingConfig,
-)
+from landing.config import PRUNING_STRATEGIES, CompressionConfig, LatencyConfig, LatencyTargetConfig, TrainingConfig
 from models.data import EncodedTable, label_ids
 from models.kd import KDParams
 from models.latency import fixed_length_latency_ms
-from models.loading import (
-    count_parameters,
-    keep_encoder_layers,
-    load_classifier,
-    save_classifier,
-    weights_sha256,
-)
+from models.loading import count_parameters, keep_encoder_layers, load_classifier, save_classifier, weights_sha256
 from models.metrics import classification_metrics
-from models.onnx_export import (
-    check_parity_argmax,
-    check_parity_fp32,
-    convert_to_ort,
-    export_onnx,
-)
+from models.onnx_export import check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
 from models.onnx_fusion import fuse_exported_model
 from models.onnx_predictor import OnnxClassifier
 from models.predict import predict_logits
 from models.qat import prepare_qat, remove_qat
 from models.quantize import QUANTIZERS
-from models.report import (
-    VariantResult,
-    plot_accuracy_vs_latency,
-    render_csv,
-    render_markdown,
-    report_rows,
-)
+from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
 from models.training import Distillation, TrainingParams, TrainResult, train_classifier
 from models.vocab_pruning import prune_vocabulary
 from models.width_pruning import make_importance_batches, prune_width
-from tasks.context import (
-    STEP_CACHE,
-    RunContext,
-    fetch_dataset,
-    fetch_model_dir,
-    publish_dir,
-    scratch_dir,
-)
+from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
 from tasks.train import MlflowMetricsCallback, checkpoint_dir
 
 PRECISION = {None: "fp32", "dynamic_int8": "int8", "static_int8": "int8", "int8_embeddings": "int8+int8-emb"}

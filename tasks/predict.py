@@ -10,11 +10,11 @@ from prefect import task
 
 from data_contracts.logits import TeacherLogits, write_logits
 from data_contracts.manifest import ArtifactManifest, DatasetManifest
+from infra.tracking import step_run
 from models.loading import load_classifier
 from models.predict import predict_logits
 from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_file, scratch_dir
 from tasks.train import teacher_identity
-from infra.tracking import step_run
 
 
 @task(name="export-logits", cache_policy=STEP_CACHE, persist_result=True)

@@ -33,8 +33,7 @@ from infra.registry import (
     set_alias,
 )
 from infra.tracking import FLOW_RUN_TAG, step_run
-from landing.config import LatencyConfig
-from landing.config import PromotionGates
+from landing.config import LatencyConfig, PromotionGates
 from models.data import label_ids
 from models.metrics import classification_metrics
 from models.onnx_predictor import TOKENIZER_FILE, OnnxClassifier

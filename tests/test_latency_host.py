@@ -11,6 +11,7 @@ import pytest
 
 from infra.latency import BENCH_SCRIPT, HostTarget, LatencyReport, LatencyTargetError, SshTarget, make_target
 
+
 def check_report(report: LatencyReport, seq_lens: tuple[int, ...], runs: int, *, end_to_end: bool) -> None:
     assert sorted(report.results) == list(seq_lens)
     assert report.onnxruntime and report.python and report.machine
