@@ -88,3 +88,25 @@ def test_prune_drops_layers_before_width_and_recovers(ctx, publish_table, tmp_pa
     assert stats["params_after"] < stats["params_before"]
     model, _ = load_classifier(str(fetch_model_dir(pruned)))
     assert model.config.num_hidden_layers == 2 and model.config.heads_per_layer == [1, 1]
+
+
+def test_evaluate_caches_accuracy_but_measures_latency_on_every_run(ctx, publish_table):
+    from prefect import flow
+
+    from tasks.evaluate import evaluate_accuracy, measure_eval_latency
+
+    table = publish_table(ctx, "eval", [f"text number {i}" for i in range(8)], ["0", "1"] * 4)
+    model = train_model.fn("student", TINY, TRAINING, LABELS, table, ctx)
+
+    @flow
+    def evaluate_twice() -> list:
+        states = []
+        for _ in range(2):
+            states.append(evaluate_accuracy(role="student", model=model, eval_table=table, ctx=ctx, return_state=True))
+            states.append(measure_eval_latency("student", model, table, ctx, 5, return_state=True))
+        return states
+
+    first_acc, first_lat, second_acc, second_lat = evaluate_twice()
+    assert second_acc.is_completed() and second_acc.name == "Cached"
+    assert first_lat.name == second_lat.name == "Completed"  # latency re-measured, never replayed
+    assert second_lat.result()["latency_batch1_ms"] > 0 and second_lat.result()["latency_measured_at"]
