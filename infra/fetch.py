@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlparse
 
-from infra.object_store import ObjectStoreError, file_uri_to_path, store_for_uri
+from infra.object_store import ObjectStoreError, store_for_uri
+from infra.uris import uri_to_path
 
 if TYPE_CHECKING:
     from infra.settings import LandingSettings
@@ -102,7 +103,7 @@ def _cached(src: Source, cache_dir: Path) -> tuple[Path, str] | None:
 
 def _local_path(uri: str, base_dir: Path | None) -> Path | None:
     if uri.startswith("file://"):
-        return file_uri_to_path(uri)
+        return uri_to_path(uri)
     if "://" in uri:
         return None
     p = Path(uri).expanduser()

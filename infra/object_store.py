@@ -13,8 +13,9 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
+from urllib.parse import urlparse
+
+from infra.uris import uri_to_path
 
 if TYPE_CHECKING:
     from infra.settings import LandingSettings
@@ -38,12 +39,6 @@ def _tmp_sibling(path: Path) -> Path:
 
 def _is_tmp(name: str) -> bool:
     return _TMP_TAG in name
-
-
-def file_uri_to_path(uri: str) -> Path:
-    """``file:///a/b`` → ``Path('/a/b')`` (percent-decoding included)."""
-    parsed = urlparse(uri)
-    return Path(url2pathname(unquote(parsed.path)))
 
 
 class ObjectStore(ABC):
@@ -133,7 +128,7 @@ class FileObjectStore(ObjectStore):
 
     def _path(self, uri_or_key: str) -> Path:
         if uri_or_key.startswith("file://"):
-            return file_uri_to_path(uri_or_key)
+            return uri_to_path(uri_or_key)
         if "://" in uri_or_key:
             raise ValueError(f"{self!r} cannot handle {uri_or_key!r}")
         return self.root / uri_or_key.lstrip("/")
@@ -405,7 +400,7 @@ def open_store(root_uri: str | None = None, settings: LandingSettings | None = N
     if uri.startswith("s3://"):
         return _s3_store(*_split_s3(uri), settings)
     if uri.startswith("file://"):
-        return FileObjectStore(file_uri_to_path(uri))
+        return FileObjectStore(uri_to_path(uri))
     if "://" in uri:
         raise _unsupported(uri)
     return FileObjectStore(Path(uri))

@@ -233,8 +233,10 @@ def _local_bundle(model: str) -> Path:
 
         configure_tracking(get_settings())
         return resolve_onnx_bundle(model, Path(tempfile.mkdtemp(prefix="landing-model-")))
-    if "://" not in model or model.startswith("file://") and Path(model[7:]).exists():
-        return Path(model[7:] if model.startswith("file://") else model)
+    from infra.uris import is_local, uri_to_path
+
+    if "://" not in model or is_local(model) and uri_to_path(model).exists():
+        return uri_to_path(model)
     from infra.object_store import store_for_uri
 
     target = Path(tempfile.mkdtemp(prefix="landing-model-"))

@@ -22,6 +22,7 @@ from infra.latency.targets import make_target
 from infra.object_store import store_for_uri
 from infra.registry import log_onnx_bundle
 from infra.tracking import log_params, step_run
+from infra.uris import is_local, uri_to_path
 from landing.config import PRUNING_STRATEGIES, CompressionConfig, LatencyConfig, LatencyTargetConfig, TrainingConfig
 from models.data import EncodedTable, label_ids
 from models.kd import KDParams
@@ -46,10 +47,8 @@ PRECISION = {None: "fp32", "dynamic_int8": "int8", "static_int8": "int8", "int8_
 
 def _local_dir(uri: str) -> Path:
     """A local path or file:// URI as is; an s3:// prefix downloaded (refused unless complete)."""
-    if "://" not in uri:
-        return Path(uri)
-    if uri.startswith("file://"):
-        return Path(uri[7:])
+    if is_local(uri):
+        return uri_to_path(uri)
     target = scratch_dir("imports", hashlib.sha256(uri.encode()).hexdigest()[:16])
     return store_for_uri(uri).get_dir(uri, target)
 

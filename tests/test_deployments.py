@@ -93,6 +93,7 @@ def test_data_push_validates_then_stores_by_content_hash(tmp_path, monkeypatch):
     from data_contracts.validation import DataValidationError
     from infra.datasets import DataPushError, announce_data_version, publish_data_version
     from infra.settings import LandingSettings
+    from infra.uris import uri_to_path
     from landing.config import load_config
 
     settings = LandingSettings(state_dir=tmp_path / "state")
@@ -100,7 +101,7 @@ def test_data_push_validates_then_stores_by_content_hash(tmp_path, monkeypatch):
     good = write(tmp_path / "new.tsv", "sentence\tlabel\na fine film\t1\na dull film\t0\n")
     pushed = publish_data_version(good, "sst2", contract, settings)
     assert pushed.rows == 2 and pushed.uri.endswith(f"datasets/sst2/{pushed.sha256}/new.tsv")
-    assert Path(pushed.uri.removeprefix("file://")).read_bytes() == good.read_bytes()
+    assert uri_to_path(pushed.uri).read_bytes() == good.read_bytes()
 
     bad = write(tmp_path / "bad.tsv", "sentence\tlabel\nok\t1\nwhat\tmaybe\n")
     with pytest.raises(DataValidationError, match=r"bad.tsv:3: column .label."):
