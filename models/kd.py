@@ -7,8 +7,11 @@
 with ``a_i = alpha`` for labelled examples and ``a_i = 1`` for unlabelled transfer
 examples (they have no ``y_i``). The ``T^2`` factor keeps the soft-target gradients
 on the same scale as the hard-target ones when the temperature changes, so
-``alpha`` means the same thing at every ``T`` (the convention of Hinton et al.,
-TextBrewer and EasyNLP). The batch loss is the mean over examples.
+``alpha`` means the same thing at every ``T`` (Hinton et al.'s convention).
+TextBrewer's ``kd_ce_loss`` applies no ``T^2``: it is the soft cross-entropy at
+temperature ``T`` alone, so its loss (and gradients) shrink as ``T`` grows; at
+``T = 1`` the two agree up to the teacher-entropy constant. The batch loss is
+the mean over examples.
 """
 
 from __future__ import annotations
