@@ -20,6 +20,7 @@ class VariantResult:
     parity: dict = field(default_factory=dict)
     uri: str | None = None
     runtime: str = "onnxruntime"
+    latency_ms_range: dict[str, tuple[float, float]] = field(default_factory=dict)  # min–max of per-round p50s
 
     def as_summary(self) -> dict:
         return asdict(self)
@@ -41,7 +42,8 @@ def report_rows(variants: list[VariantResult], reference: str) -> list[dict[str,
             "accuracy": f"{100 * v.accuracy:.2f} ({100 * (v.accuracy - ref.accuracy):+.2f})",
         }
         for seq, ms in sorted(v.latency_ms_p50.items(), key=lambda kv: int(kv[0])):
-            row[f"p50 ms @{seq} (speed-up)"] = f"{ms:.2f} ({_ratio(ms, ref.latency_ms_p50[seq])})"
+            spread = f" [{v.latency_ms_range[seq][0]:.2f}–{v.latency_ms_range[seq][1]:.2f}]" if seq in v.latency_ms_range else ""
+            row[f"p50 ms @{seq} [round range] (speed-up)"] = f"{ms:.2f}{spread} ({_ratio(ms, ref.latency_ms_p50[seq])})"
         row["peak RSS MB"] = "-" if v.peak_rss_bytes is None else f"{v.peak_rss_bytes / 2**20:.0f}"
         row["size MB (Δ)"] = f"{v.size_bytes / 1e6:.1f} ({100 * (v.size_bytes / ref.size_bytes - 1):+.0f}%)"
         rows.append(row)
@@ -60,10 +62,11 @@ def render_csv(variants: list[VariantResult]) -> str:
     seqs = sorted({s for v in variants for s in v.latency_ms_p50}, key=int)
     writer = csv.writer(out)
     writer.writerow(["variant", "runtime", "precision", "accuracy", "size_bytes", "peak_rss_bytes",
-                     *[f"latency_ms_p50_{s}" for s in seqs]])  # fmt: skip
+                     *[f"latency_ms_p50_{s}" for s in seqs], *[f"latency_ms_p50_{s}_{e}" for s in seqs for e in ("min", "max")]])  # fmt: skip
     for v in variants:
         writer.writerow([v.name, v.runtime, v.precision, v.accuracy, v.size_bytes, v.peak_rss_bytes,
-                         *[v.latency_ms_p50.get(s) for s in seqs]])  # fmt: skip
+                         *[v.latency_ms_p50.get(s) for s in seqs],
+                         *[v.latency_ms_range.get(s, (None, None))[i] for s in seqs for i in (0, 1)]])  # fmt: skip
     return out.getvalue()
 
 
@@ -78,13 +81,17 @@ def plot_accuracy_vs_latency(variants: list[VariantResult], seq_len: str, out: P
     fig, ax = plt.subplots(figsize=(8, 4.5))
     markers = "osD^vP*Xh<>"
     for i, v in enumerate(variants):
+        if seq_len in v.latency_ms_range:  # error bar: the range of per-round p50s
+            lo, hi = v.latency_ms_range[seq_len]
+            ax.errorbar(v.latency_ms_p50[seq_len], 100 * v.accuracy, xerr=[[v.latency_ms_p50[seq_len] - lo],
+                        [hi - v.latency_ms_p50[seq_len]]], fmt="none", ecolor="grey", alpha=0.6)  # fmt: skip
         ax.scatter(v.latency_ms_p50[seq_len], 100 * v.accuracy, s=max(v.size_bytes / 2e5, 15), alpha=0.6,
                    marker=markers[i % len(markers)], label=f"{v.name} ({v.size_bytes / 1e6:.1f} MB)")  # fmt: skip
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(f"latency p50, batch 1, seq {seq_len} (ms, log scale)")
+    ax.set_xlabel(f"median of per-round latency p50, batch 1, seq {seq_len} (ms, log scale)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title("accuracy vs latency (marker area ∝ model size)")
     ax.grid(alpha=0.3)
