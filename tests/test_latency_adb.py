@@ -1,8 +1,8 @@
 """AdbTarget: command building, the onnxruntime_perf_test parser, and a run through a FAKE adb.
 
 No Android phone is reachable from the test machine, so the fake ``adb`` below is the only
-mock: it records its argv and answers ``shell`` commands with the recorded perf_test outputs
-in tests/fixtures/adb/ (representative recordings in the tool's exact print format).
+mock: it records its argv and answers ``shell`` commands with the perf_test outputs
+in tests/fixtures/adb/ (hand-written in the format of onnxruntime_perf_test, not recorded on a device).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return binary, model
 
 
-def test_parse_recorded_outputs() -> None:
+def test_parse_hand_written_outputs() -> None:
     p16 = parse_perf_test_output((FIXTURES / "perf_test_seq16.txt").read_text())
     assert p16["mean_ms"] == pytest.approx(2.70963)
     assert p16["p50_ms"] == pytest.approx(2.65339)
