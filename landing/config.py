@@ -272,6 +272,7 @@ class LatencyConfig(StrictModel):
     threads: int = Field(1, gt=0)
     warmup: int = Field(20, ge=0)
     runs: int = Field(200, gt=0)
+    rounds: int = Field(5, gt=0, description="interleaved rounds per comparison table; each a fresh process per variant")
 
 
 class FlowRunConfig(StrictModel):
