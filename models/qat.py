@@ -4,7 +4,9 @@ The ``dynamic_int8`` / ``int8_embeddings`` variants are quantized after training
 onnxruntime (``models/quantize.py``); at run time its ``DynamicQuantizeMatMul`` kernel computes
 each MatMul with
 
-- weights: INT8, symmetric, one scale per output channel (``per_channel=True``), range ±127;
+- weights: INT8, symmetric, one scale per output channel (``per_channel=True``), range ±127,
+  or ±64 with ``reduce_range`` (what onnxruntime's quantizer stores for MatMul/Attention weights
+  then);
 - inputs: UINT8, asymmetric, one scale/zero point per call computed from the input's own
   min/max (range always including 0), i.e. per example at batch 1.
 
@@ -20,7 +22,14 @@ re-quantizes such weights losslessly (the largest |w| of a row is on the grid, s
 the same), hence the INT8 model is the same either way.
 
 Optionally the embedding tables are fake-quantized per row (symmetric INT8, one scale per
-token), matching the ``int8_embeddings`` quantizer's per-row tables.
+token), matching the ``int8_embeddings`` quantizer's per-row tables (always ±127: a lookup, no
+integer GEMM).
+
+``reduce_range``: onnxruntime's u8s8 GEMM on x86 without VNNI (``vpmaddubsw``) adds pairs of
+u8·s8 products in int16 with saturation (255·127·2 > 32767), so with full-range weights the INT8
+model is not the exact integer arithmetic simulated here. 7-bit weights (±64: 255·64·2 = 32640)
+cannot saturate, so the caller passes ``reduce_range=True`` on such CPUs (tasks decide, from
+``infra.provenance.int8_dot_product_exact``) and the same value to the quantizer.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from torch.utils.hooks import RemovableHandle
 # onnxruntime's symmetric INT8 weight range, [-127, 127] with scale = max|w| / 127, for MatMul and
 # (in a fused graph) QAttention's Q/K/V weights alike.
 INT8_SYMMETRIC = 127
+# onnxruntime's reduce_range INT8 weight range, [-64, 64] with scale = max|w| / 64.
+INT8_REDUCED = 64
 UINT8 = (0, 255)  # DynamicQuantizeLinear's activation range
 _EPS = 1e-8
 
@@ -68,6 +79,11 @@ class _RowInt8(nn.Module):
         return fake_quantize_rows(w, self.qmax)
 
 
+def weight_qmax(reduce_range: bool) -> int:
+    """The symmetric INT8 weight range onnxruntime's dynamic quantizer uses for MatMul/Attention."""
+    return INT8_REDUCED if reduce_range else INT8_SYMMETRIC
+
+
 def _quantize_input_hook(module: nn.Module, args: tuple) -> tuple:
     return (fake_quantize_dynamic_uint8(args[0]), *args[1:])
 
@@ -93,16 +109,18 @@ def prepare_qat(
     model: nn.Module,
     *,
     embeddings: bool = False,
+    reduce_range: bool = False,
     select: Callable[[nn.Module], list[nn.Linear]] = onnxruntime_quantized_linears,
 ) -> QATHandle:
     """Fake-quantize (in place) the weights and inputs of ``select(model)``, and optionally the
-    embedding tables per row (as the per-channel ``int8_embeddings`` quantizer stores them). Returns the handle for :func:`remove_qat`."""
+    embedding tables per row (as the per-channel ``int8_embeddings`` quantizer stores them).
+    ``reduce_range`` must be the value the model will be quantized with. Returns the handle for :func:`remove_qat`."""
     linears = select(model)
     if not linears:
         raise ValueError("QAT found no Linear layers to quantize")
     handle = QATHandle(linears=linears, embeddings=[])
     for linear in linears:
-        parametrize.register_parametrization(linear, "weight", _RowInt8())
+        parametrize.register_parametrization(linear, "weight", _RowInt8(weight_qmax(reduce_range)))
         handle.hooks.append(linear.register_forward_pre_hook(_quantize_input_hook))
     if embeddings:  # word, position and token-type tables: all are Gathers on initializers in ONNX
         handle.embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]

@@ -4,6 +4,11 @@ Each function writes ``onnx_out`` atomically, records its precision in the bundl
 ``landing_model.json`` (copying tokenizer + metadata when ``onnx_out`` is in another
 directory) and returns ``onnx_out``. Check the result with
 :func:`models.onnx_export.check_parity_argmax`.
+
+``reduce_range`` (7-bit MatMul/Attention weights, ±64 instead of ±127) is for x86 CPUs without
+VNNI: their u8s8 kernel sums pairs of u8·s8 products in int16 with saturation, which 7-bit
+weights cannot reach. The caller decides (``infra.provenance.int8_dot_product_exact``); QAT must
+be told the same value (``models.qat.prepare_qat``). Embedding tables are always ±127 (a lookup).
 """
 
 from __future__ import annotations
@@ -73,12 +78,13 @@ def _finish(onnx_in: Path, onnx_out: Path, precision: str) -> Path:
 
 def _dynamic(
     onnx_in: Path, onnx_out: Path, op_types: list[str], per_channel: bool, precision: str,
-    rewrite: Callable[[onnx.ModelProto], int] | None = None,
+    rewrite: Callable[[onnx.ModelProto], int] | None = None, reduce_range: bool = False,
 ) -> Path:  # fmt: skip
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     with _preprocessed(onnx_in) as pre, _atomic_target(onnx_out) as tmp:
         quantize_dynamic(
             pre, tmp, op_types_to_quantize=op_types, per_channel=per_channel, weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
             # Contrib ops of a fused graph (Attention, SkipLayerNormalization) have no ONNX shape
             # inference; their outputs are FP32 like everything the quantizer looks at.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -143,21 +149,26 @@ def _int8_embedding_rows(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def quantize_dynamic_int8(onnx_in: Path, onnx_out: Path, *, per_channel: bool = False) -> Path:
+def quantize_dynamic_int8(
+    onnx_in: Path, onnx_out: Path, *, per_channel: bool = False, reduce_range: bool = False
+) -> Path:
     """INT8 weights for every MatMul, activations quantized on the fly: no calibration data,
     the usual best accuracy/speed trade-off for transformers on CPU. Embeddings stay FP32."""
-    return _dynamic(onnx_in, onnx_out, _DYNAMIC_OPS, per_channel, "int8_dynamic")
+    return _dynamic(onnx_in, onnx_out, _DYNAMIC_OPS, per_channel, "int8_dynamic", reduce_range=reduce_range)
 
 
-def quantize_embeddings_int8(onnx_in: Path, onnx_out: Path, *, per_channel: bool = False) -> Path:
+def quantize_embeddings_int8(
+    onnx_in: Path, onnx_out: Path, *, per_channel: bool = False, reduce_range: bool = False
+) -> Path:
     """Dynamic INT8 MatMuls plus INT8 embedding tables (Gather): about 4x smaller file.
 
     ``per_channel``: per-channel MatMul weights and one scale per embedding row (see
     ``_int8_embedding_rows``); otherwise per-tensor everywhere (onnxruntime's Gather quantization).
     """
     if per_channel:
-        return _dynamic(onnx_in, onnx_out, _DYNAMIC_OPS, True, "int8_dynamic_embeddings", _int8_embedding_rows)
-    return _dynamic(onnx_in, onnx_out, _EMBEDDING_OPS, False, "int8_dynamic_embeddings")
+        return _dynamic(onnx_in, onnx_out, _DYNAMIC_OPS, True, "int8_dynamic_embeddings", _int8_embedding_rows,
+                        reduce_range=reduce_range)  # fmt: skip
+    return _dynamic(onnx_in, onnx_out, _EMBEDDING_OPS, False, "int8_dynamic_embeddings", reduce_range=reduce_range)
 
 
 class TextCalibrationReader(CalibrationDataReader):
@@ -194,8 +205,7 @@ def quantize_static_int8(
     QDQ format, uint8 activations / int8 weights: onnxruntime's CPU kernels are optimised for
     QDQ (its graph optimiser fuses Q/DQ pairs into QLinearMatMul / MatMulIntegerToFloat), which
     the quantize_static docs recommend over QOperator since ORT 1.11, and U8S8 is the fast x86
-    path. Pass ``reduce_range=True`` (7-bit weights) for x86 CPUs without VNNI to avoid
-    saturation. Only MatMul/Gemm are quantized: INT8 LayerNorm/Softmax inputs cost accuracy
+    path (``reduce_range``: see the module docstring). Only MatMul/Gemm are quantized: INT8 LayerNorm/Softmax inputs cost accuracy
     for little speed.
     """
     onnx_in, onnx_out, tokenizer_dir = Path(onnx_in), Path(onnx_out), Path(tokenizer_dir)
@@ -220,7 +230,7 @@ def quantize_static_int8(
 Quantizer = Callable[..., Path]
 
 
-def _no_calibration(fn: Callable[[Path, Path], Path]) -> Quantizer:
+def _no_calibration(fn: Callable[..., Path]) -> Quantizer:
     """Adapt a calibration-free quantizer to the registry's common call signature."""
 
     def run(
@@ -231,14 +241,16 @@ def _no_calibration(fn: Callable[[Path, Path], Path]) -> Quantizer:
         *,
         max_length: int = 128,
         per_channel: bool = False,
+        reduce_range: bool = False,
     ) -> Path:
-        return fn(onnx_in, onnx_out, per_channel=per_channel)
+        return fn(onnx_in, onnx_out, per_channel=per_channel, reduce_range=reduce_range)
 
     run.__doc__, run.__name__ = fn.__doc__, fn.__name__
     return run
 
 
-# Common call: QUANTIZERS[name](onnx_in, onnx_out, calibration_texts, tokenizer_dir, max_length=..., per_channel=...);
+# Common call: QUANTIZERS[name](onnx_in, onnx_out, calibration_texts, tokenizer_dir, max_length=..., per_channel=...,
+# reduce_range=...);
 # only "static_int8" uses the calibration arguments.
 QUANTIZERS: dict[str, Quantizer] = {
     "dynamic_int8": _no_calibration(quantize_dynamic_int8),
