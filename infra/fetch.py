@@ -4,9 +4,11 @@ content-addressed cache, so runs are reproducible and survive a dead mirror or n
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -225,3 +227,50 @@ def fetch(
             failures.append(f"  - {src.label()}: {type(e).__name__}: {e}")
     raise FetchError(f"all {len(srcs)} source(s) failed:\n" + "\n".join(failures))
 
+
+
+_RACY_NS = 2_000_000_000  # a file modified this recently may change again within the same mtime tick
+
+
+def local_sha256(path: Path, memo_dir: Path) -> str:
+    """sha256 of a local file, memoised by (path, size, mtime_ns) so an unchanged big file is hashed once.
+
+    A file modified less than 2 s before hashing is not memoised (git's "racy" rule): a second
+    write within the same timestamp tick would otherwise keep its old hash.
+    """
+    st = path.stat()
+    memo = memo_dir / hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = sha256_file(path)
+    if time.time_ns() - st.st_mtime_ns > _RACY_NS:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.part-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    return digest
+
+
+def _http_validators(uri: str, timeout_s: float) -> dict | None:
+    """ETag / Last-Modified / Content-Length from a HEAD request; None when the server gives neither."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(uri, method="HEAD"), timeout=timeout_s) as resp:
+            found = {k: resp.headers.get(k) for k in ("ETag", "Last-Modified", "Content-Length")}
+    except (urllib.error.URLError, OSError):
+        return None
+    return found if found["ETag"] or found["Last-Modified"] else None
+
+
+def source_fingerprint(src: Source, cache_dir: Path, *, base_dir: Path | None = None, timeout_s: float = 15.0) -> str:
+    """What identifies the bytes behind ``src``, for cache keys: an explicit sha256 wins; a local file's
+    sha256; an http(s) server's ETag/Last-Modified. Otherwise (s3, unreachable or validator-less
+    servers) the URI, so the key is only as fresh as that source allows."""
+    suffix = f"!{src.member}" if src.member else ""
+    if src.sha256:
+        return f"sha256:{src.sha256.lower()}{suffix}"
+    local = _local_path(src.uri, base_dir)
+    if local is not None:
+        return f"sha256:{local_sha256(local, Path(cache_dir) / 'hash-memo')}{suffix}" if local.is_file() else src.uri
+    if urlparse(src.uri).scheme in ("http", "https") and (found := _http_validators(src.uri, timeout_s)):
+        return json.dumps({"uri": src.uri, "member": src.member, **found}, sort_keys=True)
+    return src.uri + suffix

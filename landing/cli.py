@@ -65,14 +65,18 @@ def run(
     config: ConfigArg,
     set_: SetOpt = None,
     output_dir: Annotated[Path | None, typer.Option(help="where summary.json goes (default runs/<name>)")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="re-run every step, ignoring cached results")] = False,
 ) -> None:
     """Run the flow that CONFIG names (e.g. distill) as a Prefect flow tracked in MLflow."""
     _runtime()
     cfg = _load(config, set_)
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+
     from flows import FLOWS
 
     out = output_dir or Path("runs") / cfg.name
-    summary = FLOWS[cfg.flow](config=cfg, config_dir=str(config.resolve().parent), output_dir=str(out))
+    with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: no_cache}):
+        summary = FLOWS[cfg.flow](config=cfg, config_dir=str(config.resolve().parent), output_dir=str(out))
     if "teacher" in summary:
         _report(summary)
     if "report_markdown" in summary:

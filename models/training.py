@@ -7,16 +7,56 @@ distillation loss (``DistillationTrainer.compute_loss``).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from models.data import EncodedTable, KDCollator
 from models.kd import KDParams, get_kd_loss
+
+
+log = logging.getLogger(__name__)
+# What Trainer._save_checkpoint writes; trainer_state.json comes last, after the optimizer and RNG state.
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """Every file a resume reads exists, the tensors load and trainer_state.json parses."""
+    if not all((path / name).is_file() for name in CHECKPOINT_FILES):
+        return False
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            torch.load(path / name, map_location="cpu", weights_only=False)
+        from safetensors import safe_open
+
+        with safe_open(path / "model.safetensors", framework="pt"):
+            pass
+    except Exception:  # any unreadable file means the write was cut short
+        return False
+    return True
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """Newest checkpoint that was completely written; broken ones are moved aside with a warning
+    (to ``<name>.incomplete-<time>``, which the Trainer's rotation ignores) so they are never resumed."""
+    if not checkpoint_dir.is_dir():
+        return None
+    found = [p for p in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if checkpoint_is_complete(path):
+            return str(path)
+        aside = path.with_name(f"{path.name}.incomplete-{time.strftime('%Y%m%dT%H%M%S')}")
+        log.warning("checkpoint %s was not completely written; moved to %s, not resumed", path, aside)
+        path.rename(aside)
+    return None
 
 
 @dataclass(frozen=True)
@@ -136,7 +176,7 @@ def train_classifier(
         callbacks=callbacks,
     )
     trainer = DistillationTrainer(distillation=distillation, **common) if distillation else Trainer(**common)
-    resume = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    resume = last_complete_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume)
     return TrainResult(
         global_step=output.global_step,

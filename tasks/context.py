@@ -7,6 +7,7 @@ matches is reused instead of downloaded again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
+from prefect.cache_policies import CacheKeyFnPolicy
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
@@ -36,22 +37,62 @@ class RunContext(BaseModel):
         return "/".join((self.run_key, *parts))
 
 
+CODE_PACKAGES = ("models", "data_contracts", "tasks", "infra", "flows", "landing")
+KEYED_LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx")
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over this project's source files (sorted paths + bytes), once per process.
+
+    A step's result depends on everything it imports, not only on its own function, so a
+    fix in models/kd.py must re-run the KD student; this supersedes Prefect's TASK_SOURCE.
+    """
+    h = hashlib.sha256()
+    for path in sorted(p for pkg in CODE_PACKAGES for p in (_ROOT / pkg).rglob("*.py")):
+        h.update(path.relative_to(_ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def environment_digest() -> str:
+    """Code digest plus the versions of the libraries that compute the numbers."""
+    from infra.provenance import package_versions
+
+    blob = json.dumps({"code": code_digest(), "libraries": package_versions(KEYED_LIBRARIES)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def _step_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
-    """What defines a step's result: its manifests (URI + sha256), its parameters and the seed.
+    """What defines a step's result: its manifests (URI + sha256), parameters, seed, code and library versions.
 
     The run-specific ids in ``RunContext`` are left out, so a re-run with the same inputs
     reuses the result; the object store is put in, so a hit always points at artifacts
-    that live where this run reads from.
+    that live where this run reads from. A ``download`` step's table is keyed on the bytes
+    behind its sources (``infra.fetch.source_fingerprint``), not on their URIs.
     """
     stable = {k: (v.seed if isinstance(v, RunContext) else v) for k, v in parameters.items()}
     stable["__object_store__"] = get_settings().resolved_object_store_uri()
+    stable["__environment__"] = environment_digest()
+    if "table" in parameters and "base_dir" in parameters:
+        stable["__content__"] = _table_content(parameters["table"], Path(parameters["base_dir"]))
     blob = json.dumps(to_jsonable_python(stable), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-# Re-running a flow with the same inputs skips finished steps; changing one parameter re-runs
-# that step and, through the new manifests it returns, only the steps downstream of it.
-STEP_CACHE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_step_cache_key)
+def _table_content(table: Any, base_dir: Path) -> list[str]:
+    from infra.fetch import Source, source_fingerprint
+
+    settings = get_settings()
+    return [
+        source_fingerprint(Source(uri=s.uri, sha256=s.sha256, member=s.member), settings.cache_dir, base_dir=base_dir)
+        for s in table.sources
+    ]
+
+
+# Re-running a flow with the same inputs skips finished steps; changing one input, parameter or
+# source file re-runs that step and, through the new manifests it returns, the steps downstream.
+STEP_CACHE = CacheKeyFnPolicy(cache_key_fn=_step_cache_key)
 
 
 class IntegrityError(RuntimeError):

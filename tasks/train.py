@@ -24,7 +24,7 @@ from models.distributed import Launch, process_group_backend, train_distributed
 from models.kd import KDParams
 from models.loading import build_classifier, count_parameters, load_classifier, save_classifier
 from models.training import Distillation, TrainingParams, TrainResult, train_classifier
-from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_logits, publish_dir, scratch_dir
+from tasks.context import STEP_CACHE, RunContext, environment_digest, fetch_dataset, fetch_logits, publish_dir, scratch_dir
 
 
 class MlflowMetricsCallback(TrainerCallback):
@@ -41,8 +41,10 @@ def log_trainer_metrics(logs: dict, step: int) -> None:
 
 
 def checkpoint_dir(role: str, fingerprint: dict) -> Path:
-    """Stable per inputs, so re-running after a crash finds and resumes the same checkpoints."""
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Stable per inputs, code and library versions: a re-run after a crash resumes the same
+    checkpoints, a code change never resumes an old one."""
+    keyed = {**fingerprint, "__environment__": environment_digest()}
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Path(get_settings().state_dir, "checkpoints", f"{role}-{digest}")
 
 

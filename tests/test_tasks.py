@@ -110,3 +110,18 @@ def test_evaluate_caches_accuracy_but_measures_latency_on_every_run(ctx, publish
     assert second_acc.is_completed() and second_acc.name == "Cached"
     assert first_lat.name == second_lat.name == "Completed"  # latency re-measured, never replayed
     assert second_lat.result()["latency_batch1_ms"] > 0 and second_lat.result()["latency_measured_at"]
+
+
+def test_download_key_follows_the_bytes_and_the_code(ctx, tmp_path, monkeypatch):
+    from landing.config import TableConfig
+    from tasks import context
+
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    params = {"name": "train", "table": TableConfig(sources=[{"uri": "train.tsv"}]), "base_dir": str(tmp_path), "ctx": ctx}
+    first = context._step_cache_key(None, params)
+    assert context._step_cache_key(None, params) == first
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t0\n")  # one label changed, same size
+    changed = context._step_cache_key(None, params)
+    assert changed != first
+    monkeypatch.setattr(context, "code_digest", lambda: "edited models/kd.py")
+    assert context._step_cache_key(None, params) != changed
