@@ -122,15 +122,18 @@ def stratified_split(
     return out
 
 
-def remove_overlap(frame: pd.DataFrame, reference: pd.DataFrame, key: Key = "text") -> tuple[pd.DataFrame, int]:
-    """Drop rows of frame whose key occurs in reference (keeps a held-out set free of training texts)."""
+def remove_overlap(frame: pd.DataFrame, reference: pd.DataFrame, key: Key | None = None) -> tuple[pd.DataFrame, int]:
+    """Drop rows of frame whose key occurs in reference (keeps a held-out set free of training texts).
+
+    The default key is the one ``deduplicate`` uses: (text, text_pair) for pair tasks, text otherwise.
+    """
     cols = _key_columns(frame, key)
     ref: set[Hashable] = set(_keys(reference, _key_columns(reference, key)))
     hit = _keys(frame, cols).isin(ref) if len(cols) == 1 else _keys(frame, cols).map(lambda k: k in ref).astype(bool)
     return frame.loc[~hit].reset_index(drop=True), int(hit.sum())
 
 
-def assert_disjoint(splits: dict[str, pd.DataFrame], key: Key = "text") -> None:
+def assert_disjoint(splits: dict[str, pd.DataFrame], key: Key | None = None) -> None:
     """Raise ValueError naming both splits and an example if any key is shared."""
     keysets = {name: set(_keys(df, _key_columns(df, key))) for name, df in splits.items()}
     names = list(keysets)
@@ -139,4 +142,5 @@ def assert_disjoint(splits: dict[str, pd.DataFrame], key: Key = "text") -> None:
             shared = keysets[a] & keysets[b]
             if shared:
                 example = sorted(shared, key=str)[0]
-                raise ValueError(f"splits {a!r} and {b!r} share {len(shared)} {key!r} value(s), e.g. {example!r}")
+                cols = _key_columns(splits[a], key)
+                raise ValueError(f"splits {a!r} and {b!r} share {len(shared)} {cols} key(s), e.g. {example!r}")

@@ -74,13 +74,21 @@ def test_remove_overlap():
     out, n = remove_overlap(f, pd.DataFrame({"text": ["b", "z"]}))
     assert n == 1 and out.text.tolist() == ["a", "c"]
     pairs = pd.DataFrame({"text": ["p", "p"], "text_pair": ["h1", "h2"]})
-    out, n = remove_overlap(pairs, pairs.head(1), key=["text", "text_pair"])
-    assert n == 1 and out.text_pair.tolist() == ["h2"]
+    out, n = remove_overlap(pairs, pairs.head(1))
+    assert n == 1 and out.text_pair.tolist() == ["h2"], "pair tasks key on (text, text_pair) by default"
+
+
+def test_pair_splits_sharing_a_premise_are_disjoint():
+    assert_disjoint({"train": pd.DataFrame({"text": ["p"], "text_pair": ["h1"]}),
+                     "eval": pd.DataFrame({"text": ["p"], "text_pair": ["h2"]})})  # fmt: skip
+    with pytest.raises(ValueError, match=r"\['text', 'text_pair'\] key"):
+        assert_disjoint({"train": pd.DataFrame({"text": ["p"], "text_pair": ["h1"]}),
+                         "eval": pd.DataFrame({"text": ["p"], "text_pair": ["h1"]})})  # fmt: skip
 
 
 def test_assert_disjoint_names_splits_and_example():
     splits = {"train": pd.DataFrame({"text": ["a", "b"]}), "dev": pd.DataFrame({"text": ["c"]}), "test": pd.DataFrame({"text": ["b"]})}
-    with pytest.raises(ValueError, match=r"splits 'train' and 'test' share 1 'text' value\(s\), e.g. 'b'"):
+    with pytest.raises(ValueError, match=r"splits 'train' and 'test' share 1 \['text'\] key\(s\), e.g. 'b'"):
         assert_disjoint(splits)
 
 
