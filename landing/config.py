@@ -242,6 +242,9 @@ class CompressionConfig(StrictModel):
     )
     calibration_rows: int = Field(300, gt=0, description="training texts for static INT8 calibration")
     per_channel: bool = Field(True, description="INT8 scales per output channel (keeps argmax agreement ≥ 99%)")
+    reduce_range: Literal["auto"] | bool = Field(
+        "auto", description="7-bit INT8 weights; auto: on CPUs whose INT8 dot products saturate (x86 without VNNI)"
+    )
     fp32_max_abs_diff: float = Field(1e-4, gt=0)
     int8_min_agreement: float = Field(0.99, gt=0, le=1)
 

@@ -20,8 +20,9 @@ from torch import nn
 from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
 from infra.latency.targets import make_target
 from infra.object_store import store_for_uri
+from infra.provenance import int8_dot_product_exact
 from infra.registry import log_onnx_bundle
-from infra.tracking import log_params, step_run
+from infra.tracking import log_classifier, log_params, step_run
 from infra.uris import is_local, uri_to_path
 from landing.config import PRUNING_STRATEGIES, CompressionConfig, LatencyConfig, LatencyTargetConfig, TrainingConfig
 from models.data import EncodedTable, label_ids
@@ -133,15 +134,22 @@ def prune_student(
         out = scratch_dir(ctx.run_key, "models", "pruned")
         sha = save_classifier(model, tokenizer, out)
         uri = publish_dir(out, ctx.key("models", "pruned"))
+        model_uri = log_classifier(model, tokenizer)  # the PyTorch model its ONNX variants are exported from
     return ArtifactManifest(
         uri=uri, sha256=sha, kind="model",
-        metadata={**student.metadata, "role": "pruned", "parameters": stats["params_after"], "pruning": stats},
+        metadata={**student.metadata, "role": "pruned", "parameters": stats["params_after"], "pruning": stats,
+                  "mlflow_model_uri": model_uri},
     )  # fmt: skip
 
 
 # Settings that only change the QAT step or the exported variants: not part of the prune
 # fingerprint (its pruning strategies are, separately), so adding `qat` reuses the recovery checkpoints.
-_QAT_ONLY = {"qat", "qat_embeddings", "graph_fusion", "strategies"}
+_QAT_ONLY = {"qat", "qat_embeddings", "graph_fusion", "strategies", "reduce_range"}
+
+
+def reduce_range(cfg: CompressionConfig) -> bool:
+    """7-bit weights where onnxruntime's u8s8 kernels would saturate (see models/quantize.py), unless set."""
+    return not int8_dot_product_exact() if cfg.reduce_range == "auto" else cfg.reduce_range
 
 
 @task(name="qat", cache_policy=STEP_CACHE, persist_result=True)
@@ -159,8 +167,10 @@ def quantization_aware_training(
         soft = predict_logits(teacher, teacher_tokenizer, texts, max_length=cfg.max_seq_length, desc="unpruned logits")
         student, tokenizer = load_classifier(str(fetch_model_dir(model)))
         embeddings = cfg.qat_embeddings and "int8_embeddings" in cfg.strategy_list
-        handle = prepare_qat(student, embeddings=embeddings)
+        handle = prepare_qat(student, embeddings=embeddings, reduce_range=reduce_range(cfg))
+        mlflow.log_param("quantize.reduce_range", reduce_range(cfg))
         fingerprint = {"model": model.sha256, "unpruned": unpruned.sha256, "qat": cfg.qat.model_dump(),
+                       "reduce_range": reduce_range(cfg),
                        "kd": cfg.recover_distillation.model_dump(), "max_seq_length": cfg.max_seq_length,
                        "embeddings": embeddings, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
         result = _distil(student, tokenizer, texts, y, soft, cfg.qat, "qat", fingerprint, cfg, ctx)
@@ -169,10 +179,14 @@ def quantization_aware_training(
         out = scratch_dir(ctx.run_key, "models", "qat")
         sha = save_classifier(student, tokenizer, out)
         uri = publish_dir(out, ctx.key("models", "qat"))
-    return ArtifactManifest(uri=uri, sha256=sha, kind="model", metadata={**model.metadata, "role": "qat"})
+        model_uri = log_classifier(student, tokenizer)  # fake quantizers removed: what the ONNX export sees
+    return ArtifactManifest(uri=uri, sha256=sha, kind="model",
+                            metadata={**model.metadata, "role": "qat", "mlflow_model_uri": model_uri})  # fmt: skip
 
 
-def _qat_reference(model: ArtifactManifest, quantizer: str) -> Callable[[nn.Module], object] | None:
+def _qat_reference(
+    model: ArtifactManifest, quantizer: str, cfg: CompressionConfig
+) -> Callable[[nn.Module], object] | None:
     """A QAT model's INT8 export is checked against the fake-quantized model it was trained as.
 
     Its FP32 form is not the reference: QAT optimises the quantized network, so the FP32 one
@@ -180,7 +194,7 @@ def _qat_reference(model: ArtifactManifest, quantizer: str) -> Callable[[nn.Modu
     """
     if model.metadata.get("role") != "qat":
         return None
-    return functools.partial(prepare_qat, embeddings=quantizer == "int8_embeddings")
+    return functools.partial(prepare_qat, embeddings=quantizer == "int8_embeddings", reduce_range=reduce_range(cfg))
 
 
 @task(name="build-variant", cache_policy=STEP_CACHE, persist_result=True)
@@ -209,11 +223,13 @@ def build_variant(
                                                          atol=cfg.fp32_max_abs_diff) | {"fused_ops": fused}  # fmt: skip
             calibration = list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows])
             final = QUANTIZERS[quantizer](source, work / name / "model.onnx", calibration, fp32.parent,
-                                          max_length=max_length, per_channel=cfg.per_channel)  # fmt: skip
+                                          max_length=max_length, per_channel=cfg.per_channel,
+                                          reduce_range=reduce_range(cfg))  # fmt: skip
             parity["int8"] = check_parity_argmax(model_dir, final, eval_texts, max_length=max_length,
                                                  min_agreement=cfg.int8_min_agreement,
-                                                 prepare_reference=_qat_reference(model, quantizer))  # fmt: skip
-            if _qat_reference(model, quantizer) is not None:
+                                                 prepare_reference=_qat_reference(model, quantizer, cfg))  # fmt: skip
+            parity["int8"]["reduce_range"] = reduce_range(cfg)
+            if _qat_reference(model, quantizer, cfg) is not None:
                 parity["int8"]["reference"] = "fake-quantized model (QAT)"
         ort_path = convert_to_ort(final)
         logits = OnnxClassifier.load(final).logits(eval_texts)
@@ -224,7 +240,8 @@ def build_variant(
         mlflow.log_dict(parity, "parity.json")
         for mobile_artifact in (ort_path, *final.parent.glob("*.mobile_usability.txt")):
             mlflow.log_artifact(str(mobile_artifact), artifact_path="mobile")
-        log_params({"variant": name, "quantizer": quantizer, "source_model": model.uri})
+        log_params({"variant": name, "quantizer": quantizer, "source_model": model.uri,
+                    "quantize.reduce_range": quantizer is not None and reduce_range(cfg)})  # fmt: skip
         mlflow_uri = log_onnx_bundle(final.parent, final.name, name="model")
     return {
         "name": name, "precision": PRECISION[quantizer], "accuracy": metrics["accuracy"],

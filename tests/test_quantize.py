@@ -39,13 +39,14 @@ def quantized(fp32, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", sorted(PRECISION))
-def test_quantized_is_smaller_loads_and_agreement_is_computed(name, fp32, quantized):
+def test_quantized_is_smaller_loads_and_tracks_fp32(name, fp32, quantized):
     path = quantized[name]
     assert path.stat().st_size < fp32.stat().st_size
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["logits"]
     result = check_parity_argmax(fp32, path, TEXTS, max_length=MAX_LEN, min_agreement=0.0)
-    assert result["rows"] == len(TEXTS) and 0.0 <= result["agreement"] <= 1.0
+    # Measured on this tiny model: agreement 1.0, max |Δlogits| ≤ 2e-3 (full or reduced range); 10× margin.
+    assert result["rows"] == len(TEXTS) and result["agreement"] >= 0.95 and result["max_abs_diff"] < 0.02
     meta = json.loads((path.parent / "landing_model.json").read_text())
     assert meta["variants"][path.name] == {"precision": PRECISION[name]}
     assert (path.parent / "tokenizer.json").is_file() and meta["labels"] == LABELS
