@@ -38,9 +38,11 @@ def compress_model(
     if teacher is not None:
         variants.append(build_variant("teacher_onnx_fp32", teacher, None, splits, cfg, ctx))
     base, prefix = student, "student"
+    source = student  # the PyTorch model the registry candidate (last student variant) is exported from
     if set(PRUNING_STRATEGIES) & set(strategies):
         base, prefix = prune_student(student, splits, cfg, ctx), "pruned"
         variants.append(build_variant("pruned_fp32", base, None, splits, cfg, ctx))
+        source = base
     quantizers = [s for s in strategies if s in QUANTIZERS]
     for quantizer in quantizers:
         variants.append(build_variant(f"{prefix}_{quantizer}", base, quantizer, splits, cfg, ctx))
@@ -49,6 +51,7 @@ def compress_model(
         qat = quantization_aware_training(base, student, splits, cfg, ctx)
         for quantizer in (q for q in quantizers if q != "static_int8"):
             variants.append(build_variant(f"{prefix}_qat_{quantizer}", qat, quantizer, splits, cfg, ctx))
+            source = qat
     # The most compressed student variant is the one offered to the registry.
     candidate = next(v for v in reversed(variants) if not v["name"].startswith("teacher"))
     for variant in variants:
@@ -62,7 +65,8 @@ def compress_model(
         "variants": report["variants"],
         "report_markdown": report["markdown"],
         "registry_candidate": {
-            "variant": candidate["name"], "onnx_uri": candidate["mlflow_model_uri"], "parity": candidate["parity"]
+            "variant": candidate["name"], "onnx_uri": candidate["mlflow_model_uri"], "parity": candidate["parity"],
+            "pytorch_uri": source.metadata.get("mlflow_model_uri"), "weights_sha256": source.sha256,
         },
     }
 
@@ -93,6 +97,7 @@ def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str =
             candidate = result["registry_candidate"]
             summary["registry"] = register_models(
                 config.registered_model, ctx, onnx_uri=candidate["onnx_uri"], parity=candidate["parity"],
-                pytorch_uri=student.metadata.get("mlflow_model_uri"), data_sha256=splits["train"].sha256,
+                pytorch_uri=candidate["pytorch_uri"], weights_sha256=candidate["weights_sha256"],
+                variant=candidate["variant"], data_sha256=splits["train"].sha256,
             )  # fmt: skip
     return publish_summary(ctx, summary, output_dir)

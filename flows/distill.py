@@ -53,10 +53,15 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         if config.compression is not None:
             summary |= compress_model(student_kd, splits, config.compression, config.latency, ctx, output_dir)
         if config.registered_model:
-            candidate = summary.get("registry_candidate", {})
+            # Without compression the KD student itself is the candidate (PyTorch only).
+            candidate = summary.get("registry_candidate") or {
+                "variant": "student_kd", "pytorch_uri": summary["student_kd"]["model_uri"],
+                "weights_sha256": student_kd.sha256,
+            }
             summary["registry"] = register_models(
-                config.registered_model, ctx, pytorch_uri=summary["student_kd"]["model_uri"],
+                config.registered_model, ctx, pytorch_uri=candidate["pytorch_uri"],
                 onnx_uri=candidate.get("onnx_uri"), parity=candidate.get("parity"),
+                weights_sha256=candidate["weights_sha256"], variant=candidate["variant"],
                 data_sha256=splits["train"].sha256, teacher=teacher_identity(teacher),
             )  # fmt: skip
     return publish_summary(ctx, summary, output_dir)

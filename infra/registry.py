@@ -28,6 +28,8 @@ CHAMPION = "champion"
 PROMOTION_TAG = "landing.promotion"
 FORMAT_TAG = "landing.format"
 PARITY_TAG = "landing.parity"
+WEIGHTS_TAG = "landing.weights_sha256"  # of the PyTorch weights an ONNX version was exported from
+VARIANT_TAG = "landing.variant"
 ONNX_SUFFIX = "-onnx"
 _MLFLOW_ONNX_FILE = "model.onnx"  # where mlflow.onnx.save_model writes the graph
 _EXTRA_DIR = "extra_files"  # where MLflow puts a flavor's extra_files
@@ -72,8 +74,26 @@ def register_student(name: str, model_uri: str, *, tags: dict[str, str], alias: 
     return client.get_model_version(name, version.version)
 
 
-def set_alias(name: str, alias: str, version: str | int) -> None:
-    _client().set_registered_model_alias(name, alias, str(version))
+def move_aliases(alias: str, targets: dict[str, str | int]) -> None:
+    """Point ``alias`` of every registered model in ``targets`` (name -> version) at its version, or none.
+
+    The PyTorch and ONNX names of one student must move together; if a move fails, the ones
+    already made are put back (alias restored to its old version, or deleted) and the error re-raised.
+    """
+    client = _client()
+    previous = {name: client.get_registered_model(name).aliases.get(alias) for name in targets}
+    moved: list[str] = []
+    try:
+        for name, version in targets.items():
+            client.set_registered_model_alias(name, alias, str(version))
+            moved.append(name)
+    except MlflowException:
+        for name in reversed(moved):
+            if previous[name] is None:
+                client.delete_registered_model_alias(name, alias)
+            else:
+                client.set_registered_model_alias(name, alias, str(previous[name]))
+        raise
 
 
 def get_alias_version(name: str, alias: str, *, must_exist: bool = False) -> ModelVersion | None:

@@ -3,9 +3,10 @@
 Two registered models per student: ``<name>`` (transformers weights, for fine-tuning and
 reference) and ``<name>-onnx`` (the bundle that serves). Aliases belong to a registered
 model, so one name with a ``format`` tag could have only one ``champion`` for both formats;
-two names let each carry its own ``challenger``/``champion``. An ONNX version records the
-PyTorch version it was exported from (``landing.pytorch_version``), and promotion moves
-``champion`` on both.
+two names let each carry its own ``challenger``/``champion``. ``<name>`` is the PyTorch model
+the ONNX version was exported from (pruned or QAT when compressed); both versions carry its
+weights hash and the variant name, the ONNX one records that PyTorch version
+(``landing.pytorch_version``), and promotion moves ``champion`` on both or neither.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from infra.registry import (
     FORMAT_TAG,
     ONNX_SUFFIX,
     PARITY_TAG,
+    VARIANT_TAG,
+    WEIGHTS_TAG,
     RegistryError,
     get_alias_version,
     git_commit,
+    move_aliases,
     record_decision,
     register_student,
     resolve_onnx_bundle,
-    set_alias,
 )
 from infra.tracking import FLOW_RUN_TAG, step_run
 from landing.config import LatencyConfig, PromotionGates
@@ -61,11 +64,18 @@ def register_models(
     data_sha256: str | None = None,
     teacher: str | None = None,
     parity: dict | None = None,
+    weights_sha256: str | None = None,
+    variant: str | None = None,
     alias: str = CHALLENGER,
 ) -> dict:
-    """Register the flow's student (MLflow model URIs ``models:/m-...``) as the new ``alias`` of both names."""
+    """Register the flow's student (MLflow model URIs ``models:/m-...``) as the new ``alias`` of both names.
+
+    ``pytorch_uri`` is the model ``onnx_uri`` was exported from; ``weights_sha256`` (of its weights)
+    and ``variant`` tag both versions, so either one leads to the other.
+    """
     tags = {"landing.data_sha256": data_sha256, "landing.teacher": teacher, "landing.git_commit": git_commit(),
-            FLOW_RUN_TAG: ctx.flow_run_id, "landing.mlflow_run_id": ctx.parent_run_id}  # fmt: skip
+            FLOW_RUN_TAG: ctx.flow_run_id, "landing.mlflow_run_id": ctx.parent_run_id,
+            WEIGHTS_TAG: weights_sha256, VARIANT_TAG: variant}  # fmt: skip
     tags = {k: v for k, v in tags.items() if v is not None}
     out: dict[str, dict] = {}
     if pytorch_uri:
@@ -173,9 +183,10 @@ def apply_promotion(
     """Move ``champion`` (ONNX name, and the PyTorch version it came from) only on a passing decision; record why."""
     onnx_name = challenger["name"]
     if decision["promote"]:
-        set_alias(onnx_name, CHAMPION, challenger["version"])
+        targets = {onnx_name: challenger["version"]}
         if challenger.get("pytorch_version"):
-            set_alias(registered_model, CHAMPION, challenger["pytorch_version"])
+            targets[registered_model] = challenger["pytorch_version"]
+        move_aliases(CHAMPION, targets)
     record = decision | {"mlflow_run_id": ctx.parent_run_id, FLOW_RUN_TAG: ctx.flow_run_id}
     record_decision(onnx_name, challenger["version"], record)
     full = record | {"registered_model": onnx_name, "challenger": challenger, "champion": champion}

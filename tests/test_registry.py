@@ -16,6 +16,7 @@ from infra.registry import (
     get_alias_version,
     git_commit,
     log_onnx_bundle,
+    move_aliases,
     record_decision,
     register_student,
     resolve_onnx_bundle,
@@ -128,3 +129,22 @@ def test_git_commit_reads_head_without_git(tmp_path):
     assert git_commit(tmp_path / "elsewhere") is None
     commit = git_commit()  # this project: a commit hash when it is a checkout, None otherwise
     assert commit is None or len(commit) == 40
+
+
+def test_move_aliases_moves_every_name_or_none(tracking, bundle):
+    uri = log_bundle(tracking, bundle)
+    for name in ("pair", "pair-onnx"):
+        register_student(name, uri, tags={})
+        register_student(name, uri, tags={})
+    move_aliases("champion", {"pair-onnx": 1, "pair": 1})
+    move_aliases("champion", {"pair-onnx": 2, "pair": 2})
+    assert [str(get_alias_version(n, "champion").version) for n in ("pair-onnx", "pair")] == ["2", "2"]
+
+    # The second move fails (no version 9): the first is put back where it was.
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        move_aliases("champion", {"pair-onnx": 1, "pair": 9})
+    assert [str(get_alias_version(n, "champion").version) for n in ("pair-onnx", "pair")] == ["2", "2"]
+    # An alias that did not exist before is deleted again.
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        move_aliases("serving", {"pair-onnx": 1, "pair": 9})
+    assert get_alias_version("pair-onnx", "serving") is None
