@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
+from data_contracts.manifest import ArtifactManifest, DatasetManifest
 from flows.compress import compress_model
 from flows.data import prepare_data
 from landing.config import DistillRunConfig
+from tasks.context import RunContext
 from tasks.evaluate import evaluate_model
 from tasks.predict import export_logits
 from tasks.promote import register_models
@@ -21,6 +23,18 @@ def _student_spec(config: DistillRunConfig) -> dict:
         teacher = config.teacher.model.model_dump()
         spec["name_or_path"] = teacher.get("name_or_path") or teacher.get("tokenizer")
     return spec
+
+
+def _evaluate(
+    role: str, model: ArtifactManifest, splits: dict[str, DatasetManifest], ctx: RunContext, latency_samples: int
+) -> dict:
+    """Eval-split figures (reported) plus, under ``validation``, the validation-split figures (for selection)."""
+    result = evaluate_model(role, model, splits["eval"], ctx, latency_samples) | {"split": "eval"}
+    if "validation" in splits:
+        selection = evaluate_model(f"{role}-validation", model, splits["validation"], ctx, 0)
+        result["validation"] = {"accuracy": selection["accuracy"], "macro_f1": selection["macro_f1"],
+                                "rows": splits["validation"].rows}  # fmt: skip
+    return result
 
 
 @flow(name="distill", log_prints=True)
@@ -40,6 +54,14 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
             transfer=transfer, logits=logits, teacher=teacher, distillation=config.distillation,
         )  # fmt: skip
         baseline = train_model("student_baseline", student_spec, config.student.training, labels, splits["train"], ctx)
+        models = {"teacher": teacher, "student_kd": student_kd, "student_baseline": baseline}
+        if config.baseline.step_matched:
+            # As many optimizer steps as the KD student, labelled rows only: separates the teacher's signal
+            # from the extra training the transfer rows give the KD student.
+            steps = config.student.training.model_copy(update={"max_steps": student_kd.metadata["global_step"]})
+            models["student_baseline_steps"] = train_model(
+                "student_baseline_steps", student_spec, steps, labels, splits["train"], ctx
+            )
         summary = {
             "flow": "distill",
             "mlflow_run_id": ctx.parent_run_id,
@@ -48,8 +70,8 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
             "data": {name: m.model_dump() for name, m in splits.items()},
             "rejects": rejects,
         }
-        for role, model in (("teacher", teacher), ("student_kd", student_kd), ("student_baseline", baseline)):
-            summary[role] = evaluate_model(role, model, splits["eval"], ctx, config.latency_samples)
+        for role, model in models.items():
+            summary[role] = _evaluate(role, model, splits, ctx, config.latency_samples)
         if config.compression is not None:
             summary |= compress_model(student_kd, splits, config.compression, config.latency, ctx, output_dir)
         if config.registered_model:

@@ -45,6 +45,10 @@ class TableConfig(StrictModel):
 
 # A row count (int >= 1) or a fraction (float in (0, 1)) of the deduplicated labelled table.
 SplitSize = Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0, lt=1)]
+# The validation split may be switched off, but only explicitly (0).
+ValidationSize = Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, lt=1)]
+DEFAULT_VALIDATION_FRACTION = 0.1
+DEFAULT_VALIDATION_MAX_ROWS = 1000
 
 
 class SplitConfig(StrictModel):
@@ -53,6 +57,20 @@ class SplitConfig(StrictModel):
         None, description="rows moved from the labelled table into the unlabelled transfer set (labels discarded)"
     )
     eval_size: SplitSize | None = Field(None, description="held-out rows when no eval table is given")
+    validation_size: ValidationSize | None = Field(
+        None,
+        description="labelled rows kept for selection and tuning (eval is only reported); "
+        f"default {DEFAULT_VALIDATION_FRACTION:.0%} of the labelled rows, at most {DEFAULT_VALIDATION_MAX_ROWS:,}; "
+        "0 = none (nothing can then be tuned without touching eval)",
+    )
+
+    def validation_rows(self, labelled_rows: int) -> int:
+        """Rows of the validation split for a deduplicated labelled table of ``labelled_rows``."""
+        if self.validation_size is None:
+            return min(round(DEFAULT_VALIDATION_FRACTION * labelled_rows), DEFAULT_VALIDATION_MAX_ROWS)
+        if isinstance(self.validation_size, float):
+            return round(self.validation_size * labelled_rows)
+        return self.validation_size
 
 
 class DataConfig(StrictModel):
@@ -294,12 +312,21 @@ class TrainingRunConfig(FlowRunConfig):
     )
 
 
+class BaselineConfig(StrictModel):
+    """Extra no-KD baselines, to tell the teacher's signal apart from extra training."""
+
+    step_matched: bool = Field(
+        False, description="also train the no-KD student on labelled rows for as many optimizer steps as the KD student"
+    )
+
+
 class DistillRunConfig(TrainingRunConfig):
     flow: Literal["distill"] = "distill"
     name: str = "distill"
     teacher: TeacherConfig
     student: StudentConfig
     distillation: DistillationConfig = DistillationConfig()
+    baseline: BaselineConfig = BaselineConfig()
     latency_samples: int = Field(50, ge=0, description="batch-1 timings per model in the report; 0 skips")
     compression: CompressionConfig | None = Field(None, description="append the compress steps to the student")
     latency: LatencyConfig = LatencyConfig()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -58,8 +59,14 @@ def validate_table(
         )  # fmt: skip
 
 
-def _split_sizes(cfg: SplitConfig, has_eval_table: bool) -> dict[str, float]:
-    sizes = {"eval": None if has_eval_table else cfg.eval_size, "transfer": cfg.transfer_size, "train": cfg.train_size}
+def _split_sizes(cfg: SplitConfig, has_eval_table: bool, labelled_rows: int) -> dict[str, int | float]:
+    """Requested size per split; ``validation`` is a row count (0 = no validation split)."""
+    sizes = {
+        "eval": None if has_eval_table else cfg.eval_size,
+        "validation": cfg.validation_rows(labelled_rows) or None,
+        "transfer": cfg.transfer_size,
+        "train": cfg.train_size,
+    }
     return {k: v for k, v in sizes.items() if v is not None}
 
 
@@ -73,8 +80,9 @@ def split_tables(
 ) -> dict[str, DatasetManifest]:
     """Deduplicate, keep held-out texts out of training, split stratified and seeded.
 
-    Returns ``train`` and ``eval`` manifests, and ``transfer`` (unlabelled rows for
-    distillation: labels of rows moved out of the labelled table are discarded)
+    Returns ``train``, ``validation`` (labelled rows for selection and tuning, so ``eval`` is only
+    ever reported; absent when ``validation_size`` is 0) and ``eval`` manifests, and ``transfer``
+    (unlabelled rows for distillation: labels of rows moved out of the labelled table are discarded)
     when there is any. Rows left over after the requested sizes are counted in
     the run's metrics as ``rows_unused``.
     """
@@ -85,7 +93,13 @@ def split_tables(
     if eval_table is not None:
         held_out, counts["duplicates_eval"] = deduplicate(fetch_dataset(eval_table))
         labelled, counts["overlap_train_eval"] = remove_overlap(labelled, held_out)
-    sizes = _split_sizes(cfg, eval_table is not None)
+    sizes = _split_sizes(cfg, eval_table is not None, len(labelled))
+    if "validation" not in sizes:
+        warnings.warn(
+            "data.split.validation_size is 0: no validation split, so nothing is selected or tuned on held-out "
+            "labelled rows; gates fall back to eval, which is then no longer an unbiased report",
+            stacklevel=2,
+        )
     parts = stratified_split(labelled, sizes, seed=ctx.seed) if sizes else {}
     taken = set().union(*(set(p["id"]) for p in parts.values())) if parts else set()
     parts.setdefault("train", labelled[~labelled["id"].isin(taken)])
@@ -95,7 +109,7 @@ def split_tables(
     transfer_parts = [parts.pop("transfer").drop(columns=["label"])] if "transfer" in parts else []
     if unlabelled is not None:
         extra, counts["duplicates_unlabelled"] = deduplicate(fetch_dataset(unlabelled))
-        for other in (parts["train"], parts["eval"], *transfer_parts):
+        for other in (*parts.values(), *transfer_parts):  # train, validation, eval
             extra, removed = remove_overlap(extra, other)
             counts["overlap_unlabelled"] = counts.get("overlap_unlabelled", 0) + removed
         transfer_parts.append(extra.drop(columns=["label"], errors="ignore"))
@@ -114,6 +128,7 @@ def split_tables(
             manifests[name] = DatasetManifest.from_frame(
                 frame, uri=uri, local_path=out, input_schema=train.input_schema, name=name
             )
-            context = {"train": "training", "eval": "evaluation", "transfer": "distillation"}[name]
+            context = {"train": "training", "validation": "validation", "eval": "evaluation",
+                       "transfer": "distillation"}[name]  # fmt: skip
             log_dataset(frame, name=name, source_uri=uri, digest=manifests[name].sha256, context=context)
     return manifests

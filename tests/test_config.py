@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from landing.config import FLOW_CONFIGS, CompressRunConfig, ConfigError, load_config
 
@@ -89,3 +90,19 @@ def test_depth_strategy_needs_the_layers_to_keep():
     with pytest.raises(ValueError, match="keep_layers: the depth strategy needs"):
         CompressionConfig(strategies="depth+dynamic_int8")
     assert CompressionConfig(strategies="depth+dynamic_int8", keep_layers=[1]).strategy_list[0] == "depth"
+
+
+def test_validation_size_zero_only_when_explicit_and_never_negative(tmp_path):
+    from landing.config import SplitConfig
+
+    assert SplitConfig().validation_size is None and SplitConfig().validation_rows(100) == 10
+    assert SplitConfig(validation_size=0).validation_rows(100) == 0
+    with pytest.raises(ValidationError, match="validation_size"):
+        SplitConfig(validation_size=-1)
+    with pytest.raises(ValidationError, match="validation_size"):
+        SplitConfig(validation_size=1.5)
+
+
+def test_benchmark_config_trains_the_step_matched_baseline():
+    assert load_config(ROOT / "configs/sst2/benchmark.yaml").baseline.step_matched
+    assert not load_config(ROOT / "configs/sst2/distill.yaml").baseline.step_matched

@@ -1,6 +1,7 @@
 """The whole distill flow on the smoke config: real Prefect API, MLflow on sqlite, S3 on 127.0.0.1."""
 
 import json
+import time
 from pathlib import Path
 
 import boto3
@@ -19,7 +20,11 @@ pytestmark = [
 
 
 def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env):
-    config = load_config(SMOKE, ["data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150"])
+    config = load_config(
+        SMOKE,
+        ["data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
+         "baseline.step_matched=true"],
+    )  # fmt: skip
     out = flow_env / "out"
 
     summary = distill(config=config, config_dir=str(SMOKE.parent), output_dir=str(out))
@@ -31,6 +36,11 @@ def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env):
         assert written[role]["params"] > 0 and written[role]["model_uri"].startswith("models:/")
     assert written["student_kd"]["params"] < written["teacher"]["params"]
     assert written["data"]["train"]["rows"] == 150 and written["data"]["transfer"]["rows"] == 150
+    # Validation: 10% of the 400 labelled rows (none of them in dev), evaluated next to eval for every model.
+    assert written["data"]["validation"]["rows"] == 40
+    for role in ("teacher", "student_kd", "student_baseline", "student_baseline_steps"):
+        assert written[role]["split"] == "eval" and written[role]["validation"]["rows"] == 40
+        assert 0.0 <= written[role]["validation"]["accuracy"] <= 1.0
 
     # The logits object is in the bucket, under this run's prefix.
     bucket = (flow_env / "bucket").read_text()
@@ -54,8 +64,12 @@ def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env):
             "student_baseline", "evaluate-teacher", "evaluate-student_kd"} <= set(steps)  # fmt: skip
     assert all(r.info.status == "FINISHED" for r in children)
     assert steps["student_kd"].data.params["distillation.type"] == "vanilla_kd"
+    # The step-matched baseline takes as many optimizer steps as the KD student, more than the plain baseline.
+    kd_steps = steps["student_kd"].data.metrics["global_step"]
+    assert steps["student_baseline_steps"].data.metrics["global_step"] == kd_steps
+    assert steps["student_baseline"].data.metrics["global_step"] < kd_steps
     assert steps["evaluate-student_kd"].data.metrics["accuracy"] == pytest.approx(written["student_kd"]["accuracy"])
-    assert len(steps["split"].inputs.dataset_inputs) == 3  # train, eval, transfer logged as dataset inputs
+    assert len(steps["split"].inputs.dataset_inputs) == 4  # train, validation, eval, transfer as dataset inputs
 
 
 def test_failed_step_marks_the_parent_run_failed(prefect_api, flow_env):
@@ -76,8 +90,13 @@ def _task_states(flow_run_id: str) -> dict[str, list[str]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    # Task-run states reach the API asynchronously: wait (bounded) until none is still pending.
+    for _ in range(50):
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        if not any(run.state.name in ("Pending", "Running") for run in runs):
+            break
+        time.sleep(0.2)
     states: dict[str, list[str]] = {}
     for run in runs:
         states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)

@@ -97,3 +97,31 @@ def test_fraction_rounding_never_overallocates():
     assert len(s["a"]) + len(s["b"]) == 3
     with pytest.raises(ValueError, match="split 'b': fractions sum to 1.1 > 1"):
         stratified_split(frame(), {"a": 0.6, "b": 0.5}, seed=0)
+
+
+def test_validation_split_is_stratified_and_disjoint(step_context, publish_table, tmp_path):
+    from landing.config import SplitConfig
+    from tasks.context import fetch_dataset
+    from tasks.data import split_tables
+
+    ctx = step_context("splits", 5)
+    train = publish_table(ctx, "train", [f"s{i}" for i in range(400)], ["0"] * 300 + ["1"] * 100)
+    held_out = publish_table(ctx, "eval", [f"s{i}" for i in range(390, 440)], ["0"] * 25 + ["1"] * 25)
+    out = split_tables.fn(train, held_out, None, SplitConfig(train_size=100, transfer_size=150), ctx)
+    # 10 rows of eval overlap training and are removed first: 10% of the 390 labelled rows left.
+    assert out["validation"].rows == 39 and abs(out["validation"].label_counts["1"] - 39 * 90 / 390) <= 1
+    frames = {name: fetch_dataset(m) for name, m in out.items()}
+    assert_disjoint(frames)
+    assert set(out) == {"train", "validation", "eval", "transfer"}
+
+
+def test_validation_size_default_rule_and_explicit_zero():
+    from landing.config import SplitConfig
+    from tasks.data import _split_sizes
+
+    assert SplitConfig().validation_rows(500) == 50
+    assert SplitConfig().validation_rows(67_000) == 1000  # capped
+    assert SplitConfig(validation_size=0.25).validation_rows(400) == 100
+    assert SplitConfig(validation_size=7).validation_rows(400) == 7
+    assert "validation" not in _split_sizes(SplitConfig(validation_size=0), True, 400)
+    assert list(_split_sizes(SplitConfig(train_size=10), True, 400)) == ["validation", "train"]
