@@ -29,7 +29,8 @@ def _evaluate(
     role: str, model: ArtifactManifest, splits: dict[str, DatasetManifest], ctx: RunContext, latency_samples: int
 ) -> dict:
     """Eval-split figures (reported) plus, under ``validation``, the validation-split figures (for selection)."""
-    result = evaluate_model(role, model, splits["eval"], ctx, latency_samples) | {"split": "eval"}
+    result = evaluate_model(role, model, splits["eval"], ctx, latency_samples)
+    result |= {"split": "eval", "global_step": model.metadata.get("global_step")}
     if "validation" in splits:
         selection = evaluate_model(f"{role}-validation", model, splits["validation"], ctx, 0)
         result["validation"] = {"accuracy": selection["accuracy"], "macro_f1": selection["macro_f1"],
