@@ -11,10 +11,12 @@ import json
 import logging
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -28,18 +30,19 @@ CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_st
 
 
 def checkpoint_is_complete(path: Path) -> bool:
-    """Every file a resume reads exists, the tensors load and trainer_state.json parses."""
+    """Every file a resume reads exists and is whole: trainer_state.json parses, the torch files' zip
+    archives pass their CRC check and the safetensors header reads. Nothing is unpickled here."""
     if not all((path / name).is_file() for name in CHECKPOINT_FILES):
         return False
     try:
         json.loads((path / "trainer_state.json").read_text())
-        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
-            torch.load(path / name, map_location="cpu", weights_only=False)
-        from safetensors import safe_open
-
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):  # torch.save writes zip archives
+            with zipfile.ZipFile(path / name) as archive:
+                if archive.testzip() is not None:
+                    return False
         with safe_open(path / "model.safetensors", framework="pt"):
             pass
-    except Exception:  # any unreadable file means the write was cut short
+    except (OSError, ValueError, zipfile.BadZipFile, SafetensorError):  # a write cut short
         return False
     return True
 
