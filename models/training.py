@@ -23,7 +23,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from models.data import EncodedTable, KDCollator
 from models.kd import KDParams, get_kd_loss
 
-
 log = logging.getLogger(__name__)
 # What Trainer._save_checkpoint writes; trainer_state.json comes last, after the optimizer and RNG state.
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")

@@ -24,7 +24,15 @@ from models.distributed import Launch, process_group_backend, train_distributed
 from models.kd import KDParams
 from models.loading import build_classifier, count_parameters, load_classifier, save_classifier
 from models.training import Distillation, TrainingParams, TrainResult, train_classifier
-from tasks.context import STEP_CACHE, RunContext, environment_digest, fetch_dataset, fetch_logits, publish_dir, scratch_dir
+from tasks.context import (
+    STEP_CACHE,
+    RunContext,
+    environment_digest,
+    fetch_dataset,
+    fetch_logits,
+    publish_dir,
+    scratch_dir,
+)
 
 
 class MlflowMetricsCallback(TrainerCallback):
