@@ -54,10 +54,9 @@ def compress_model(
             source = qat
     # The most compressed student variant is the one offered to the registry.
     candidate = next(v for v in reversed(variants) if not v["name"].startswith("teacher"))
+    timings = {target.kind: measure_latency(variants, target, latency, splits["eval"], ctx) for target in latency.targets}
     for variant in variants:
-        variant["latency"] = {
-            target.kind: measure_latency(variant, target, latency, splits["eval"], ctx) for target in latency.targets
-        }
+        variant["latency"] = {kind: reports[variant["name"]] for kind, reports in timings.items()}
     if teacher is not None:
         variants.append(measure_pytorch("teacher_pytorch_fp32", teacher, splits["eval"], latency, ctx))
     report = report_compression(variants, "student_fp32", latency.targets[0].kind, ctx, output_dir)

@@ -18,6 +18,7 @@ from prefect.artifacts import create_table_artifact
 from torch import nn
 
 from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
+from infra.latency.interleave import interleaved_p50s, summarise_rounds
 from infra.latency.targets import make_target
 from infra.object_store import store_for_uri
 from infra.provenance import int8_dot_product_exact
@@ -262,20 +263,39 @@ def build_variant(
 
 @task(name="measure-latency")
 def measure_latency(
-    variant: dict, target: LatencyTargetConfig, latency: LatencyConfig, eval_table: DatasetManifest, ctx: RunContext
-) -> dict:
-    """p50/p90/p99 model-only and end-to-end at each sequence length, peak memory, on one target."""
-    bundle = _local_dir(variant["uri"])
+    variants: list[dict], target: LatencyTargetConfig, latency: LatencyConfig, eval_table: DatasetManifest,
+    ctx: RunContext,
+) -> dict[str, dict]:
+    """Every variant on one target, interleaved: ``latency.rounds`` round-robin rounds, each a fresh
+    process per variant; p50 is the median of per-round p50s, with their range (infra/latency/interleave.py).
+
+    Never cached: a replayed timing would be reported as a new measurement. The rest of a variant's
+    report (p90/p99, end to end, peak memory) is its last round's.
+    """
     texts = list(fetch_dataset(eval_table)["text"][:200])
     runner = make_target({"kind": target.kind, **target.options})
-    report = runner.measure(
-        bundle / variant["model_file"], seq_lens=latency.seq_lens, threads=latency.threads,
-        warmup=latency.warmup, runs=latency.runs, tokenizer_json=bundle / "tokenizer.json", texts=texts,
-    )  # fmt: skip
-    out = report.to_json()
-    with step_run(ctx.parent_run_id, f"latency-{variant['name']}-{runner.name}"):
-        for seq in latency.seq_lens:
-            mlflow.log_metric(f"p50_ms_seq{seq}", report.p50(seq))
+    last: dict[str, dict] = {}
+
+    def timer(variant: dict):
+        bundle = _local_dir(variant["uri"])
+
+        def run() -> dict[str, float]:
+            report = runner.measure(
+                bundle / variant["model_file"], seq_lens=latency.seq_lens, threads=latency.threads,
+                warmup=latency.warmup, runs=latency.runs, tokenizer_json=bundle / "tokenizer.json", texts=texts,
+            )  # fmt: skip
+            last[variant["name"]] = report.to_json()
+            return {str(seq): report.p50(seq) for seq in latency.seq_lens}
+
+        return run
+
+    per_round = interleaved_p50s({v["name"]: timer(v) for v in variants}, latency.rounds)
+    out = {name: last[name] | {"rounds": summarise_rounds(p50s)} for name, p50s in per_round.items()}
+    with step_run(ctx.parent_run_id, f"latency-{runner.name}"):
+        log_params({"latency": latency.model_dump(exclude={"targets"}), "target": target.kind})
+        for name, report in out.items():
+            for seq, summary in report["rounds"].items():
+                mlflow.log_metric(f"{name}.p50_ms_seq{seq}", summary["median_ms"])
         mlflow.log_dict(out, "latency.json")
     return out
 
@@ -305,9 +325,11 @@ def _variant_result(v: dict, target: str | None) -> VariantResult:
                              size_bytes=v["size_bytes"], latency_ms_p50=v["latency_ms_p50"], uri=v["uri"],
                              runtime="pytorch")  # fmt: skip
     report = v["latency"][target]
+    rounds = report["rounds"]
     return VariantResult(
         name=v["name"], precision=v["precision"], accuracy=v["accuracy"], size_bytes=v["size_bytes"],
-        latency_ms_p50={s: r["model_only"]["p50_ms"] for s, r in report["results"].items()},
+        latency_ms_p50={s: r["median_ms"] for s, r in rounds.items()},
+        latency_ms_range={s: (r["min_ms"], r["max_ms"]) for s, r in rounds.items()},
         latency_ms_p50_end_to_end={s: (r["end_to_end"] or {}).get("p50_ms") for s, r in report["results"].items()},
         peak_rss_bytes=report.get("peak_rss_bytes"), parity=v.get("parity", {}), uri=v["uri"],
     )  # fmt: skip
