@@ -12,7 +12,7 @@ from pathlib import Path
 class VariantResult:
     name: str
     precision: str
-    accuracy: float
+    accuracy: float  # on the eval split (reported)
     size_bytes: int
     latency_ms_p50: dict[str, float]  # by sequence length, model only
     peak_rss_bytes: int | None = None
@@ -21,6 +21,7 @@ class VariantResult:
     uri: str | None = None
     runtime: str = "onnxruntime"
     latency_ms_range: dict[str, tuple[float, float]] = field(default_factory=dict)  # min–max of per-round p50s
+    validation_accuracy: float | None = None  # on the validation split (for selection), when there is one
 
     def as_summary(self) -> dict:
         return asdict(self)
