@@ -90,11 +90,11 @@ def _task_states(flow_run_id: str) -> dict[str, list[str]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    # Task-run states reach the API asynchronously: wait (bounded) until none is still pending.
+    # Task-run states reach the API asynchronously: wait (bounded) until none is unset or still pending.
     for _ in range(50):
         with get_client(sync_client=True) as client:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        if not any(run.state.name in ("Pending", "Running") for run in runs):
+        if not any(run.state is None or run.state.name in ("Pending", "Running") for run in runs):
             break
         time.sleep(0.2)
     states: dict[str, list[str]] = {}
