@@ -7,6 +7,7 @@ kernels (and so accuracy and latency) differ by instruction set, and timings by 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 import subprocess
@@ -21,17 +22,18 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_flags() -> set[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, ARM ``Features``); empty elsewhere."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+            return frozenset(value.split())
+    return frozenset()
 
 
 def cpu_model() -> str:
@@ -45,7 +47,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def int8_dot_product_exact(flags: set[str] | None = None) -> bool:
+def int8_dot_product_exact(flags: frozenset[str] | None = None) -> bool:
     """Whether onnxruntime's u8s8 INT8 GEMM accumulates exactly on this CPU.
 
     x86 without VNNI (AVX2 only, or AVX-512 without VNNI) uses ``vpmaddubsw``, whose int16 pair
