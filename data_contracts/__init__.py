@@ -3,7 +3,7 @@
 from .logits import LogitsMismatchError, TeacherLogits, align_logits, read_logits, write_logits
 from .manifest import ArtifactManifest, DatasetManifest, sha256_file
 from .schema import SchemaError, SchemaField, TableContract, parse_input_schema
-from .splitting import DedupResult, assert_disjoint, deduplicate, remove_overlap, stratified_split
+from .splitting import ConflictingLabelsError, ConflictPolicy, DedupResult, assert_disjoint, deduplicate, remove_overlap, stratified_split
 from .validation import (
     DataValidationError,
     ValidatedTable,
@@ -16,7 +16,7 @@ from .validation import (
 )
 
 __all__ = [
-    "ArtifactManifest", "DataValidationError", "DatasetManifest", "DedupResult", "LogitsMismatchError",
+    "ArtifactManifest", "ConflictPolicy", "ConflictingLabelsError", "DataValidationError", "DatasetManifest", "DedupResult", "LogitsMismatchError",
     "SchemaError", "SchemaField", "TableContract", "TeacherLogits", "ValidatedTable", "ValidationIssue",
     "align_logits", "assert_disjoint", "canonical_frame_schema", "deduplicate", "example_id",
     "parse_input_schema", "read_canonical", "read_logits", "read_table", "remove_overlap", "sha256_file",

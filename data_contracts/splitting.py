@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,14 +28,27 @@ def _keys(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
     return pd.Series(list(frame[cols].itertuples(index=False, name=None)), index=frame.index)
 
 
-class DedupResult(tuple[pd.DataFrame, int]):
-    """(frame, removed) that also carries .conflicts: keys seen with more than one label."""
+ConflictPolicy = Literal["drop", "first", "fail"]
 
+
+class ConflictingLabelsError(ValueError):
+    """The same input occurs with different labels and the policy is ``fail``."""
+
+
+class DedupResult(tuple[pd.DataFrame, int]):
+    """(frame, removed) that also carries the conflicting rows (same input, different labels).
+
+    ``removed`` counts every row dropped (repeats and, under ``drop``, all rows of a conflicting input);
+    ``conflicts`` counts conflicting inputs and ``conflict_rows`` holds all their rows, kept or not,
+    with the labels seen, so they can be listed in a rejects file.
+    """
+
+    conflict_rows: pd.DataFrame
     conflicts: int
 
-    def __new__(cls, frame: pd.DataFrame, removed: int, conflicts: int) -> DedupResult:
+    def __new__(cls, frame: pd.DataFrame, removed: int, conflict_rows: pd.DataFrame, conflicts: int) -> DedupResult:
         obj = super().__new__(cls, (frame, removed))
-        obj.conflicts = conflicts
+        obj.conflict_rows, obj.conflicts = conflict_rows, conflicts
         return obj
 
     @property
@@ -46,20 +60,45 @@ class DedupResult(tuple[pd.DataFrame, int]):
         return self[1]
 
 
-def deduplicate(frame: pd.DataFrame, key_columns: Key | None = None, label_column: str = "label") -> DedupResult:
-    """Keep the first row per text key, so a text can never land in two splits.
+def deduplicate(
+    frame: pd.DataFrame,
+    key_columns: Key | None = None,
+    label_column: str = "label",
+    conflicts: ConflictPolicy = "drop",
+    where: str = "table",
+) -> DedupResult:
+    """One row per input key, so an input can never land in two splits.
 
-    Unpacks as ``(frame, removed)``; ``.conflicts`` counts keys that occurred with different labels
-    (the first occurrence's label is kept).
+    Exact repeats keep their first row. Inputs seen with different labels follow ``conflicts``:
+    ``drop`` removes all their rows (no evidence which label is right, and keeping one would make
+    the data depend on row order), ``first`` keeps the first row, ``fail`` raises
+    :class:`ConflictingLabelsError` naming ``where`` and examples.
     """
     cols = _key_columns(frame, key_columns)
     keys = _keys(frame, cols)
-    dup = keys.duplicated(keep="first")
-    conflicts = 0
-    if label_column in frame.columns and dup.any():
-        conflicts = int((frame.groupby(keys.to_numpy(), sort=False, dropna=False)[label_column].nunique(dropna=False) > 1).sum())
-    out = frame.loc[~dup].reset_index(drop=True)
-    return DedupResult(out, int(dup.sum()), conflicts)
+    keep = ~keys.duplicated(keep="first")
+    conflict_rows, n_conflicts = frame.iloc[0:0].assign(labels_seen=[], kept=[]), 0
+    if label_column in frame.columns and not keep.all():
+        codes = pd.factorize(keys)[0]
+        labels_by_key = frame[label_column].astype(str).groupby(codes).agg(lambda s: sorted(set(s)))
+        labels_seen = pd.Series(labels_by_key.to_numpy()[codes], index=frame.index)
+        conflicting = labels_seen.map(len) > 1
+        n_conflicts = int((labels_by_key.map(len) > 1).sum())
+        if n_conflicts and conflicts == "fail":
+            first_rows = frame.loc[conflicting & ~keys.duplicated(keep="first")].head(3)
+            examples = "; ".join(
+                f"{tuple(r[c] for c in cols) if len(cols) > 1 else r[cols[0]]!r} has labels {labels_seen[i]}"
+                for i, r in first_rows.iterrows()
+            )
+            raise ConflictingLabelsError(
+                f"{where}: {n_conflicts} input(s) occur with different labels, e.g. {examples}; fix the labels, "
+                "or set data.split.conflicts to 'drop' (remove those rows) or 'first' (keep each input's first row)"
+            )
+        if conflicts == "drop":
+            keep &= ~conflicting
+        conflict_rows = frame.loc[conflicting].assign(labels_seen=labels_seen[conflicting], kept=keep[conflicting])
+    out = frame.loc[keep].reset_index(drop=True)
+    return DedupResult(out, int((~keep).sum()), conflict_rows.reset_index(drop=True), n_conflicts)
 
 
 def _target_counts(sizes: dict[str, int | float], n: int) -> dict[str, int]:

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from data_contracts.schema import TableContract
+from data_contracts.splitting import ConflictPolicy
 
 
 class StrictModel(BaseModel):
@@ -62,6 +63,11 @@ class SplitConfig(StrictModel):
         description="labelled rows kept for selection and tuning (eval is only reported); "
         f"default {DEFAULT_VALIDATION_FRACTION:.0%} of the labelled rows, at most {DEFAULT_VALIDATION_MAX_ROWS:,}; "
         "0 = none (nothing can then be tuned without touching eval)",
+    )
+    conflicts: ConflictPolicy = Field(
+        "drop",
+        description="inputs seen with different labels: drop all their rows (default: nothing says which label is "
+        "right, and keeping one would depend on row order), keep the first row, or fail; always counted and listed",
     )
 
     def validation_rows(self, labelled_rows: int) -> int:

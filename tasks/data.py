@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import mlflow
 import pandas as pd
 from prefect import task
 
+from data_contracts._io import atomic_write
 from data_contracts.manifest import ArtifactManifest, DatasetManifest
 from data_contracts.schema import TableContract
 from data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
@@ -70,6 +72,14 @@ def _split_sizes(cfg: SplitConfig, has_eval_table: bool, labelled_rows: int) -> 
     return {k: v for k, v in sizes.items() if v is not None}
 
 
+def write_conflicts(rows: pd.DataFrame, path: Path) -> None:
+    """Rejects-file lines for rows whose input also occurs with another label (kept or not, per policy)."""
+    with atomic_write(path) as fh:
+        for rec in rows.to_dict(orient="records"):
+            issue = f"input occurs with labels {rec['labels_seen']}"
+            fh.write(json.dumps({**rec, "issue": issue}, ensure_ascii=False, default=str) + "\n")
+
+
 @task(name="split", cache_policy=STEP_CACHE, persist_result=True)
 def split_tables(
     train: DatasetManifest,
@@ -88,10 +98,27 @@ def split_tables(
     """
     work = scratch_dir(ctx.run_key, "data")
     counts: dict[str, int] = {}
-    labelled, counts["duplicates_train"] = deduplicate(fetch_dataset(train))
+    conflict_files: list[Path] = []
+
+    def dedup(manifest: DatasetManifest, role: str) -> pd.DataFrame:
+        result = deduplicate(fetch_dataset(manifest), conflicts=cfg.conflicts, where=f"{role} table ({manifest.uri})")
+        counts[f"duplicates_{role}"] = result.removed
+        if result.conflicts:
+            counts[f"conflicts_{role}"] = result.conflicts
+            out = work / f"{role}.conflicts.jsonl"
+            write_conflicts(result.conflict_rows, out)
+            conflict_files.append(out)
+            warnings.warn(
+                f"{role} table: {result.conflicts} input(s) occur with different labels "
+                f"({len(result.conflict_rows)} rows, policy {cfg.conflicts!r}); listed in rejects/{out.name}",
+                stacklevel=2,
+            )
+        return result.frame
+
+    labelled = dedup(train, "train")
     held_out = None
     if eval_table is not None:
-        held_out, counts["duplicates_eval"] = deduplicate(fetch_dataset(eval_table))
+        held_out = dedup(eval_table, "eval")
         labelled, counts["overlap_train_eval"] = remove_overlap(labelled, held_out)
     sizes = _split_sizes(cfg, eval_table is not None, len(labelled))
     if "validation" not in sizes:
@@ -108,7 +135,7 @@ def split_tables(
         parts["eval"] = held_out
     transfer_parts = [parts.pop("transfer").drop(columns=["label"])] if "transfer" in parts else []
     if unlabelled is not None:
-        extra, counts["duplicates_unlabelled"] = deduplicate(fetch_dataset(unlabelled))
+        extra = dedup(unlabelled, "unlabelled")
         for other in (*parts.values(), *transfer_parts):  # train, validation, eval
             extra, removed = remove_overlap(extra, other)
             counts["overlap_unlabelled"] = counts.get("overlap_unlabelled", 0) + removed
@@ -121,6 +148,9 @@ def split_tables(
     with step_run(ctx.parent_run_id, "split"):
         mlflow.log_metrics({**counts, **{f"rows_{k}": len(v) for k, v in parts.items()}})
         log_params({"split": cfg.model_dump(), "seed": ctx.seed})
+        for path in conflict_files:
+            publish_file(path, ctx.key("data", path.name))
+            mlflow.log_artifact(str(path), artifact_path="rejects")
         for name, frame in parts.items():
             out = work / f"split-{name}.jsonl"
             write_canonical(frame, out)

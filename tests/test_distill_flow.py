@@ -103,8 +103,11 @@ def _task_states(flow_run_id: str) -> dict[str, list[str]]:
     return states
 
 
-def test_rerun_skips_finished_steps_and_a_changed_parameter_reruns_only_downstream(prefect_api, flow_env):
-    fast = ["data.train.max_rows=300", "data.split.train_size=100", "data.split.transfer_size=100",
+def test_rerun_skips_finished_steps_and_a_changed_parameter_or_row_reruns_downstream(prefect_api, flow_env):
+    table = flow_env / "train.tsv"  # a local copy of 301 SST-2 lines, so one row can be changed
+    lines = (ROOT.parent / "shared/data/sst2/train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)[:301]
+    table.write_text("".join(lines), encoding="utf-8")
+    fast = [f"data.train.sources=[{{uri: '{table}'}}]", "data.split.train_size=100", "data.split.transfer_size=100",
             "teacher.training.epochs=2", "student.training.epochs=2", "latency_samples=0"]  # fmt: skip
     first = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(flow_env / "a"))
     again = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(flow_env / "b"))
@@ -119,3 +122,14 @@ def test_rerun_skips_finished_steps_and_a_changed_parameter_reruns_only_downstre
     assert sorted(states["train"]) == ["Cached", "Completed", "Completed"]  # teacher reused, both students re-run
     assert states["export-logits"] == ["Cached"]
     assert third["teacher"] == first["teacher"] and third["logits_uri"] == first["logits_uri"]
+
+    # Same path, same size, one label flipped: the bytes changed, so download and everything downstream re-run.
+    sentence, label = lines[5].rstrip("\n").split("\t")
+    lines[5] = f"{sentence}\t{1 - int(label)}\n"
+    table.write_text("".join(lines), encoding="utf-8")
+    fourth = distill(config=changed, config_dir=str(SMOKE.parent), output_dir=str(flow_env / "d"))
+    states = _task_states(fourth["prefect_flow_run_id"])
+    assert sorted(states["download"]) == ["Cached", "Completed"]  # train re-read; the unchanged dev table reused
+    assert sorted(states["validate"]) == ["Cached", "Completed"] and states["split"] == ["Completed"]
+    assert set(states["train"]) == {"Completed"} and states["export-logits"] == ["Completed"]
+    assert fourth["data"]["train"]["sha256"] != third["data"]["train"]["sha256"]

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
+from data_contracts.splitting import ConflictingLabelsError, assert_disjoint, deduplicate, remove_overlap, stratified_split
 
 
 def frame(n0: int = 300, n1: int = 100) -> pd.DataFrame:
@@ -11,18 +11,43 @@ def frame(n0: int = 300, n1: int = 100) -> pd.DataFrame:
     return pd.DataFrame({"id": [f"i{i}" for i in range(n0 + n1)], "text": [f"t{i}" for i in range(n0 + n1)], "label": labels})
 
 
-def test_deduplicate_keeps_first_and_counts_conflicts():
-    f = pd.DataFrame({"text": ["a", "b", "a", "c", "b", "a"], "label": ["1", "0", "1", "1", "1", "0"]})
-    out, removed = deduplicate(f)
-    assert removed == 3 and out.text.tolist() == ["a", "b", "c"] and out.label.tolist() == ["1", "0", "1"]
-    assert deduplicate(f).conflicts == 2  # 'a' and 'b' occur with two labels
-    assert deduplicate(f.drop(columns="label")).conflicts == 0
+CONFLICTED = pd.DataFrame({"text": ["a", "b", "a", "c", "b", "a", "d", "d"],
+                           "label": ["1", "0", "1", "1", "1", "0", "0", "0"]})  # fmt: skip
+
+
+def test_deduplicate_drops_every_row_of_a_conflicting_input_by_default():
+    res = deduplicate(CONFLICTED)
+    out, removed = res
+    assert out.text.tolist() == ["c", "d"] and removed == 6  # 'a' and 'b' occur with two labels; 'd' is a repeat
+    assert res.conflicts == 2 and sorted(res.conflict_rows.text) == ["a", "a", "a", "b", "b"]
+    assert not res.conflict_rows.kept.any()
+    assert res.conflict_rows.labels_seen.map(tuple).tolist() == [("0", "1")] * 5
+
+
+def test_deduplicate_first_keeps_each_inputs_first_row_and_still_lists_conflicts():
+    res = deduplicate(CONFLICTED, conflicts="first")
+    assert res.frame.text.tolist() == ["a", "b", "c", "d"] and res.frame.label.tolist() == ["1", "0", "1", "0"]
+    assert res.removed == 4 and res.conflicts == 2
+    assert res.conflict_rows.kept.tolist() == [True, True, False, False, False]
+
+
+def test_deduplicate_fail_names_the_table_and_the_inputs():
+    with pytest.raises(ConflictingLabelsError, match=r"train\.tsv: 2 input\(s\) occur with different labels, e\.g\. 'a' has labels \['0', '1'\]"):
+        deduplicate(CONFLICTED, conflicts="fail", where="train.tsv")
+    assert deduplicate(CONFLICTED.drop_duplicates("text"), conflicts="fail").removed == 0  # no conflict, no error
+
+
+def test_deduplicate_without_labels_has_no_conflicts():
+    res = deduplicate(CONFLICTED.drop(columns="label"), conflicts="fail")
+    assert res.conflicts == 0 and res.frame.text.tolist() == ["a", "b", "c", "d"]
 
 
 def test_deduplicate_pairs_use_both_texts():
     f = pd.DataFrame({"text": ["p", "p", "p"], "text_pair": ["h1", "h2", "h1"], "label": ["0", "1", "0"]})
     res = deduplicate(f)
     assert res.removed == 1 and res.frame.text_pair.tolist() == ["h1", "h2"] and res.conflicts == 0
+    res = deduplicate(f.assign(label=["0", "1", "1"]))  # same pair ("p", "h1") with two labels
+    assert res.conflicts == 1 and res.frame.text_pair.tolist() == ["h2"]
 
 
 def test_stratified_proportions_and_disjoint():

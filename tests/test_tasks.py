@@ -125,3 +125,29 @@ def test_download_key_follows_the_bytes_and_the_code(ctx, tmp_path, monkeypatch)
     assert changed != first
     monkeypatch.setattr(context, "code_digest", lambda: "edited models/kd.py")
     assert context._step_cache_key(None, params) != changed
+
+
+def test_code_digest_changes_when_a_module_a_step_imports_is_edited(tmp_path, monkeypatch):
+    """The key covers models/, not only the task's own source: a fix to the KD loss re-runs the student."""
+    import shutil
+
+    from tasks import context
+
+    for pkg in context.CODE_PACKAGES:
+        shutil.copytree(context._ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(context, "_ROOT", tmp_path)
+    context.code_digest.cache_clear()
+    try:
+        before = context.code_digest()
+        kd = tmp_path / "models" / "kd.py"
+        kd.write_text(kd.read_text() + "\n# a fix to the loss\n")
+        context.code_digest.cache_clear()
+        assert context.code_digest() != before
+        (tmp_path / "models" / "notes.txt").write_text("not code")  # only .py sources count
+        context.code_digest.cache_clear()
+        edited = context.code_digest()
+        kd.write_text(kd.read_text().replace("\n# a fix to the loss\n", ""))
+        context.code_digest.cache_clear()
+        assert context.code_digest() == before != edited
+    finally:
+        context.code_digest.cache_clear()
