@@ -54,12 +54,20 @@ def compress_model(
             source = qat
     # The most compressed student variant is the one offered to the registry.
     candidate = next(v for v in reversed(variants) if not v["name"].startswith("teacher"))
-    timings = {target.kind: measure_latency(variants, target, latency, splits["eval"], ctx) for target in latency.targets}
+    report_target = latency.targets[0].kind
+    # The PyTorch teacher is a host-only row (boards and phones run onnxruntime alone), timed in the same rounds.
+    pytorch = {"teacher_pytorch_fp32": teacher} if teacher is not None and report_target == "host" else {}
+    if pytorch:
+        variants.append(measure_pytorch("teacher_pytorch_fp32", teacher, splits["eval"], ctx))
+    timings = {
+        target.kind: measure_latency(
+            [v for v in variants if v.get("runtime") != "pytorch"], target, latency, splits["eval"], ctx, pytorch
+        )
+        for target in latency.targets
+    }
     for variant in variants:
-        variant["latency"] = {kind: reports[variant["name"]] for kind, reports in timings.items()}
-    if teacher is not None:
-        variants.append(measure_pytorch("teacher_pytorch_fp32", teacher, splits["eval"], latency, ctx))
-    report = report_compression(variants, "student_fp32", latency.targets[0].kind, ctx, output_dir)
+        variant["latency"] = {kind: reports[variant["name"]] for kind, reports in timings.items() if variant["name"] in reports}
+    report = report_compression(variants, "student_fp32", report_target, ctx, output_dir)
     return {
         "variants": report["variants"],
         "report_markdown": report["markdown"],

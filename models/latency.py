@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,20 +50,42 @@ def batch1_latency_ms(
     return {"p50_ms": float(np.median(timings)), "p90_ms": float(np.percentile(timings, 90)), "runs": runs}
 
 
+def fixed_length_inputs(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> dict:
+    """Exactly ``seq_len`` real tokens: the texts joined (repeated while too short), tokenised, truncated.
+
+    The rule of ``infra/latency/bench_onnx.py``'s model-only inputs, so a PyTorch row and the
+    ONNX rows of one table time the same tokens.
+    """
+    reps = 1
+    while True:  # each non-empty text gives a token, so seq_len repeats always suffice
+        batch = tokenizer(" ".join(list(texts) * reps), truncation=True, max_length=seq_len, return_tensors="pt")
+        if batch["input_ids"].shape[1] == seq_len:
+            return dict(batch)
+        if reps >= seq_len:
+            break
+        reps *= 2
+    raise ValueError(f"no text to fill {seq_len} tokens with: {list(texts)[:3]!r}")
+
+
 @torch.inference_mode()
 def fixed_length_latency_ms(
-    model: PreTrainedModel, seq_lens: Sequence[int], *, runs: int = 200, warmup: int = 20, threads: int = 1
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    seq_lens: Sequence[int],
+    *,
+    runs: int = 200,
+    warmup: int = 20,
+    threads: int = 1,
 ) -> dict[str, dict[str, float]]:
-    """Batch-1 PyTorch forward time at exact sequence lengths (random in-vocabulary ids), per length."""
+    """Batch-1 PyTorch forward time at exact sequence lengths, on real text (``fixed_length_inputs``)."""
     model.eval()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    generator = torch.Generator().manual_seed(0)
     out = {}
     try:
         for seq in seq_lens:
-            ids = torch.randint(1000, 2000, (1, seq), generator=generator)
-            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            batch = fixed_length_inputs(tokenizer, texts, seq)
             for _ in range(warmup):
                 model(**batch)
             timings = []
@@ -70,3 +98,47 @@ def fixed_length_latency_ms(
     finally:
         torch.set_num_threads(previous_threads)
     return out
+
+
+def fixed_length_latency_in_fresh_process(
+    model_dir: Path, texts: Sequence[str], seq_lens: Sequence[int], *, runs: int, warmup: int, threads: int
+) -> dict[str, dict[str, float]]:
+    """``fixed_length_latency_ms`` in a new Python process, as the ONNX rows are timed.
+
+    In-process timing would inherit the caller's threads, allocator state and warm caches,
+    which the ONNX rows (each a fresh process) do not get.
+    """
+    with tempfile.TemporaryDirectory(prefix="landing-latency-") as tmp:
+        texts_file = Path(tmp, "texts.txt")
+        texts_file.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+        argv = [sys.executable, "-m", "models.latency", "--model-dir", str(model_dir), "--texts-file", str(texts_file),
+                "--seq-lens", ",".join(map(str, seq_lens)), "--runs", str(runs), "--warmup", str(warmup),
+                "--threads", str(threads)]  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"PyTorch latency of {model_dir} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from models.loading import load_classifier
+
+    parser = argparse.ArgumentParser(description="Batch-1 PyTorch latency at fixed lengths; one JSON line on stdout.")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--texts-file", required=True)
+    parser.add_argument("--seq-lens", required=True, help="comma-separated")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    model, tokenizer = load_classifier(args.model_dir)
+    texts = [line for line in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    seq_lens = [int(s) for s in args.seq_lens.split(",")]
+    result = fixed_length_latency_ms(
+        model, tokenizer, texts, seq_lens, runs=args.runs, warmup=args.warmup, threads=args.threads
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -48,14 +48,15 @@ def checkpoint_is_complete(path: Path) -> bool:
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """Newest checkpoint that was completely written; broken ones are moved aside with a warning
-    (to ``<name>.incomplete-<time>``, which the Trainer's rotation ignores) so they are never resumed."""
+    (to ``incomplete-<name>-<time>``: the Trainer's rotation globs ``checkpoint-*`` and would delete
+    anything it matches) so they are never resumed and stay there to be looked at."""
     if not checkpoint_dir.is_dir():
         return None
     found = [p for p in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
         if checkpoint_is_complete(path):
             return str(path)
-        aside = path.with_name(f"{path.name}.incomplete-{time.strftime('%Y%m%dT%H%M%S')}")
+        aside = path.with_name(f"incomplete-{path.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
         log.warning("checkpoint %s was not completely written; moved to %s, not resumed", path, aside)
         path.rename(aside)
     return None

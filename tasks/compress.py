@@ -28,7 +28,7 @@ from infra.uris import is_local, uri_to_path
 from landing.config import PRUNING_STRATEGIES, CompressionConfig, LatencyConfig, LatencyTargetConfig, TrainingConfig
 from models.data import EncodedTable, label_ids
 from models.kd import KDParams
-from models.latency import fixed_length_latency_ms
+from models.latency import fixed_length_latency_in_fresh_process
 from models.loading import count_parameters, keep_encoder_layers, load_classifier, save_classifier, weights_sha256
 from models.metrics import classification_metrics
 from models.onnx_export import check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
@@ -264,17 +264,32 @@ def build_variant(
 @task(name="measure-latency")
 def measure_latency(
     variants: list[dict], target: LatencyTargetConfig, latency: LatencyConfig, eval_table: DatasetManifest,
-    ctx: RunContext,
+    ctx: RunContext, pytorch: dict[str, ArtifactManifest] | None = None,
 ) -> dict[str, dict]:
     """Every variant on one target, interleaved: ``latency.rounds`` round-robin rounds, each a fresh
     process per variant; p50 is the median of per-round p50s, with their range (infra/latency/interleave.py).
 
-    Never cached: a replayed timing would be reported as a new measurement. The rest of a variant's
-    report (p90/p99, end to end, peak memory) is its last round's.
+    ``pytorch`` reference models join the same rounds on the host target, on the same text at the same
+    lengths. Never cached: a replayed timing would be reported as a new measurement. The rest of a
+    variant's report (p90/p99, end to end, peak memory) is its last round's.
     """
     texts = list(fetch_dataset(eval_table)["text"][:200])
     runner = make_target({"kind": target.kind, **target.options})
     last: dict[str, dict] = {}
+
+    def pytorch_timer(name: str, model: ArtifactManifest):
+        model_dir = fetch_model_dir(model)
+
+        def run() -> dict[str, float]:
+            timings = fixed_length_latency_in_fresh_process(
+                model_dir, texts, latency.seq_lens, runs=latency.runs, warmup=latency.warmup, threads=latency.threads
+            )
+            last[name] = {"runtime": "pytorch", "threads": latency.threads, "results": {
+                seq: {"model_only": t, "model_only_inputs": "text", "end_to_end": None} for seq, t in timings.items()
+            }}  # fmt: skip
+            return {seq: t["p50_ms"] for seq, t in timings.items()}
+
+        return run
 
     def timer(variant: dict):
         bundle = _local_dir(variant["uri"])
@@ -289,7 +304,10 @@ def measure_latency(
 
         return run
 
-    per_round = interleaved_p50s({v["name"]: timer(v) for v in variants}, latency.rounds)
+    measures = {v["name"]: timer(v) for v in variants}
+    if target.kind == "host":
+        measures |= {name: pytorch_timer(name, model) for name, model in (pytorch or {}).items()}
+    per_round = interleaved_p50s(measures, latency.rounds)
     out = {name: last[name] | {"rounds": summarise_rounds(p50s)} for name, p50s in per_round.items()}
     with step_run(ctx.parent_run_id, f"latency-{runner.name}"):
         log_params({"latency": latency.model_dump(exclude={"targets"}), "target": target.kind})
@@ -301,29 +319,20 @@ def measure_latency(
 
 
 @task(name="measure-pytorch")
-def measure_pytorch(name: str, model: ArtifactManifest, eval_table: DatasetManifest, latency: LatencyConfig,
-                    ctx: RunContext) -> dict:  # fmt: skip
-    """A PyTorch FP32 reference row: held-out accuracy, weights size, batch-1 latency at fixed lengths."""
+def measure_pytorch(name: str, model: ArtifactManifest, eval_table: DatasetManifest, ctx: RunContext) -> dict:
+    """A PyTorch FP32 reference row: held-out accuracy and weights size (its latency: ``measure_latency``)."""
     model_dir = fetch_model_dir(model)
     classifier, tokenizer = load_classifier(str(model_dir))
     frame = fetch_dataset(eval_table)
     labels = model.metadata["labels"]
     logits = predict_logits(classifier, tokenizer, list(frame["text"]), max_length=model.metadata["max_seq_length"])
     metrics = classification_metrics(label_ids(frame["label"], labels), logits.argmax(-1), len(labels))
-    timings = fixed_length_latency_ms(
-        classifier, latency.seq_lens, runs=latency.runs, warmup=latency.warmup, threads=latency.threads
-    )
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     return {"name": name, "precision": "fp32", "runtime": "pytorch", "accuracy": metrics["accuracy"],
-            "macro_f1": metrics["macro_f1"], "size_bytes": size, "uri": model.uri,
-            "latency_ms_p50": {seq: t["p50_ms"] for seq, t in timings.items()}}  # fmt: skip
+            "accuracy_split": "eval", "macro_f1": metrics["macro_f1"], "size_bytes": size, "uri": model.uri}  # fmt: skip
 
 
 def _variant_result(v: dict, target: str | None) -> VariantResult:
-    if v.get("runtime") == "pytorch":
-        return VariantResult(name=v["name"], precision=v["precision"], accuracy=v["accuracy"],
-                             size_bytes=v["size_bytes"], latency_ms_p50=v["latency_ms_p50"], uri=v["uri"],
-                             runtime="pytorch")  # fmt: skip
     report = v["latency"][target]
     rounds = report["rounds"]
     return VariantResult(
@@ -332,7 +341,7 @@ def _variant_result(v: dict, target: str | None) -> VariantResult:
         latency_ms_range={s: (r["min_ms"], r["max_ms"]) for s, r in rounds.items()},
         latency_ms_p50_end_to_end={s: (r["end_to_end"] or {}).get("p50_ms") for s, r in report["results"].items()},
         peak_rss_bytes=report.get("peak_rss_bytes"), parity=v.get("parity", {}), uri=v["uri"],
-        validation_accuracy=v.get("validation_accuracy"),
+        validation_accuracy=v.get("validation_accuracy"), runtime=v.get("runtime", "onnxruntime"),
     )  # fmt: skip
 
 

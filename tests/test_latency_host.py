@@ -34,8 +34,8 @@ def test_host_measures_model_only_and_end_to_end(tiny_onnx: tuple[Path, Path]) -
     )
     assert report.target_name == report.target == "host"
     check_report(report, (16, 32), 20, end_to_end=True)
-    # end-to-end includes tokenisation on top of the same forward pass
-    assert report.p50(16, end_to_end=True) > 0
+    # Model-only rows time the sample texts tokenised to exactly each length (repeated when too short).
+    assert [report.results[s].model_only_inputs for s in (16, 32)] == ["text", "text"]
     assert json.loads(json.dumps(report.to_json()))["results"]["16"]["model_only"]["runs"] == 20
 
 
@@ -43,6 +43,7 @@ def test_host_without_tokenizer_reports_why_end_to_end_is_missing(tiny_onnx: tup
     report = HostTarget().measure(tiny_onnx[0], seq_lens=(16,), warmup=1, runs=5)
     res = report.results[16]
     assert res.end_to_end is None and "tokenizer" in res.end_to_end_reason
+    assert res.model_only_inputs == "random ids"  # said, not hidden
     with pytest.raises(KeyError, match="end-to-end"):
         report.p50(16, end_to_end=True)
 
@@ -72,3 +73,24 @@ def test_make_target_registry() -> None:
         make_target({"kind": "phone"})
     with pytest.raises(ValueError, match="bad parameters"):
         make_target({"kind": "ssh", "hostname": "x"})
+
+
+def test_pytorch_and_onnx_rows_time_the_same_tokens(tiny_onnx: tuple[Path, Path]) -> None:
+    """The PyTorch reference row and the ONNX rows of one table get identical ids at each length."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from infra.latency import bench_onnx
+    from models.latency import fixed_length_inputs
+
+    model, tokenizer_json = tiny_onnx
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    tokenizer = AutoTokenizer.from_pretrained(model.parent)
+    texts = ["a fine film", "dull and long"]
+    for seq_len in (8, 16, 48):
+        onnx_feeds = bench_onnx._text_feeds(np, session, str(tokenizer_json), texts, 1, seq_len)
+        torch_feeds = fixed_length_inputs(tokenizer, texts, seq_len)
+        assert onnx_feeds["input_ids"].shape == (1, seq_len)
+        np.testing.assert_array_equal(onnx_feeds["input_ids"], torch_feeds["input_ids"].numpy())
+        np.testing.assert_array_equal(onnx_feeds["attention_mask"], torch_feeds["attention_mask"].numpy())

@@ -25,6 +25,6 @@ def test_incomplete_checkpoints_are_quarantined_and_the_newest_complete_one_resu
     (tmp_path / "checkpoint-8" / "optimizer.pt").write_bytes(b"PK\x03\x04trunc")  # truncated write
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names[0] == "checkpoint-10.incomplete-" + names[0].split("incomplete-")[1]
-    assert [n.split(".")[0] for n in names] == ["checkpoint-10", "checkpoint-4", "checkpoint-8"]
+    assert names[0] == "checkpoint-4" and len(names) == 3
+    assert [n.split("-")[:3] for n in names[1:]] == [["incomplete", "checkpoint", "10"], ["incomplete", "checkpoint", "8"]]
     assert not (tmp_path / "checkpoint-10").exists() and not (tmp_path / "checkpoint-8").exists()

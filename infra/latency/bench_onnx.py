@@ -83,6 +83,36 @@ def _feeds(np, session, batch: int, seq_len: int, rng, id_range: tuple[int, int]
     return feeds
 
 
+def _text_feeds(np, session, tokenizer_json: str, texts: list[str], batch: int, seq_len: int) -> dict | None:  # noqa: ANN001
+    """Exactly ``seq_len`` real tokens per row: the sample texts joined (repeated while too short), truncated.
+
+    Every model of a comparison gets the same text at the same length (each through its own
+    tokenizer; ``models/latency.py`` applies the same rule to PyTorch rows), so rows differ by
+    the model alone. None when there is no text to fill the length with.
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer_json)
+    tok.no_padding()
+    tok.enable_truncation(max_length=seq_len)
+    reps = 1
+    while True:  # each non-empty text gives a token, so seq_len repeats always suffice
+        enc = tok.encode(" ".join(list(texts) * reps))
+        if len(enc.ids) == seq_len:
+            break
+        if reps >= seq_len:
+            return None
+        reps *= 2
+    feeds = {}
+    for inp in session.get_inputs():
+        name = inp.name
+        row = enc.attention_mask if "mask" in name else enc.type_ids if "type" in name or "segment" in name else (
+            list(range(seq_len)) if "position" in name else enc.ids
+        )
+        feeds[name] = np.asarray([row] * batch, dtype=np.int64)
+    return feeds
+
+
 def _token_id_range(tokenizer_json: str | None) -> tuple[int, int]:
     """Ids for random inputs: ordinary word pieces, inside a (possibly pruned) vocabulary."""
     high = 2000
@@ -215,12 +245,15 @@ def run(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     results: dict[str, dict] = {}
     for seq_len in seq_lens:
-        feeds = _feeds(np, session, args.batch, seq_len, rng, _token_id_range(args.tokenizer_json))
+        feeds = _text_feeds(np, session, args.tokenizer_json, texts, args.batch, seq_len) if e2e_reason is None else None
+        inputs = "text" if feeds is not None else "random ids"
+        if feeds is None:
+            feeds = _feeds(np, session, args.batch, seq_len, rng, _token_id_range(args.tokenizer_json))
         try:
             model_only = _time_model_only(np, session, feeds, args.warmup, args.runs)
         except Exception as exc:
             raise BenchError(f"inference failed at seq_len {seq_len}: {type(exc).__name__}: {exc}") from exc
-        entry: dict = {"model_only": model_only, "end_to_end": None}
+        entry: dict = {"model_only": model_only, "model_only_inputs": inputs, "end_to_end": None}
         if e2e_reason is None:
             tok = _load_tokenizer(args.tokenizer_json, seq_len)
             entry["end_to_end"] = _time_end_to_end(np, session, tok, texts, args.batch, args.warmup, args.runs)

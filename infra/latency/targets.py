@@ -51,6 +51,7 @@ class SeqLenResult:
     model_only: TimingStats
     end_to_end: TimingStats | None = None
     end_to_end_reason: str | None = None  # why end_to_end is missing
+    model_only_inputs: str = "random ids"  # or "text": the sample texts tokenised to exactly seq_len
 
 
 @dataclass
@@ -85,6 +86,7 @@ class LatencyReport:
                 model_only=TimingStats.from_json(r["model_only"]),
                 end_to_end=TimingStats.from_json(r["end_to_end"]) if r.get("end_to_end") else None,
                 end_to_end_reason=r.get("end_to_end_reason"),
+                model_only_inputs=r.get("model_only_inputs", "random ids"),
             )
             for seq, r in data["results"].items()
         }
