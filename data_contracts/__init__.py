@@ -3,7 +3,15 @@
 from .logits import LogitsMismatchError, TeacherLogits, align_logits, read_logits, write_logits
 from .manifest import ArtifactManifest, DatasetManifest, sha256_file
 from .schema import SchemaError, SchemaField, TableContract, parse_input_schema
-from .splitting import ConflictingLabelsError, ConflictPolicy, DedupResult, assert_disjoint, deduplicate, remove_overlap, stratified_split
+from .splitting import (
+    ConflictingLabelsError,
+    ConflictPolicy,
+    DedupResult,
+    assert_disjoint,
+    deduplicate,
+    remove_overlap,
+    stratified_split,
+)
 from .validation import (
     DataValidationError,
     ValidatedTable,

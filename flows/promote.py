@@ -18,8 +18,13 @@ def promote(config: PromoteRunConfig, config_dir: str = ".", output_dir: str = "
         # Same preparation (and seed) as training, so an eval_size split is the same held-out rows.
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         name, seq = onnx_model_name(config.registered_model), config.gates.latency_seq_len
-        challenger = evaluate_candidate(name, CHALLENGER, splits["eval"], config.latency, seq, ctx, required=True)
-        champion = evaluate_candidate(name, CHAMPION, splits["eval"], config.latency, seq, ctx, reuse=challenger)
+        held_out = {"validation_table": splits.get("validation")}  # the gates decide on validation, eval is reported
+        challenger = evaluate_candidate(
+            name, CHALLENGER, splits["eval"], config.latency, seq, ctx, required=True, **held_out
+        )
+        champion = evaluate_candidate(
+            name, CHAMPION, splits["eval"], config.latency, seq, ctx, reuse=challenger, **held_out
+        )
         decision = apply_promotion(
             config.registered_model, challenger, champion, decide_promotion(challenger, champion, config.gates), ctx
         )
@@ -33,7 +38,7 @@ def promote(config: PromoteRunConfig, config_dir: str = ".", output_dir: str = "
             "champion": champion,
             "decision": decision,
             "champion_version": decision["challenger_version" if decision["promote"] else "champion_version"],
-            "data": {"eval": splits["eval"].model_dump()},
+            "data": {name: splits[name].model_dump() for name in ("validation", "eval") if name in splits},
             "rejects": rejects,
         }
     return publish_summary(ctx, summary, output_dir)

@@ -97,9 +97,10 @@ def register_models(
 @task(name="evaluate-candidate")
 def evaluate_candidate(
     model_name: str, alias: str, eval_table: DatasetManifest, latency: LatencyConfig, seq_len: int, ctx: RunContext,
-    *, required: bool = False, reuse: dict | None = None,
+    *, required: bool = False, reuse: dict | None = None, validation_table: DatasetManifest | None = None,
 ) -> dict | None:  # fmt: skip
-    """Held-out accuracy and batch-1 p50 of the ONNX version ``alias`` points at; None if there is none.
+    """Accuracy (validation, which the gates use, and eval, reported) and batch-1 p50 of the ONNX
+    version ``alias`` points at; None if there is none.
 
     The version is pinned (``models:/NAME/N``) so a concurrent alias move cannot mix two models.
     ``reuse`` is a result already measured for the same version (challenger == champion).
@@ -124,6 +125,14 @@ def evaluate_candidate(
         metrics = classification_metrics(
             label_ids(frame["label"], classifier.labels), logits.argmax(-1), len(classifier.labels)
         )
+        validation = None
+        if validation_table is not None:
+            held = fetch_dataset(validation_table)
+            held_logits = classifier.logits(list(held["text"]), list(held["text_pair"]) if "text_pair" in held else None)
+            validation = classification_metrics(
+                label_ids(held["label"], classifier.labels), held_logits.argmax(-1), len(classifier.labels)
+            )["accuracy"]
+            mlflow.log_metric("validation_accuracy", validation)
         runner = make_target({"kind": target_cfg.kind, **target_cfg.options})
         report = runner.measure(
             classifier.model_file, seq_lens=seq_lens, threads=latency.threads, warmup=latency.warmup,
@@ -136,6 +145,7 @@ def evaluate_candidate(
     parity = version.tags.get(PARITY_TAG)
     return info | {
         "alias": alias, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "rows": len(texts),
+        "accuracy_split": "eval", "validation_accuracy": validation,
         "latency_p50_ms": p50, "latency_target": runner.name, "precision": classifier.precision,
         "parity": json.loads(parity) if parity else None, "pytorch_version": version.tags.get(PYTORCH_VERSION_TAG),
     }  # fmt: skip
@@ -155,9 +165,12 @@ def decide_promotion(challenger: dict, champion: dict | None, gates: PromotionGa
     if champion is None:
         checks.append(("accuracy", True, "no champion yet: the challenger becomes the first champion"))
     else:
-        gain = challenger["accuracy"] - champion["accuracy"]
+        # Decided on validation, so eval stays an unbiased report; eval only when there is no validation split.
+        key = "validation_accuracy" if challenger.get("validation_accuracy") is not None else "accuracy"
+        split = "validation" if key == "validation_accuracy" else "eval (no validation split)"
+        gain = challenger[key] - champion[key]
         ok = gain >= gates.min_accuracy_gain - 1e-9
-        checks.append(("accuracy", ok, f"{challenger['accuracy']:.4f} vs champion {champion['accuracy']:.4f}: "
+        checks.append(("accuracy", ok, f"{challenger[key]:.4f} vs champion {champion[key]:.4f} on {split}: "
                                        f"gain {gain:+.4f}, required >= {gates.min_accuracy_gain:+.4f}"))  # fmt: skip
     if gates.max_latency_p50_ms is not None:
         seq = gates.latency_seq_len

@@ -3,7 +3,13 @@
 import pandas as pd
 import pytest
 
-from data_contracts.splitting import ConflictingLabelsError, assert_disjoint, deduplicate, remove_overlap, stratified_split
+from data_contracts.splitting import (
+    ConflictingLabelsError,
+    assert_disjoint,
+    deduplicate,
+    remove_overlap,
+    stratified_split,
+)
 
 
 def frame(n0: int = 300, n1: int = 100) -> pd.DataFrame:
