@@ -97,6 +97,7 @@ def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str =
             "mlflow_run_id": ctx.parent_run_id,
             "prefect_flow_run_id": ctx.flow_run_id,
             "student": student.uri,
+            "data": {name: m.model_dump() for name, m in splits.items()},
             "rejects": rejects,
             **result,
         }

@@ -22,6 +22,7 @@ class VariantResult:
     runtime: str = "onnxruntime"
     latency_ms_range: dict[str, tuple[float, float]] = field(default_factory=dict)  # min–max of per-round p50s
     validation_accuracy: float | None = None  # on the validation split (for selection), when there is one
+    macro_f1: float | None = None  # on the eval split
 
     def as_summary(self) -> dict:
         return asdict(self)

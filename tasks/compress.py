@@ -341,7 +341,7 @@ def _variant_result(v: dict, target: str | None) -> VariantResult:
         latency_ms_range={s: (r["min_ms"], r["max_ms"]) for s, r in rounds.items()},
         latency_ms_p50_end_to_end={s: (r["end_to_end"] or {}).get("p50_ms") for s, r in report["results"].items()},
         peak_rss_bytes=report.get("peak_rss_bytes"), parity=v.get("parity", {}), uri=v["uri"],
-        validation_accuracy=v.get("validation_accuracy"), runtime=v.get("runtime", "onnxruntime"),
+        validation_accuracy=v.get("validation_accuracy"), runtime=v.get("runtime", "onnxruntime"), macro_f1=v["macro_f1"],
     )  # fmt: skip
 
 

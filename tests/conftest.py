@@ -121,3 +121,16 @@ def publish_table():
         return DatasetManifest.from_frame(frame, uri=uri, local_path=path, input_schema="text:str:1,label:str:1", name=name)
 
     return publish
+
+
+@pytest.fixture
+def assert_above_chance():
+    """Fails unless an accuracy beats always-predict-the-majority-label by a one-sided 95% binomial margin."""
+
+    def check(accuracy: float, label_counts: dict[str, int], what: str) -> None:
+        n = sum(label_counts.values())
+        majority = max(label_counts.values()) / n
+        threshold = majority + 1.645 * (majority * (1 - majority) / n) ** 0.5
+        assert accuracy > threshold, f"{what}: accuracy {accuracy:.3f} is not above chance ({threshold:.3f}, n={n})"
+
+    return check

