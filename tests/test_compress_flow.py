@@ -122,6 +122,7 @@ def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env):
         "compression={strategies: vocab+qat+int8_embeddings, max_vocab_size: 1500, max_seq_length: 48,"
         " recover: {epochs: 1, max_seq_length: 48, learning_rate: 0.003},"
         " qat: {epochs: 1, max_seq_length: 48, learning_rate: 0.001}, int8_min_agreement: 0.8}",
+        "registered_model=smoke-student",
     ])  # fmt: skip
     out = flow_env / "out"
     summary = distill(config=config, config_dir=str(DISTILL_SMOKE.parent), output_dir=str(out))
@@ -141,3 +142,46 @@ def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env):
     steps = {r.data.tags["landing.step"] for r in children}
     assert {"student_kd", "prune", "qat", "variant-pruned_qat_int8_embeddings"} <= steps
     assert client.get_run(run_id).info.status == "FINISHED"
+    _check_registry_lineage(client, flow_env, config, written)
+
+
+def _check_registry_lineage(client, flow_env, config, written):
+    """NAME is the PyTorch model NAME-onnx was exported from (here the QAT student), with the same
+    weights hash and variant on both; its logits match its FP32 ONNX export within the parity tolerance."""
+    import mlflow
+    import numpy as np
+
+    from data_contracts.validation import read_canonical
+    from infra.registry import resolve_onnx_bundle
+    from models.loading import save_classifier
+    from models.onnx_export import export_onnx
+    from models.onnx_predictor import OnnxClassifier
+    from models.predict import predict_logits
+    from tasks.context import fetch_file
+
+    onnx_version = client.get_model_version_by_alias("smoke-student-onnx", "challenger")
+    torch_version = client.get_model_version_by_alias("smoke-student", "challenger")
+    for version in (onnx_version, torch_version):
+        assert version.tags["landing.variant"] == "pruned_qat_int8_embeddings"
+    assert onnx_version.tags["landing.weights_sha256"] == torch_version.tags["landing.weights_sha256"]
+    assert onnx_version.tags["landing.pytorch_version"] == str(torch_version.version)
+
+    mlflow.set_tracking_uri(f"sqlite:///{flow_env}/state/mlflow.db")
+    try:
+        parts = mlflow.transformers.load_model(f"models:/smoke-student/{torch_version.version}", return_type="components")
+        onnx_int8 = OnnxClassifier.load(resolve_onnx_bundle(f"models:/smoke-student-onnx/{onnx_version.version}",
+                                                            flow_env / "registry-onnx"))  # fmt: skip
+    finally:
+        mlflow.set_tracking_uri(None)
+    model, tokenizer = parts["model"], parts["tokenizer"]
+    assert save_classifier(model, tokenizer, flow_env / "registered") == torch_version.tags["landing.weights_sha256"]
+
+    from data_contracts.manifest import DatasetManifest
+
+    texts = list(read_canonical(fetch_file(DatasetManifest(**written["data"]["eval"]), ".jsonl"))["text"])
+    max_len = config.compression.max_seq_length
+    reference = predict_logits(model, tokenizer, texts, max_length=max_len)
+    fp32 = OnnxClassifier.load(export_onnx(flow_env / "registered", flow_env / "fp32" / "model.onnx", max_length=max_len))
+    assert float(np.abs(fp32.logits(texts) - reference).max()) <= config.compression.fp32_max_abs_diff
+    agreement = float((onnx_int8.logits(texts).argmax(-1) == reference.argmax(-1)).mean())
+    assert agreement >= config.compression.int8_min_agreement
