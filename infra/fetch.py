@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from infra.settings import LandingSettings
 
 _CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,15 +88,37 @@ def _basename(src: Source) -> str:
     return name or "download"
 
 
-def _cache_key(src: Source) -> str:
+def _cache_key(src: Source, version: str | None = None) -> str:
+    """A pinned sha256 names its entry; otherwise the URI plus the version of the bytes behind it."""
     if src.sha256:
         return src.sha256.lower()
-    return hashlib.sha256(f"{src.uri}\0{src.member or ''}".encode()).hexdigest()
+    return hashlib.sha256(f"{src.uri}\0{src.member or ''}\0{version or ''}".encode()).hexdigest()
 
 
-def _cached(src: Source, cache_dir: Path) -> tuple[Path, str] | None:
-    """A cache entry for ``src`` whose content matches the expected hash (if any)."""
-    entry = cache_dir / _cache_key(src)
+def remote_version(src: Source, *, timeout_s: float, settings: LandingSettings | None = None) -> str | None:
+    """What identifies the bytes at a remote URI now, without downloading them: an http(s) server's
+    ETag / Last-Modified / Content-Length, an S3 object's ETag; None when unknown (unreachable,
+    a server that sends no validators, another scheme)."""
+    scheme = urlparse(src.uri).scheme
+    if scheme in ("http", "https"):
+        found = _http_validators(src.uri, timeout_s)
+        return json.dumps(found, sort_keys=True) if found else None
+    if scheme == "s3":
+        try:
+            return store_for_uri(src.uri, settings).version(src.uri)
+        except (ObjectStoreError, OSError, ValueError):
+            return None
+    return None
+
+
+def _latest_pointer(src: Source, cache_dir: Path) -> Path:
+    """Records the cache entry of the last successful fetch of a remote URI (for offline re-runs)."""
+    return cache_dir / "latest" / hashlib.sha256(f"{src.uri}\0{src.member or ''}".encode()).hexdigest()
+
+
+def _cached(src: Source, cache_dir: Path, version: str | None = None) -> tuple[Path, str] | None:
+    """A cache entry for ``src`` (at ``version``) whose content matches the expected hash (if any)."""
+    entry = cache_dir / _cache_key(src, version)
     files = [p for p in entry.glob("*") if p.is_file() and ".part-" not in p.name] if entry.is_dir() else []
     for p in files:
         digest = sha256_file(p)
@@ -160,7 +184,7 @@ def _extract(archive: Path, member: str, dest: Path) -> str:
 
 def _try_source(
     src: Source, cache_dir: Path, *, base_dir: Path | None, timeout_s: float,
-    settings: LandingSettings | None,
+    settings: LandingSettings | None, version: str | None = None,
 ) -> FetchResult:
     expected = src.sha256.lower() if src.sha256 else None
     local = _local_path(src.uri, base_dir)
@@ -171,11 +195,12 @@ def _try_source(
     if local is not None:
         raw = local
     else:
-        raw = cache_dir / "raw" / hashlib.sha256(src.uri.encode()).hexdigest() / _basename(Source(src.uri))
+        raw_key = hashlib.sha256(f"{src.uri}\0{version or uuid.uuid4().hex}".encode()).hexdigest()
+        raw = cache_dir / "raw" / raw_key / _basename(Source(src.uri))  # an unknown version is never reused
         if not raw.is_file():
             _download(src, raw, base_dir=base_dir, timeout_s=timeout_s, settings=settings)
 
-    final = cache_dir / _cache_key(src) / _basename(src)
+    final = cache_dir / _cache_key(src, version) / _basename(src)
     if src.member:
         try:
             digest = _extract(raw, src.member, final)
@@ -183,6 +208,9 @@ def _try_source(
             if local is None and "not in archive" not in str(e):
                 raw.unlink(missing_ok=True)  # corrupt download: don't keep it cached
             raise
+        finally:
+            if local is None and version is None:  # an archive of unknown version is never reused
+                shutil.rmtree(raw.parent, ignore_errors=True)
     elif local is not None and expected is None:
         return FetchResult(local, src.uri, sha256_file(local), from_cache=False)
     elif local is not None:
@@ -197,7 +225,22 @@ def _try_source(
     if expected and digest != expected:
         final.unlink(missing_ok=True)
         raise _SourceFailed(f"sha256 mismatch: expected {expected}, got {digest}")
+    if local is None:
+        pointer = _latest_pointer(src, cache_dir)
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pointer.with_name(f".{pointer.name}.part-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(str(final))
+        os.replace(tmp, pointer)
     return FetchResult(final, src.uri, digest, from_cache=False)
+
+
+def _last_fetched(src: Source, cache_dir: Path) -> tuple[Path, str] | None:
+    """The copy from the last successful fetch of a remote source, when it cannot be reached now."""
+    pointer = _latest_pointer(src, cache_dir)
+    path = Path(pointer.read_text()) if pointer.is_file() else None
+    if path is None or not path.is_file():
+        return None
+    return path, sha256_file(path)
 
 
 def fetch(
@@ -209,22 +252,36 @@ def fetch(
     settings: LandingSettings | None = None,
 ) -> FetchResult:
     """Return the first source that yields a (hash-verified) file; a valid cache hit for
-    any source wins before anything is downloaded."""
+    any source wins before anything is downloaded.
+
+    A remote source without a pinned sha256 is cached per version of its bytes (``remote_version``),
+    so a file changed on the server is downloaded again; when its version cannot be known it is
+    downloaded again, and only when every source fails is the last fetched copy of one used.
+    """
     srcs = [sources] if isinstance(sources, Source) else list(sources)
     if not srcs:
         raise ValueError("fetch() needs at least one Source")
     cache_dir = Path(cache_dir)
-    for src in srcs:
-        if (hit := _cached(src, cache_dir)) is not None:
-            return FetchResult(hit[0], src.uri, hit[1], from_cache=True)
+    versions: dict[int, str | None] = {}
+    for i, src in enumerate(srcs):
+        remote = not src.sha256 and _local_path(src.uri, base_dir) is None
+        versions[i] = remote_version(src, timeout_s=timeout_s, settings=settings) if remote else None
+        if (remote and versions[i] is None) or (hit := _cached(src, cache_dir, versions[i])) is None:
+            continue
+        return FetchResult(hit[0], src.uri, hit[1], from_cache=True)
     failures: list[str] = []
-    for src in srcs:
+    for i, src in enumerate(srcs):
         try:
-            return _try_source(src, cache_dir, base_dir=base_dir, timeout_s=timeout_s, settings=settings)
+            return _try_source(src, cache_dir, base_dir=base_dir, timeout_s=timeout_s, settings=settings,
+                               version=versions[i])  # fmt: skip
         except _SourceFailed as e:
             failures.append(f"  - {src.label()}: {e}")
         except Exception as e:  # a broken mirror must not hide the next one
             failures.append(f"  - {src.label()}: {type(e).__name__}: {e}")
+    for src in srcs:  # nothing reachable: the last copy fetched is better than no run (and says so)
+        if not src.sha256 and (hit := _last_fetched(src, cache_dir)) is not None:
+            log.warning("every source failed; using the copy of %s fetched earlier:\n%s", src.label(), "\n".join(failures))
+            return FetchResult(hit[0], src.uri, hit[1], from_cache=True)
     raise FetchError(f"all {len(srcs)} source(s) failed:\n" + "\n".join(failures))
 
 
@@ -263,14 +320,14 @@ def _http_validators(uri: str, timeout_s: float) -> dict | None:
 
 def source_fingerprint(src: Source, cache_dir: Path, *, base_dir: Path | None = None, timeout_s: float = 15.0) -> str:
     """What identifies the bytes behind ``src``, for cache keys: an explicit sha256 wins; a local file's
-    sha256; an http(s) server's ETag/Last-Modified. Otherwise (s3, unreachable or validator-less
-    servers) the URI, so the key is only as fresh as that source allows."""
+    sha256; a remote source's ``remote_version``. Otherwise (unreachable or validator-less servers)
+    the URI, so the key is only as fresh as that source allows."""
     suffix = f"!{src.member}" if src.member else ""
     if src.sha256:
         return f"sha256:{src.sha256.lower()}{suffix}"
     local = _local_path(src.uri, base_dir)
     if local is not None:
         return f"sha256:{local_sha256(local, Path(cache_dir) / 'hash-memo')}{suffix}" if local.is_file() else src.uri
-    if urlparse(src.uri).scheme in ("http", "https") and (found := _http_validators(src.uri, timeout_s)):
-        return json.dumps({"uri": src.uri, "member": src.member, **found}, sort_keys=True)
+    if (version := remote_version(src, timeout_s=timeout_s)) is not None:
+        return json.dumps({"uri": src.uri, "member": src.member, "version": version}, sort_keys=True)
     return src.uri + suffix

@@ -60,6 +60,10 @@ class ObjectStore(ABC):
     def list(self, uri_prefix: str) -> list[str]:
         """Full URIs of all objects under ``uri_prefix`` treated as a directory, sorted."""
 
+    def version(self, uri: str) -> str | None:
+        """What identifies the object's current bytes without reading them (S3: its ETag); None if unknown."""
+        return None
+
     @abstractmethod
     def check(self) -> None:
         """Cheap reachability probe; raises ObjectStoreError."""
@@ -351,6 +355,14 @@ class S3ObjectStore(ObjectStore):
         except FileNotFoundError:
             return False
         return True
+
+    def version(self, uri: str) -> str | None:
+        bucket, k = self._bk(uri)
+        try:
+            head = self._call("head_object", f"s3://{bucket}/{k}", self.client.head_object, Bucket=bucket, Key=k)
+        except (FileNotFoundError, ObjectStoreError):
+            return None
+        return f"etag:{head.get('ETag')}:{head.get('ContentLength')}" if head.get("ETag") else None
 
     def list(self, uri_prefix: str) -> list[str]:
         bucket, k = self._bk(uri_prefix)

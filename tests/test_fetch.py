@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.fetch import FetchError, Source, fetch
+from infra.fetch import FetchError, Source, fetch, source_fingerprint
 from infra.object_store import open_store
 from infra.s3_server import S3Server, free_port
 
@@ -98,11 +98,12 @@ def test_zip_member_extraction(tmp_path: Path, http_root: tuple[Path, str]) -> N
         zf.writestr("SST-2/dev.tsv", "sentence\tlabel\nbad\t0\n")
     train = fetch(Source(f"{base}/SST-2.zip", member="SST-2/train.tsv"), tmp_path / "cache")
     assert train.path.name == "train.tsv" and train.path.read_text().endswith("ok\t1\n")
-    (root / "SST-2.zip").unlink()  # archive is cached: a second member needs no download
     dev = fetch(Source(f"{base}/SST-2.zip", member="SST-2/dev.tsv"), tmp_path / "cache")
     assert dev.path.read_text().endswith("bad\t0\n")
     with pytest.raises(FetchError, match="not in archive"):
         fetch(Source(f"{base}/SST-2.zip", member="SST-2/test.tsv"), tmp_path / "cache")
+    (root / "SST-2.zip").unlink()  # the server is gone: each member's last fetched copy still answers
+    assert fetch(Source(f"{base}/SST-2.zip", member="SST-2/train.tsv"), tmp_path / "cache").from_cache
 
 
 def test_all_sources_fail_lists_each(tmp_path: Path, s3_env: S3Server) -> None:
@@ -116,3 +117,30 @@ def test_all_sources_fail_lists_each(tmp_path: Path, s3_env: S3Server) -> None:
     assert "file:///definitely/not/here.tsv: no such file" in msg
     assert f"{missing_s3}: no such object" in msg
     assert "gs://b/x: unsupported scheme" in msg
+
+
+def test_http_file_changed_on_the_server_is_downloaded_again(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    """No pinned sha256: the cache entry follows the server's validators, so it can never go stale."""
+    root, base = http_root
+    src = Source(f"{base}/train.tsv")
+    (root / "train.tsv").write_bytes(b"text\tlabel\ngood\t1\n")
+    first = fetch(src, tmp_path / "cache")
+    again = fetch(src, tmp_path / "cache")
+    assert not first.from_cache and again.from_cache and again.sha256 == first.sha256
+    (root / "train.tsv").write_bytes(b"text\tlabel\ngood\t0\nbad\t0\n")  # new bytes, new Content-Length
+    changed = fetch(src, tmp_path / "cache")
+    assert not changed.from_cache and changed.path.read_bytes().endswith(b"bad\t0\n")
+    assert source_fingerprint(src, tmp_path / "cache") != source_fingerprint(
+        Source(f"{base}/other.tsv"), tmp_path / "cache"
+    )
+
+
+def test_unreachable_server_falls_back_to_the_last_fetched_copy(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    root, base = http_root
+    (root / "train.tsv").write_bytes(b"v1\n")
+    fetch(Source(f"{base}/train.tsv"), tmp_path / "cache")
+    (root / "train.tsv").write_bytes(b"v2, longer\n")
+    fetch(Source(f"{base}/train.tsv"), tmp_path / "cache")
+    (root / "train.tsv").unlink()  # now every source fails
+    offline = fetch(Source(f"{base}/train.tsv"), tmp_path / "cache")
+    assert offline.from_cache and offline.path.read_bytes() == b"v2, longer\n"
