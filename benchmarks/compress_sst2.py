@@ -86,7 +86,11 @@ def main() -> None:
     info = provenance(threads=load_config(CONFIG, overrides).latency.threads)
     lines = [f"# Compression benchmark (seed-{args.seed} KD student)", "", provenance_markdown(info), "",
              "Accuracies in the tables are on the **eval** split (dev.tsv, reported only); the QAT setting "
-             "was chosen on the **validation** split (carved from the labelled training rows).", ""]  # fmt: skip
+             "was chosen on the **validation** split (carved from the labelled training rows).", "",
+             f"Latency: {load_config(CONFIG, overrides).latency.rounds} interleaved round-robin rounds over every row "
+             "(ONNX variants and the PyTorch teacher), each row a fresh process per round; p50 = median of the "
+             "per-round p50s, [range] = their min–max. Model-only inputs of every row: the same held-out texts "
+             "tokenised to exactly the stated length.", ""]  # fmt: skip
     if len(sweep) > 1:
         lines += ["| QAT (epochs:learning rate) | final variant | validation accuracy (selection) | eval accuracy |",
                   "| --- | --- | ---: | ---: |"]  # fmt: skip
