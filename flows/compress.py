@@ -57,14 +57,11 @@ def compress_model(
     report_target = latency.targets[0].kind
     # The PyTorch teacher is a host-only row (boards and phones run onnxruntime alone), timed in the same rounds.
     pytorch = {"teacher_pytorch_fp32": teacher} if teacher is not None and report_target == "host" else {}
-    if pytorch:
-        variants.append(measure_pytorch("teacher_pytorch_fp32", teacher, splits["eval"], ctx))
     timings = {
-        target.kind: measure_latency(
-            [v for v in variants if v.get("runtime") != "pytorch"], target, latency, splits["eval"], ctx, pytorch
-        )
+        target.kind: measure_latency(variants, target, latency, splits["eval"], ctx, pytorch)
         for target in latency.targets
     }
+    variants += [measure_pytorch(name, model, splits["eval"], ctx) for name, model in pytorch.items()]
     for variant in variants:
         variant["latency"] = {kind: reports[variant["name"]] for kind, reports in timings.items() if variant["name"] in reports}
     report = report_compression(variants, "student_fp32", report_target, ctx, output_dir)
