@@ -68,8 +68,11 @@ def main() -> None:
     from infra.provenance import provenance, provenance_markdown
     from landing.config import load_config
 
-    kd = json.loads((RESULTS / "kd_sst2.json").read_text())
-    run = next(r for r in kd["runs"] if r["seed"] == args.seed)
+    per_seed = RESULTS / "kd_sst2" / f"seed-{args.seed}.json"  # written as soon as that KD seed finishes
+    if per_seed.is_file():
+        run = json.loads(per_seed.read_text())
+    else:
+        run = next(r for r in json.loads((RESULTS / "kd_sst2.json").read_text())["runs"] if r["seed"] == args.seed)
     overrides = [f"seed={args.seed}", f"student.uri={run['student_kd']['artifact_uri']}",
                  f"teacher.uri={run['teacher']['artifact_uri']}", *args.overrides]  # fmt: skip
     out = RESULTS / args.output

@@ -9,7 +9,7 @@ student's number of optimizer steps separates the teacher's signal from extra tr
 figure names its split (eval = dev.tsv, reported only; validation = held-out training rows, for
 selection). Writes ``benchmarks/results/kd_sst2.{md,json}`` with provenance at the top.
 
-    python benchmarks/kd_sst2.py [--seeds 1 2 3] [--set key=value ...]
+    python benchmarks/kd_sst2.py [--seeds 1 2 3] [--set key=value ...] [--resume] [--collect]
 """
 
 from __future__ import annotations
@@ -38,6 +38,25 @@ def step_seconds(run_id: str) -> dict[str, float]:
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
     )
     return {r.data.tags["landing.step"]: (r.info.end_time - r.info.start_time) / 1000 for r in children}
+
+
+def seed_file(seed: int) -> Path:
+    """Each seed's result is kept as soon as it finishes, so an interrupted benchmark loses one seed at most."""
+    return RESULTS / "kd_sst2" / f"seed-{seed}.json"
+
+
+def collect_seed(seed: int, state_dir: Path) -> dict:
+    """A finished seed's result from its run's summary.json and MLflow (wall time = the parent run's)."""
+    from mlflow.tracking import MlflowClient
+
+    from infra.settings import get_settings
+    from infra.tracking import configure_tracking
+
+    configure_tracking(get_settings())
+    summary = json.loads((state_dir / f"seed-{seed}" / "summary.json").read_text())
+    parent = MlflowClient().get_run(summary["mlflow_run_id"]).info
+    return summary | {"seed": seed, "wall_s": (parent.end_time - parent.start_time) / 1000,
+                      "step_s": step_seconds(summary["mlflow_run_id"])}  # fmt: skip
 
 
 def run_seed(seed: int, overrides: list[str], state_dir: Path) -> dict:
@@ -123,6 +142,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".landing-benchmark")
+    parser.add_argument("--collect", action="store_true",
+                        help="do not run: read the seeds' finished runs from the state dir and render the table")
+    parser.add_argument("--resume", action="store_true", help="skip seeds whose result file already exists")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
     from infra.provenance import provenance, provenance_markdown
@@ -132,8 +154,16 @@ def main() -> None:
 
     runs = []
     for seed in args.seeds:
-        summary = run_seed(seed, args.overrides, args.state_dir)
-        summary["seed"] = seed
+        if args.resume and seed_file(seed).is_file():
+            runs.append(json.loads(seed_file(seed).read_text()))
+            continue
+        if args.collect:
+            summary = collect_seed(seed, args.state_dir)
+        else:
+            summary = run_seed(seed, args.overrides, args.state_dir)
+            summary["seed"] = seed
+        seed_file(seed).parent.mkdir(parents=True, exist_ok=True)
+        seed_file(seed).write_text(json.dumps(summary, indent=2))
         runs.append(summary)
         print(f"seed {seed} (eval split): " + ", ".join(
             f"{role} {summary[role]['accuracy']:.4f}" for role, _ in ROLES if role in summary), flush=True)  # fmt: skip
