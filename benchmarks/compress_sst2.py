@@ -121,3 +121,7 @@ def _qat_overrides(setting: str | None) -> list[str]:
 def _final(variants: dict[str, dict]) -> dict:
     final = next(variants[name] for name in FINAL if name in variants)
     return {k: final[k] for k in ("name", "accuracy", "validation_accuracy")}
+
+
+if __name__ == "__main__":
+    main()
