@@ -266,9 +266,11 @@ def fetch(
     for i, src in enumerate(srcs):
         remote = not src.sha256 and _local_path(src.uri, base_dir) is None
         versions[i] = remote_version(src, timeout_s=timeout_s, settings=settings) if remote else None
-        if (remote and versions[i] is None) or (hit := _cached(src, cache_dir, versions[i])) is None:
-            continue
-        return FetchResult(hit[0], src.uri, hit[1], from_cache=True)
+        # Reusable: a pinned sha256, or a remote copy of a known version. A local file (or a member of a
+        # local archive) is read again, since it may have changed since it was cached.
+        reusable = bool(src.sha256) or (remote and versions[i] is not None)
+        if reusable and (hit := _cached(src, cache_dir, versions[i])) is not None:
+            return FetchResult(hit[0], src.uri, hit[1], from_cache=True)
     failures: list[str] = []
     for i, src in enumerate(srcs):
         try:

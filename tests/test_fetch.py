@@ -144,3 +144,12 @@ def test_unreachable_server_falls_back_to_the_last_fetched_copy(tmp_path: Path, 
     (root / "train.tsv").unlink()  # now every source fails
     offline = fetch(Source(f"{base}/train.tsv"), tmp_path / "cache")
     assert offline.from_cache and offline.path.read_bytes() == b"v2, longer\n"
+
+
+def test_member_of_a_changed_local_archive_is_extracted_again(tmp_path: Path) -> None:
+    archive = tmp_path / "data.zip"
+    for text in ("v1\n", "v2, longer\n"):
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("train.tsv", text)
+        got = fetch(Source(str(archive), member="train.tsv"), tmp_path / "cache")
+        assert got.path.read_text() == text
