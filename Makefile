@@ -9,13 +9,13 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo smoke test test-unit test-stack benchmark benchmark-tradeoffs up down status clean help
+.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs up down status clean help
 DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker to run
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
 help:
 	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~15 min on 2 cores)"
-	@echo "make test       venv + install + the whole test suite (unit + integration against real servers)"
+	@echo "make test       venv + install + lint (ruff, layer contracts) + the whole test suite (unit + integration)"
 	@echo "make smoke      the whole distill flow on tiny random BERTs (< 3 min)"
 	@echo "make up         start Prefect server + worker (:4200), MLflow (:5000) and an S3 server (:9000) on 127.0.0.1"
 	@echo "make down       stop exactly what make up started;  make status: show them"
@@ -37,7 +37,15 @@ demo: install
 smoke: install
 	HF_HUB_OFFLINE=1 $(BIN)/landing run configs/smoke/distill.yaml
 
-test: install
+# ruff, then the layer contracts of pyproject.toml. import-linter reads packages from disk, and the
+# subpackages live in top-level folders mapped by package-dir, so it reads an installed copy.
+LINT_DIR ?= $(VENV)/lint-layout
+lint: install
+	$(BIN)/ruff check .
+	rm -rf $(LINT_DIR) && $(BIN)/pip install --quiet --no-deps --no-build-isolation --target $(LINT_DIR) .
+	cd $(LINT_DIR) && PYTHONPATH=. $(abspath $(BIN))/lint-imports $(CURDIR)/pyproject.toml
+
+test: install lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest
 
 test-unit: install
@@ -47,13 +55,13 @@ test-stack: install
 	$(BIN)/pytest -m stack
 
 up: install
-	$(BIN)/python -m infra.stack up --deploy $(DEPLOYMENTS) $(STACK_ARGS)
+	$(BIN)/python -m landing.infra.stack up --deploy $(DEPLOYMENTS) $(STACK_ARGS)
 
 down:
-	$(BIN)/python -m infra.stack down $(STACK_ARGS)
+	$(BIN)/python -m landing.infra.stack down $(STACK_ARGS)
 
 status:
-	$(BIN)/python -m infra.stack status $(STACK_ARGS)
+	$(BIN)/python -m landing.infra.stack status $(STACK_ARGS)
 
 benchmark: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/kd_sst2.py

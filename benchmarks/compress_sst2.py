@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 CONFIG = ROOT / "configs/sst2/compress.yaml"
 RESULTS = ROOT / "benchmarks/results"
 # The final model: pruned + INT8 + INT8 embeddings, after quantization-aware training when
@@ -60,13 +58,13 @@ def main() -> None:
                         help="QAT settings epochs:learning_rate, chosen on validation; none = the config's")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
-    from infra.settings import prepare_runtime_environment
+    from landing.infra.settings import prepare_runtime_environment
 
     prepare_runtime_environment()
 
-    from flows.compress import compress
-    from infra.provenance import provenance, provenance_markdown
     from landing.config import load_config
+    from landing.flows.compress import compress
+    from landing.infra.provenance import provenance, provenance_markdown
 
     per_seed = RESULTS / "kd_sst2" / f"seed-{args.seed}.json"  # written as soon as that KD seed finishes
     if per_seed.is_file():

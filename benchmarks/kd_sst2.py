@@ -18,12 +18,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 CONFIG = ROOT / "configs/sst2/benchmark.yaml"
 RESULTS = ROOT / "benchmarks/results"
 STEPS = ["split", "teacher", "export-logits", "student_kd", "student_baseline"]
@@ -49,8 +47,8 @@ def collect_seed(seed: int, state_dir: Path) -> dict:
     """A finished seed's result from its run's summary.json and MLflow (wall time = the parent run's)."""
     from mlflow.tracking import MlflowClient
 
-    from infra.settings import get_settings
-    from infra.tracking import configure_tracking
+    from landing.infra.settings import get_settings
+    from landing.infra.tracking import configure_tracking
 
     configure_tracking(get_settings())
     summary = json.loads((state_dir / f"seed-{seed}" / "summary.json").read_text())
@@ -60,8 +58,8 @@ def collect_seed(seed: int, state_dir: Path) -> dict:
 
 
 def run_seed(seed: int, overrides: list[str], state_dir: Path) -> dict:
-    from flows.distill import distill
     from landing.config import load_config
+    from landing.flows.distill import distill
 
     # Latency belongs to the compression benchmark's interleaved table, not to sequential per-model timings.
     config = load_config(CONFIG, [f"seed={seed}", "latency_samples=0", *overrides])
@@ -147,8 +145,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip seeds whose result file already exists")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
-    from infra.provenance import provenance, provenance_markdown
-    from infra.settings import prepare_runtime_environment
+    from landing.infra.provenance import provenance, provenance_markdown
+    from landing.infra.settings import prepare_runtime_environment
 
     prepare_runtime_environment()
 

@@ -1,7 +1,7 @@
 """Data contracts: schemas, validated reading, manifests, leakage-free splits and id-keyed teacher logits."""
 
 from .logits import LogitsMismatchError, TeacherLogits, align_logits, read_logits, write_logits
-from .manifest import ArtifactManifest, DatasetManifest, sha256_file
+from .manifest import ArtifactManifest, DatasetManifest
 from .schema import SchemaError, SchemaField, TableContract, parse_input_schema
 from .splitting import (
     ConflictingLabelsError,
@@ -27,6 +27,6 @@ __all__ = [
     "ArtifactManifest", "ConflictPolicy", "ConflictingLabelsError", "DataValidationError", "DatasetManifest", "DedupResult", "LogitsMismatchError",
     "SchemaError", "SchemaField", "TableContract", "TeacherLogits", "ValidatedTable", "ValidationIssue",
     "align_logits", "assert_disjoint", "canonical_frame_schema", "deduplicate", "example_id",
-    "parse_input_schema", "read_canonical", "read_logits", "read_table", "remove_overlap", "sha256_file",
+    "parse_input_schema", "read_canonical", "read_logits", "read_table", "remove_overlap",
     "stratified_split", "write_canonical", "write_logits",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from landing.files import atomic_write
 
 FORMAT_VERSION = 1
 

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from ._io import atomic_write
+from landing.files import atomic_write
+
 from .schema import SchemaField, TableContract
 
 MAX_LISTED_ISSUES = 20

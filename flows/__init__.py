@@ -1,7 +1,7 @@
 """Prefect flows by the name a run config's ``flow:`` key uses."""
 
-from flows.compress import compress
-from flows.distill import distill
-from flows.promote import promote
+from landing.flows.compress import compress
+from landing.flows.distill import distill
+from landing.flows.promote import promote
 
 FLOWS = {"distill": distill, "compress": compress, "promote": promote}

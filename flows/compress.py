@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from data_contracts.manifest import ArtifactManifest, DatasetManifest
-from flows.data import prepare_data
-from landing.config import PRUNING_STRATEGIES, CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
-from models.quantize import QUANTIZERS
-from tasks.compress import (
+from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.flows.data import prepare_data
+from landing.tasks.compress import (
     build_variant,
     import_model,
     measure_latency,
@@ -17,10 +16,10 @@ from tasks.compress import (
     quantization_aware_training,
     report_compression,
 )
-from tasks.context import RunContext
-from tasks.promote import register_models
-from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
-from tasks.train import train_model
+from landing.tasks.context import RunContext
+from landing.tasks.promote import register_models
+from landing.tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
+from landing.tasks.train import train_model
 
 
 def compress_model(
@@ -33,23 +32,21 @@ def compress_model(
     teacher: ArtifactManifest | None = None,
 ) -> dict:
     """All variants of ``student`` (and reference rows for ``teacher``), timed in one run, then the report."""
-    strategies = cfg.strategy_list
     variants = [build_variant("student_fp32", student, None, splits, cfg, ctx)]
     if teacher is not None:
         variants.append(build_variant("teacher_onnx_fp32", teacher, None, splits, cfg, ctx))
     base, prefix = student, "student"
     source = student  # the PyTorch model the registry candidate (last student variant) is exported from
-    if set(PRUNING_STRATEGIES) & set(strategies):
+    if cfg.pruning:
         base, prefix = prune_student(student, splits, cfg, ctx), "pruned"
         variants.append(build_variant("pruned_fp32", base, None, splits, cfg, ctx))
         source = base
-    quantizers = [s for s in strategies if s in QUANTIZERS]
-    for quantizer in quantizers:
+    for quantizer in cfg.quantizers:
         variants.append(build_variant(f"{prefix}_{quantizer}", base, quantizer, splits, cfg, ctx))
-    if "qat" in strategies:
+    if "qat" in cfg.strategy_list:
         # QAT targets onnxruntime's dynamic INT8 (static INT8 calibrates activations instead).
         qat = quantization_aware_training(base, student, splits, cfg, ctx)
-        for quantizer in (q for q in quantizers if q != "static_int8"):
+        for quantizer in (q for q in cfg.quantizers if q != "static_int8"):
             variants.append(build_variant(f"{prefix}_qat_{quantizer}", qat, quantizer, splits, cfg, ctx))
             source = qat
     # The most compressed student variant is the one offered to the registry.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from data_contracts.manifest import DatasetManifest
 from landing.config import DataConfig
-from tasks.context import RunContext
-from tasks.data import download_table, split_tables, validate_table
+from landing.data_contracts.manifest import DatasetManifest
+from landing.tasks.context import RunContext
+from landing.tasks.data import download_table, split_tables, validate_table
 
 
 def prepare_data(data: DataConfig, config_dir: str, ctx: RunContext) -> tuple[dict[str, DatasetManifest], dict]:

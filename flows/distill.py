@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prefect import flow
 
-from data_contracts.manifest import ArtifactManifest, DatasetManifest
-from flows.compress import compress_model
-from flows.data import prepare_data
 from landing.config import DistillRunConfig
-from tasks.context import RunContext
-from tasks.evaluate import evaluate_model
-from tasks.predict import export_logits
-from tasks.promote import register_models
-from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
-from tasks.train import teacher_identity, train_model
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.flows.compress import compress_model
+from landing.flows.data import prepare_data
+from landing.tasks.context import RunContext
+from landing.tasks.evaluate import evaluate_model
+from landing.tasks.predict import export_logits
+from landing.tasks.promote import register_models
+from landing.tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
+from landing.tasks.train import teacher_identity, train_model
 
 
 def _student_spec(config: DistillRunConfig) -> dict:
@@ -59,7 +61,7 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         if config.baseline.step_matched:
             # As many optimizer steps as the KD student, labelled rows only: separates the teacher's signal
             # from the extra training the transfer rows give the KD student.
-            steps = config.student.training.model_copy(update={"max_steps": student_kd.metadata["global_step"]})
+            steps = dataclasses.replace(config.student.training, max_steps=student_kd.metadata["global_step"])
             models["student_baseline_steps"] = train_model(
                 "student_baseline_steps", student_spec, steps, labels, splits["train"], ctx
             )

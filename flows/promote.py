@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.data import prepare_data
-from infra.registry import CHALLENGER, CHAMPION
 from landing.config import PromoteRunConfig
-from tasks.promote import apply_promotion, decide_promotion, evaluate_candidate, onnx_model_name
-from tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
+from landing.flows.data import prepare_data
+from landing.infra.registry import CHALLENGER, CHAMPION
+from landing.tasks.promote import apply_promotion, decide_promotion, evaluate_candidate, onnx_model_name
+from landing.tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
 
 
 @flow(name="promote", log_prints=True)

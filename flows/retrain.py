@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.distill import distill
 from landing.config import DistillRunConfig, SourceConfig
+from landing.flows.distill import distill
 
 
 def with_train_data(config: DistillRunConfig, data_uri: str, data_sha256: str | None) -> DistillRunConfig:

@@ -13,11 +13,11 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data_contracts.manifest import sha256_file
-from data_contracts.schema import TableContract
-from infra.deployments import DATA_PUSHED_EVENT, dataset_resource_id
-from infra.object_store import open_store
-from infra.settings import LandingSettings, get_settings
+from landing.data_contracts.schema import TableContract
+from landing.files import sha256_file
+from landing.infra.deployments import DATA_PUSHED_EVENT, dataset_resource_id
+from landing.infra.object_store import open_store
+from landing.infra.settings import LandingSettings, get_settings
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -39,7 +39,7 @@ def publish_data_version(
     path: Path, dataset: str, contract: TableContract | None = None, settings: LandingSettings | None = None
 ) -> PushedData:
     """Validate ``path`` (if a contract is given) and store it under its content hash."""
-    from data_contracts.validation import read_table
+    from landing.data_contracts.validation import read_table
 
     if not _DATASET_NAME.match(dataset):
         raise DataPushError(f"dataset name {dataset!r}: expected letters, digits, '_', '.' or '-' (max 100)")

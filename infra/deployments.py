@@ -26,10 +26,10 @@ from landing.config import ConfigError, StrictModel, load_config
 DATA_PUSHED_EVENT = "landing.data.pushed"
 FLOW_RUN_COMPLETED_EVENT = "prefect.flow-run.Completed"
 ENTRYPOINTS = {
-    "distill": "flows.distill.distill",
-    "compress": "flows.compress.compress",
-    "promote": "flows.promote.promote",
-    "retrain": "flows.retrain.retrain",
+    "distill": "landing.flows.distill.distill",
+    "compress": "landing.flows.compress.compress",
+    "promote": "landing.flows.promote.promote",
+    "retrain": "landing.flows.retrain.retrain",
 }
 # The run-config flow each deployed flow takes (retrain re-runs distill).
 CONFIG_FLOW = {"distill": "distill", "compress": "compress", "promote": "promote", "retrain": "distill"}

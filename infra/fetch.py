@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlparse
 
-from infra.object_store import ObjectStoreError, store_for_uri
-from infra.uris import uri_to_path
+from landing.files import sha256_file
+from landing.infra.object_store import ObjectStoreError, store_for_uri
+from landing.infra.uris import uri_to_path
 
 if TYPE_CHECKING:
-    from infra.settings import LandingSettings
+    from landing.infra.settings import LandingSettings
 
 _CHUNK = 1 << 20
 log = logging.getLogger(__name__)
@@ -57,14 +58,6 @@ class FetchError(RuntimeError):
 
 class _SourceFailed(Exception):
     pass
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _copy_hashing(src: IO[bytes], dest: Path) -> str:

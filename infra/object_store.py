@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from infra.uris import uri_to_path
+from landing.files import atomic_path
+from landing.infra.uris import uri_to_path
 
 if TYPE_CHECKING:
-    from infra.settings import LandingSettings
+    from landing.infra.settings import LandingSettings
 
 COMPLETE_MARKER = "_COMPLETE"
 SUPPORTED_SCHEMES = ("file://", "s3://")
@@ -31,10 +31,6 @@ class ObjectStoreError(RuntimeError):
 
 class IncompleteDirectoryError(ObjectStoreError):
     """Directory exists but has no ``_COMPLETE`` marker (writer crashed or still writing)."""
-
-
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}{_TMP_TAG}{uuid.uuid4().hex[:8]}")
 
 
 def _is_tmp(name: str) -> bool:
@@ -141,13 +137,8 @@ class FileObjectStore(ObjectStore):
         return (self.root / key.strip("/")).as_uri() if key.strip("/") else self.root.as_uri()
 
     def _atomic_write(self, dest: Path, writer: Any) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_sibling(dest)
-        try:
+        with atomic_path(dest, suffix=_TMP_TAG) as tmp:  # listings skip names with the tag
             writer(tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def put_file(self, local_path: str | os.PathLike[str], key: str) -> str:
         src = Path(local_path)
@@ -326,13 +317,8 @@ class S3ObjectStore(ObjectStore):
         bucket, k = self._bk(uri)
         full = f"s3://{bucket}/{k}"
         dest = Path(local_path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_sibling(dest)
-        try:
+        with atomic_path(dest, suffix=_TMP_TAG) as tmp:
             self._call("get_file", full, self.client.download_file, bucket, k, str(tmp))
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
         return dest
 
     def _read_bytes(self, uri: str) -> bytes:
@@ -405,7 +391,7 @@ def _s3_store(bucket: str, prefix: str, settings: LandingSettings) -> S3ObjectSt
 
 def open_store(root_uri: str | None = None, settings: LandingSettings | None = None) -> ObjectStore:
     """Store rooted at ``root_uri`` (default: the configured ``object_store_uri``)."""
-    from infra.settings import get_settings
+    from landing.infra.settings import get_settings
 
     settings = settings or get_settings()
     uri = root_uri or settings.resolved_object_store_uri()
@@ -420,7 +406,7 @@ def open_store(root_uri: str | None = None, settings: LandingSettings | None = N
 
 def store_for_uri(uri: str, settings: LandingSettings | None = None) -> ObjectStore:
     """Store able to read an arbitrary object URI (bucket root / filesystem root)."""
-    from infra.settings import get_settings
+    from landing.infra.settings import get_settings
 
     if uri.startswith("s3://"):
         return _s3_store(_split_s3(uri)[0], "", settings or get_settings())

@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from models.onnx_predictor import BUNDLE_META, TOKENIZER_FILE, read_bundle_meta
+from landing.models.onnx_predictor import BUNDLE_META, TOKENIZER_FILE, read_bundle_meta
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

@@ -95,7 +95,7 @@ def prepare_runtime_environment(settings: LandingSettings | None = None) -> Path
     """
     import os
 
-    from infra.stack import running_stack_env
+    from landing.infra.stack import running_stack_env
 
     settings = settings or get_settings()
     stack = running_stack_env(settings.state_dir) if settings.use_stack else None

@@ -2,7 +2,7 @@
 server and a Prefect process worker on 127.0.0.1, so flows can be run against the same
 kinds of services a cluster provides, with no Docker.
 
-    python -m infra.stack up|down|status [--state-dir DIR] [--prefect-port 4200]
+    python -m landing.infra.stack up|down|status [--state-dir DIR] [--prefect-port 4200]
                                          [--mlflow-port 5000] [--s3-port 9000]
 
 Everything lives under ``<state_dir>/stack``: ``s3/`` (bucket data, one folder per
@@ -16,182 +16,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from infra.s3_server import _scripts_dirs, find_rclone
+from landing.infra.processes import (
+    _record,
+    _script,
+    _spawn,
+    _stop_proc,
+    _wait_ready,
+    is_ours,
+    port_in_use,
+    read_record,
+    stop_service,
+)
+from landing.infra.s3_server import find_rclone
+from landing.infra.stack_config import (
+    BUCKET,
+    HOST,
+    PROJECT_ROOT,
+    QUIET_ENV,
+    SERVICES,
+    WORK_POOL,
+    WORKER_NAME,
+    StackConfig,
+    StackError,
+    _read_env_file,
+    load_credentials,
+    stack_env,
+    write_stack_env,
+)
 
-HOST = "127.0.0.1"
-BUCKET = "landing"
-WORK_POOL = "landing"
-WORKER_NAME = "landing-local"
-SERVICES = ("s3", "mlflow", "prefect", "worker")  # start order; stopped in reverse
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-QUIET_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
-    "DO_NOT_TRACK": "1",
-}
-
-
-class StackError(RuntimeError):
-    """A service could not be started, or a port is taken by something that is not ours."""
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    state_dir: Path
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
-    s3_port: int = 9000
-    startup_timeout_s: float = 180.0  # Prefect's server takes ~1 min on a busy 2-core box
-    stop_timeout_s: float = 10.0
-
-    @property
-    def root(self) -> Path:
-        return self.state_dir.expanduser().resolve() / "stack"
-
-    @property
-    def s3_dir(self) -> Path:
-        return self.root / "s3"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.root / "prefect"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pids(self) -> Path:
-        return self.root / "pids"
-
-    @property
-    def credentials_path(self) -> Path:
-        return self.root / "credentials.env"
-
-    @property
-    def env_path(self) -> Path:
-        return self.root / "stack.env"
-
-    @property
-    def s3_url(self) -> str:
-        return f"http://{HOST}:{self.s3_port}"
-
-    @property
-    def mlflow_url(self) -> str:
-        return f"http://{HOST}:{self.mlflow_port}"
-
-    @property
-    def prefect_api_url(self) -> str:
-        return f"http://{HOST}:{self.prefect_port}/api"
-
-    def port(self, service: str) -> int | None:
-        return {"s3": self.s3_port, "mlflow": self.mlflow_port, "prefect": self.prefect_port}.get(service)
-
-    def url(self, service: str) -> str:
-        return {
-            "s3": self.s3_url,
-            "mlflow": self.mlflow_url,
-            "prefect": self.prefect_api_url,
-            "worker": f"pool {WORK_POOL}",
-        }[service]
-
-
-# --- credentials and env files ---------------------------------------------------------------
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write via a 0600 temp file then rename, so secrets are never world-readable, even briefly."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip().strip("'\"")
-    return out
-
-
-def load_credentials(cfg: StackConfig) -> tuple[str, str]:
-    """Generated once and reused, so data written by an earlier ``up`` stays readable."""
-    path = cfg.credentials_path
-    if not path.exists():
-        cfg.root.mkdir(parents=True, exist_ok=True)
-        _write_private(
-            path,
-            "# S3 credentials of the local stack (python -m infra.stack); keep private\n"
-            f"AWS_ACCESS_KEY_ID=landing-{secrets.token_hex(6)}\n"
-            f"AWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(30)}\n",
-        )
-    os.chmod(path, 0o600)
-    env = _read_env_file(path)
-    return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
-
-
-def stack_env(cfg: StackConfig) -> dict[str, str]:
-    """What a flow (or the worker's flow-run subprocesses) needs to use the stack."""
-    key, secret = load_credentials(cfg)
-    return {
-        "LANDING_TRACKING_URI": cfg.mlflow_url,
-        # Proxied through the tracking server to s3://landing/mlartifacts; without this the
-        # flows' experiments keep artifacts in a local dir. No host in the URI: MLflow 3.17
-        # rejects host-addressed mlflow-artifacts locations; "///" keeps settings' _as_uri
-        # from mistaking it for a path.
-        "LANDING_ARTIFACT_ROOT": "mlflow-artifacts:///landing",
-        "PREFECT_API_URL": cfg.prefect_api_url,
-        "LANDING_OBJECT_STORE_URI": f"s3://{BUCKET}/objects",
-        "LANDING_S3_ENDPOINT_URL": cfg.s3_url,
-        "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,
-        "AWS_ACCESS_KEY_ID": key,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-
-
-def write_stack_env(cfg: StackConfig) -> Path:
-    lines = ["# Written by `python -m infra.stack up`. Use: set -a; . THIS_FILE; set +a"]
-    lines += [f"{k}={v}" for k, v in stack_env(cfg).items()]
-    _write_private(cfg.env_path, "\n".join(lines) + "\n")
-    return cfg.env_path
-
-
-# --- processes ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PidRecord:
-    pid: int
-    cmdline: list[str]
-    start_ticks: int  # /proc/<pid>/stat field 22: tells a reused pid apart from ours
-    port: int | None
-
-
-def _proc_cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return raw.decode(errors="replace").split("\0")[:-1] if raw else None  # zombies: empty
+# --- service definitions: how each one starts and when it counts as up ------------------------
 
 
 def running_stack_env(state_dir: Path) -> tuple[Path, dict[str, str]] | None:
@@ -203,58 +65,6 @@ def running_stack_env(state_dir: Path) -> tuple[Path, dict[str, str]] | None:
     if not all((rec := read_record(cfg, name)) is not None and is_ours(rec) for name in SERVICES):
         return None
     return cfg.env_path, _read_env_file(cfg.env_path)
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # comm may contain spaces/parens
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def _pid_path(cfg: StackConfig, name: str) -> Path:
-    return cfg.pids / f"{name}.pid"
-
-
-def read_record(cfg: StackConfig, name: str) -> PidRecord | None:
-    try:
-        return PidRecord(**json.loads(_pid_path(cfg, name).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def is_ours(rec: PidRecord) -> bool:
-    """Alive and still the process we started (same cmdline and start time), never a reused pid."""
-    return _proc_cmdline(rec.pid) == rec.cmdline and _proc_start_ticks(rec.pid) == rec.start_ticks
-
-
-def _record(cfg: StackConfig, name: str, pid: int, port: int | None) -> None:
-    # Read after the service answered: launchers (python shebangs, exec) have settled by then.
-    cmdline, ticks = _proc_cmdline(pid), _proc_start_ticks(pid)
-    if cmdline is None or ticks is None:
-        raise StackError(f"{name}: process {pid} vanished right after answering")
-    cfg.pids.mkdir(parents=True, exist_ok=True)
-    _pid_path(cfg, name).write_text(json.dumps(asdict(PidRecord(pid, cmdline, ticks, port))) + "\n")
-
-
-def port_in_use(port: int) -> bool:
-    """SO_REUSEADDR like the servers themselves, so TIME_WAIT leftovers don't count as busy."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return True
-    return False
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "(no log)"
 
 
 def _http_ok(url: str, *, any_status: bool = False, timeout: float = 2.0) -> bool:
@@ -296,82 +106,6 @@ def healthy(cfg: StackConfig, name: str) -> bool:
         return _http_ok(f"{cfg.prefect_api_url}/health")
     rec = read_record(cfg, name)
     return rec is not None and is_ours(rec)  # the worker serves no port
-
-
-def _script(name: str) -> str:
-    """The console script from this interpreter's env, so the stack uses the project's pins."""
-    for d in _scripts_dirs():
-        if (d / name).is_file():
-            return str(d / name)
-    raise StackError(f"{name} executable not found next to {sys.executable}")
-
-
-def _spawn(cfg: StackConfig, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    cfg.logs.mkdir(parents=True, exist_ok=True)
-    with (cfg.logs / f"{name}.log").open("ab") as log:
-        log.write(f"\n--- {datetime.now().isoformat(timespec='seconds')} starting {name}\n".encode())
-        log.flush()
-        return subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, start_new_session=True,  # own process group: survives `up`, killpg'able
-        )
-
-
-def _wait_ready(cfg: StackConfig, name: str, proc: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
-    port = cfg.port(name)
-    where = f"port {port}" if port else f"pool {WORK_POOL}"
-    deadline = time.monotonic() + cfg.startup_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StackError(
-                f"{name} ({where}) exited with code {proc.returncode} before answering; "
-                f"log {cfg.logs / f'{name}.log'} ends:\n{_tail(cfg.logs / f'{name}.log')}"
-            )
-        if ready():
-            return
-        time.sleep(0.5)
-    raise StackError(
-        f"{name} ({where}) did not answer within {cfg.startup_timeout_s:.0f}s; "
-        f"log {cfg.logs / f'{name}.log'} ends:\n{_tail(cfg.logs / f'{name}.log')}"
-    )
-
-
-def _kill_group(pid: int, timeout_s: float, gone: Callable[[], bool]) -> None:
-    """SIGTERM the group (we started each service as a session leader), SIGKILL after a timeout."""
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if gone():
-                try:  # leader gone: reap any straggler children still in its group
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                return
-            time.sleep(0.1)
-
-
-def stop_service(cfg: StackConfig, name: str) -> str:
-    rec = read_record(cfg, name)
-    if rec is None:
-        return "not running"
-    if not is_ours(rec):
-        _pid_path(cfg, name).unlink(missing_ok=True)
-        return f"not running (stale pid {rec.pid} ignored)"
-    _kill_group(rec.pid, cfg.stop_timeout_s, lambda: not is_ours(rec))
-    _pid_path(cfg, name).unlink(missing_ok=True)
-    return f"stopped (pid {rec.pid})"
-
-
-def _stop_proc(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if proc.poll() is None:
-        _kill_group(proc.pid, timeout_s, lambda: proc.poll() is not None)
-
-
-# --- up / down / status ----------------------------------------------------------------------
 
 
 def _command(cfg: StackConfig, name: str) -> tuple[list[str], dict[str, str], Path]:
@@ -521,7 +255,7 @@ def format_table(rows: list[dict[str, str]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m infra.stack", description="Local S3 + MLflow + Prefect stack.")
+    p = argparse.ArgumentParser(prog="python -m landing.infra.stack", description="Local S3 + MLflow + Prefect stack.")
     p.add_argument("command", choices=["up", "down", "status"])
     p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("LANDING_STATE_DIR", ".landing")))
     p.add_argument("--prefect-port", type=int, default=4200)

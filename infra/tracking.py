@@ -21,7 +21,7 @@ import torch
 import transformers
 from mlflow.tracking import MlflowClient
 
-from infra.settings import LandingSettings
+from landing.infra.settings import LandingSettings
 
 FLOW_RUN_TAG = "prefect.flow_run_id"
 STEP_TAG = "landing.step"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -30,14 +29,14 @@ def _load(config: Path, overrides: list[str] | None):
 
 def _runtime() -> None:
     """Embedded defaults, or the local stack while `make up`'s services run (said on stderr)."""
-    from infra.settings import prepare_runtime_environment
+    from landing.infra.settings import prepare_runtime_environment
 
     if (stack_env := prepare_runtime_environment()) is not None:
         err.print(f"using the local stack started by `make up` ({stack_env})", highlight=False)
 
 
 def _report(summary: dict) -> None:
-    from infra.settings import get_settings
+    from landing.infra.settings import get_settings
 
     table = Table(title=f"{summary['flow']}: held-out results")
     for column in ("model", "parameters", "accuracy", "macro-F1", "batch-1 latency (ms)"):
@@ -72,7 +71,7 @@ def run(
     cfg = _load(config, set_)
     from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
-    from flows import FLOWS
+    from landing.flows import FLOWS
 
     out = output_dir or Path("runs") / cfg.name
     with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: no_cache}):
@@ -87,9 +86,9 @@ def run(
 @app.command("validate-data")
 def validate_data(config: ConfigArg, set_: SetOpt = None) -> None:
     """Fetch and check every table CONFIG declares against its data contract; no training."""
-    from data_contracts.validation import DataValidationError, read_table
-    from infra.fetch import FetchError, Source, fetch
-    from infra.settings import get_settings
+    from landing.data_contracts.validation import DataValidationError, read_table
+    from landing.infra.fetch import FetchError, Source, fetch
+    from landing.infra.settings import get_settings
 
     cfg = _load(config, set_)
     settings = get_settings()
@@ -126,8 +125,8 @@ def data_push(
     announce: Annotated[bool, typer.Option("--announce/--no-announce", help="emit landing.data.pushed")] = True,
 ) -> None:
     """Store TABLE as a new version of DATASET (by content hash) and announce it to Prefect."""
-    from data_contracts.validation import DataValidationError
-    from infra.datasets import DataPushError, announce_data_version, publish_data_version
+    from landing.data_contracts.validation import DataValidationError
+    from landing.infra.datasets import DataPushError, announce_data_version, publish_data_version
 
     _runtime()
     contract = _load(config, None).data.contract if config is not None else None
@@ -148,8 +147,8 @@ def deploy(
     work_pool: Annotated[str | None, typer.Option(help="work pool (default: the file's work_pool)")] = None,
 ) -> None:
     """Create or update the Prefect deployments FILE declares (schedules, data and completion triggers)."""
-    from infra.deployments import deploy_all, load_deployments
     from landing.config import ConfigError
+    from landing.infra.deployments import deploy_all, load_deployments
 
     _runtime()
     try:
@@ -182,17 +181,14 @@ def _read_input_table(path: Path):
 
 def _write_output_table(frame, path: Path) -> None:
     """Same format as the extension says, written to a temporary name then renamed."""
-    import tempfile
+    from landing.files import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    else:
-        frame.to_csv(tmp, sep="\t" if suffix in (".tsv", ".txt") else ",", index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if suffix in (".jsonl", ".json"):
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            frame.to_csv(tmp, sep="\t" if suffix in (".tsv", ".txt") else ",", index=False)
 
 
 @app.command()
@@ -207,7 +203,7 @@ def predict(
     logits: Annotated[bool, typer.Option("--logits/--no-logits", help="also write the raw logits")] = False,
 ) -> None:
     """Label a table with an exported model through onnxruntime alone (torch is never imported)."""
-    from models.onnx_predictor import OnnxClassifier
+    from landing.models.onnx_predictor import OnnxClassifier
 
     frame = _read_input_table(input)
     for name in filter(None, (text_column, pair_column, id_column)):
@@ -231,17 +227,17 @@ def _local_bundle(model: str) -> Path:
 
     if model.startswith("models:/"):
         _runtime()
-        from infra.registry import resolve_onnx_bundle
-        from infra.settings import get_settings
-        from infra.tracking import configure_tracking
+        from landing.infra.registry import resolve_onnx_bundle
+        from landing.infra.settings import get_settings
+        from landing.infra.tracking import configure_tracking
 
         configure_tracking(get_settings())
         return resolve_onnx_bundle(model, Path(tempfile.mkdtemp(prefix="landing-model-")))
-    from infra.uris import is_local, uri_to_path
+    from landing.infra.uris import is_local, uri_to_path
 
     if "://" not in model or is_local(model) and uri_to_path(model).exists():
         return uri_to_path(model)
-    from infra.object_store import store_for_uri
+    from landing.infra.object_store import store_for_uri
 
     target = Path(tempfile.mkdtemp(prefix="landing-model-"))
     return store_for_uri(model).get_dir(model, target)

@@ -16,15 +16,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     ValidationError,
-    model_serializer,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from data_contracts.schema import TableContract
-from data_contracts.splitting import ConflictPolicy
+from landing.data_contracts.schema import TableContract
+from landing.data_contracts.splitting import ConflictPolicy
+from landing.models.params import CompressionParams, KDParams, Launch, TrainingParams
 
 
 class StrictModel(BaseModel):
@@ -96,80 +94,12 @@ class DataConfig(StrictModel):
         return self
 
 
-class DistributedConfig(StrictModel):
-    """torchrun settings for data-parallel (DDP) training; the default is one process, in the task itself.
-
-    ``nproc_per_node × nnodes`` processes each take ``batch_size / world size`` rows per step,
-    so the optimisation (global batch, steps, learning-rate schedule) is the same as one process.
-    Several nodes meet through torchrun's rendezvous at ``rdzv_endpoint`` (``host:port``).
-    """
-
-    nproc_per_node: int = Field(1, ge=1, description="processes per node (one per GPU; CPU cores / threads on CPU)")
-    nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0, description="used by the static rendezvous; c10d assigns ranks itself")
-    rdzv_backend: Literal["c10d", "static"] = "c10d"
-    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous; required when nnodes > 1")
-    rdzv_id: str | None = Field(None, description="job id shared by every node of one run")
-    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl with CUDA, gloo on CPU")
-
-    @model_validator(mode="after")
-    def _rendezvous(self) -> DistributedConfig:
-        if self.node_rank >= self.nnodes:
-            raise ValueError(f"node_rank {self.node_rank} must be < nnodes {self.nnodes}")
-        if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise ValueError("rdzv_endpoint (host:port reachable from every node) is required when nnodes > 1")
-        return self
-
-    @property
-    def world_size(self) -> int:
-        return self.nproc_per_node * self.nnodes
-
-
-class TrainingConfig(StrictModel):
-    """The subset of transformers.TrainingArguments a run config may set."""
-
-    epochs: float = Field(3.0, gt=0)
-    batch_size: int = Field(32, gt=0)
-    eval_batch_size: int = Field(128, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_seq_length: int = Field(128, ge=8, le=512)
-    save_checkpoint_steps: int = Field(500, gt=0)
-    logging_steps: int = Field(50, gt=0)
-    max_steps: int = Field(-1, description="overrides epochs when > 0")
-    distributed: DistributedConfig = Field(
-        DistributedConfig(), description="torchrun DDP; batch_size stays the global batch, split across processes"
-    )
-
-    @model_validator(mode="after")
-    def _batch_splits_evenly(self) -> TrainingConfig:
-        world = self.distributed.world_size
-        if self.batch_size % world:
-            detail = InitErrorDetails(
-                type=PydanticCustomError(
-                    "batch_not_divisible",
-                    "{batch} (the global batch) is not divisible by the {world} processes of distributed "
-                    "(nproc_per_node × nnodes)",
-                    {"batch": self.batch_size, "world": world},
-                ),
-                loc=("batch_size",),
-                input=self.batch_size,
-            )
-            raise ValidationError.from_exception_data(type(self).__name__, [detail])
-        return self
-
-    @model_serializer(mode="wrap")
-    def _omit_single_process(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Leave ``distributed`` out while it is the single-process default.
-
-        Cache keys and checkpoint fingerprints of single-process runs then stay what they were,
-        and code that turns this config into ``TrainingParams`` keeps working unchanged.
-        """
-        data = handler(self)
-        if self.distributed == DistributedConfig():
-            data.pop("distributed", None)
-        return data
+# Training, distributed and distillation knobs are declared once, next to the code that uses them
+# (landing.models); pydantic validates them here as part of a run config.
+DistributedConfig = Launch
+TrainingConfig = TrainingParams
+DistillationConfig = KDParams
+CompressionConfig = CompressionParams
 
 
 class PretrainedModel(StrictModel):
@@ -212,80 +142,10 @@ class StudentConfig(StrictModel):
     training: TrainingConfig = TrainingConfig()
 
 
-class DistillationConfig(StrictModel):
-    """EasyNLP's ``type=vanilla_kd temperature=5 alpha=0.2``; see models/kd.py for the loss."""
-
-    type: str = "vanilla_kd"
-    temperature: float = Field(5.0, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1)
-
-
 class ModelSource(StrictModel):
     """A saved model directory: a local path, ``file://`` or ``s3://`` prefix (as written by ``distill``)."""
 
     uri: str
-
-
-PRUNING_STRATEGIES = ("vocab", "depth", "width")
-COMPRESSION_STRATEGIES = (*PRUNING_STRATEGIES, "qat", "dynamic_int8", "static_int8", "int8_embeddings")
-
-
-class CompressionConfig(StrictModel):
-    """PaddleNLP-style strategies composed by name, e.g. ``vocab+width+dynamic_int8+int8_embeddings``.
-
-    Pruning strategies (``vocab``, ``depth``, ``width``) build one pruned FP32 model, recovered by
-    distilling from the unpruned one; each quantization strategy adds an INT8 variant of it.
-    ``qat`` fine-tunes that model once more with INT8 fake quantization (models/qat.py) and adds
-    a ``*_qat_<quantizer>`` variant per dynamic quantizer next to the post-training ones.
-    """
-
-    strategies: str = "vocab+width+dynamic_int8+int8_embeddings"
-    max_vocab_size: int = Field(8000, gt=10)
-    dropped_tokens: Literal["pieces", "nearest"] = Field(
-        "pieces",
-        description="vocab: a word with a dropped token is re-segmented into kept pieces (new, smaller tokenizer), "
-        "or the token uses the kept row with the nearest embedding (original tokenizer)",
-    )
-    keep_characters: bool = Field(
-        True, description="vocab, dropped_tokens=pieces: keep every seen character's pieces, so no word becomes [UNK]"
-    )
-    max_seq_length: int = Field(128, ge=8, le=512)
-    keep_layers: list[int] | None = Field(
-        None, description="depth: the student's encoder layers to keep, in order, e.g. [1] (layer dropping)"
-    )
-    width_multiplier: float = Field(0.5, gt=0, le=1)
-    importance_rows: int = Field(512, gt=0, description="training rows used to rank heads and neurons")
-    recover: TrainingConfig = TrainingConfig(epochs=2, learning_rate=1e-4)
-    recover_distillation: DistillationConfig = DistillationConfig(temperature=2.0, alpha=0.5)
-    qat: TrainingConfig = Field(
-        TrainingConfig(epochs=1, learning_rate=2e-5), description="qat: the fake-quantized fine-tuning (KD as recover)"
-    )
-    qat_embeddings: bool = Field(True, description="qat: also fake-quantize the embedding tables per row")
-    graph_fusion: bool = Field(
-        True, description="fuse Attention/SkipLayerNorm/BiasGelu (onnxruntime.transformers) before quantizing"
-    )
-    calibration_rows: int = Field(300, gt=0, description="training texts for static INT8 calibration")
-    per_channel: bool = Field(True, description="INT8 scales per output channel (keeps argmax agreement ≥ 99%)")
-    reduce_range: Literal["auto"] | bool = Field(
-        "auto", description="7-bit INT8 weights; auto: on CPUs whose INT8 dot products saturate (x86 without VNNI)"
-    )
-    fp32_max_abs_diff: float = Field(1e-4, gt=0)
-    int8_min_agreement: float = Field(0.99, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _known_strategies(self) -> CompressionConfig:
-        unknown = [s for s in self.strategy_list if s not in COMPRESSION_STRATEGIES]
-        if unknown:
-            raise ValueError(f"strategies: unknown {unknown}; expected names from {list(COMPRESSION_STRATEGIES)} joined by '+'")
-        if "qat" in self.strategy_list and not {"dynamic_int8", "int8_embeddings"} & set(self.strategy_list):
-            raise ValueError("strategies: qat trains for onnxruntime's dynamic INT8; add dynamic_int8 or int8_embeddings")
-        if "depth" in self.strategy_list and not self.keep_layers:
-            raise ValueError("keep_layers: the depth strategy needs the encoder layers to keep, e.g. [1]")
-        return self
-
-    @property
-    def strategy_list(self) -> list[str]:
-        return [s.strip() for s in self.strategies.split("+") if s.strip()]
 
 
 class LatencyTargetConfig(StrictModel):
@@ -331,7 +191,7 @@ class DistillRunConfig(TrainingRunConfig):
     name: str = "distill"
     teacher: TeacherConfig
     student: StudentConfig
-    distillation: DistillationConfig = DistillationConfig()
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     baseline: BaselineConfig = BaselineConfig()
     latency_samples: int = Field(50, ge=0, description="batch-1 timings per model in the report; 0 skips")
     compression: CompressionConfig | None = Field(None, description="append the compress steps to the student")
@@ -345,7 +205,7 @@ class CompressRunConfig(TrainingRunConfig):
         description="a saved student ({uri: ...}), or a model spec trained on the labelled split first"
     )
     teacher: ModelSource | None = Field(None, description="reference rows: the teacher in PyTorch and ONNX FP32")
-    compression: CompressionConfig = CompressionConfig()
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
     latency: LatencyConfig = LatencyConfig()
 
 
@@ -411,7 +271,9 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         found = e.get("input")
         found_txt = f" (found {found!r})" if e["type"] != "missing" and not isinstance(found, dict) else ""
-        lines.append(f"  {loc or '<root>'}: {e['msg']}{found_txt}")
+        # Pydantic words an unknown key differently for models and for the dataclasses of landing.models.
+        msg = "Extra inputs are not permitted" if e["type"] == "unexpected_keyword_argument" else e["msg"]
+        lines.append(f"  {loc or '<root>'}: {msg}{found_txt}")
     return "\n".join(lines)
 
 

@@ -9,11 +9,12 @@ import torch
 from torch.utils.data import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from models.kd import IGNORE_LABEL
+from landing.models.kd import IGNORE_LABEL
 
 
 class EncodedTable(Dataset):
-    """Texts tokenised once up front; labels are ids (``-100`` = unlabelled), teacher logits optional."""
+    """Texts tokenised once up front; labels are ids (``-100`` = unlabelled); teacher logits and
+    per-example loss weights (e.g. lower for augmented rows) optional."""
 
     def __init__(
         self,
@@ -24,15 +25,19 @@ class EncodedTable(Dataset):
         text_pairs: Sequence[str] | None = None,
         labels: Sequence[int] | None = None,
         teacher_logits: np.ndarray | None = None,
+        example_weights: Sequence[float] | None = None,
     ) -> None:
         n = len(texts)
-        for name, values in (("text_pairs", text_pairs), ("labels", labels), ("teacher_logits", teacher_logits)):
+        optional = (("text_pairs", text_pairs), ("labels", labels), ("teacher_logits", teacher_logits),
+                    ("example_weights", example_weights))  # fmt: skip
+        for name, values in optional:
             if values is not None and len(values) != n:
                 raise ValueError(f"{name}: {len(values)} rows for {n} texts")
         args = (list(texts), list(text_pairs)) if text_pairs is not None else (list(texts),)
         self.encodings = tokenizer(*args, truncation=True, max_length=max_length)
         self.labels = list(labels) if labels is not None else None
         self.teacher_logits = teacher_logits
+        self.example_weights = list(example_weights) if example_weights is not None else None
 
     def __len__(self) -> int:
         return len(self.encodings["input_ids"])
@@ -43,20 +48,25 @@ class EncodedTable(Dataset):
             item["labels"] = self.labels[i]
         if self.teacher_logits is not None:
             item["teacher_logits"] = self.teacher_logits[i]
+        if self.example_weights is not None:
+            item["example_weights"] = self.example_weights[i]
         return item
 
 
 class KDCollator:
-    """Pads token fields dynamically and stacks the teacher logits alongside."""
+    """Pads token fields dynamically and stacks the teacher logits and example weights alongside."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.pad = DataCollatorWithPadding(tokenizer)
 
     def __call__(self, features: list[dict]) -> dict:
         teacher = [f.pop("teacher_logits") for f in features if "teacher_logits" in f]
+        weights = [f.pop("example_weights") for f in features if "example_weights" in f]
         batch = self.pad(features)
         if teacher:
             batch["teacher_logits"] = torch.tensor(np.stack(teacher), dtype=torch.float32)
+        if weights:
+            batch["example_weights"] = torch.tensor(weights, dtype=torch.float32)
         return batch
 
 

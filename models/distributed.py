@@ -1,7 +1,7 @@
 """Data-parallel training on several processes or machines: torchrun + the Trainer's own DDP.
 
 torchrun starts one process per device and handles multi-node rendezvous; each process runs
-``python -m models.distributed REQUEST.json``. transformers' Trainer sees torchrun's
+``python -m landing.models.distributed REQUEST.json``. transformers' Trainer sees torchrun's
 environment, joins the process group and wraps the model in DistributedDataParallel itself,
 so nothing here is hand-written distributed code. This module only writes the request every
 rank reads, builds the torchrun command line, runs it, and reads back what rank 0 saved.
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,34 +26,18 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 from transformers import TrainerCallback
 
-from models.data import EncodedTable
-from models.kd import KDParams
-from models.loading import build_classifier, save_classifier
-from models.training import Distillation, TrainingParams, TrainResult, train_classifier, world_size
+from landing.files import atomic_write
+from landing.models.data import EncodedTable
+from landing.models.kd import KDParams
+from landing.models.loading import build_classifier, save_classifier
+from landing.models.params import Launch
+from landing.models.training import TrainingParams, TrainResult, train_classifier, world_size
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_TAIL_LINES = 40
 
 
 class DistributedTrainingError(RuntimeError):
     """torchrun failed, or finished without the result rank 0 should have written."""
-
-
-@dataclass(frozen=True)
-class Launch:
-    """torchrun's settings (the fields of ``landing.config.DistributedConfig``)."""
-
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    rdzv_backend: str = "c10d"
-    rdzv_endpoint: str | None = None
-    rdzv_id: str | None = None
-    backend: str = "auto"
-
-    @property
-    def world_size(self) -> int:
-        return self.nproc_per_node * self.nnodes
 
 
 def process_group_backend(backend: str) -> str:
@@ -74,7 +58,7 @@ def torchrun_command(launch: Launch, request: Path, python: str = sys.executable
                 "--rdzv_endpoint", str(launch.rdzv_endpoint)]  # fmt: skip
         if launch.rdzv_id:
             cmd += ["--rdzv_id", launch.rdzv_id]
-    return cmd + ["-m", "models.distributed", str(request)]
+    return cmd + ["-m", "landing.models.distributed", str(request)]
 
 
 def write_request(
@@ -91,7 +75,7 @@ def write_request(
     backend: str,
     text_pairs: Sequence[str] | None = None,
     teacher_logits: np.ndarray | None = None,
-    distillation: Distillation | None = None,
+    distillation: KDParams | None = None,
 ) -> Path:
     """Everything a rank needs, as files (the ranks may be on other machines sharing ``work_dir``).
 
@@ -112,7 +96,7 @@ def write_request(
         "model": spec, "labels": list(labels), "seed": seed, "training": asdict(params),
         "max_seq_length": max_seq_length, "backend": backend,
         "inputs": str(work_dir / "inputs.json"), "teacher_logits": logits_path and str(logits_path),
-        "distillation": distillation and {"loss": distillation.loss, **asdict(distillation.params)},
+        "distillation": distillation and asdict(distillation),
         "checkpoint_dir": str(checkpoint_dir), "output_dir": str(work_dir / "output"),
     }  # fmt: skip
     path = work_dir / "request.json"
@@ -140,8 +124,7 @@ def run_rank(request_path: Path) -> None:
         tokenizer, inputs["texts"], request["max_seq_length"], text_pairs=inputs["text_pairs"],
         labels=inputs["labels"], teacher_logits=soft,
     )  # fmt: skip
-    kd = request["distillation"]
-    distillation = Distillation(kd["loss"], KDParams(kd["temperature"], kd["alpha"])) if kd else None
+    distillation = KDParams(**request["distillation"]) if request["distillation"] else None
     history = LogHistory()
     result = train_classifier(
         model, tokenizer, dataset, TrainingParams(**request["training"]), Path(request["checkpoint_dir"]),
@@ -151,16 +134,15 @@ def run_rank(request_path: Path) -> None:
         out = Path(request["output_dir"])
         save_classifier(model, tokenizer, out / "model")
         payload = {**asdict(result), "world_size": world_size(), "log_history": history.logs}
-        (out / "result.tmp").write_text(json.dumps(payload), encoding="utf-8")
-        (out / "result.tmp").replace(out / "result.json")  # atomic: the task never reads half a file
+        with atomic_write(out / "result.json") as fh:  # the task never reads half a file
+            json.dump(payload, fh)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
 def run_torchrun(command: list[str], *, step: str, log: Callable[[str], None] = print) -> None:
     """Run torchrun, streaming its output line by line; a failure names the step, exit code and output tail."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     log(f"{step}: {shlex.join(command)}")
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
@@ -206,7 +188,7 @@ def train_distributed(
 @record  # torchrun's failure summary then carries the failing rank's exception, not just its exit code
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        sys.exit("usage: python -m models.distributed REQUEST.json  (one torchrun process; see torchrun_command)")
+        sys.exit("usage: python -m landing.models.distributed REQUEST.json  (one torchrun process; see torchrun_command)")
     run_rank(Path(argv[0]))
 
 

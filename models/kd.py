@@ -1,4 +1,11 @@
-"""Distillation losses, registered by name so a config's ``distillation.type`` picks one.
+"""Distillation losses, registered by name and combined with weights (TextBrewer's adaptor idea).
+
+The trainer hands every loss one :class:`DistillBatch`: the student's and the teacher's forward
+outputs (logits, and hidden states / attentions when a loss asks for them), the attention mask,
+the labels and optional per-example weights. A loss returns one value per example; the combiner
+weights the losses (``KDParams.weights``) and averages over examples (weighted by
+``example_weights`` when given). So a new loss (intermediate layers, Meta-KD) is one registered
+function, not a new trainer.
 
 ``vanilla_kd`` (Hinton et al., 2015), per example::
 
@@ -10,8 +17,7 @@ on the same scale as the hard-target ones when the temperature changes, so
 ``alpha`` means the same thing at every ``T`` (Hinton et al.'s convention).
 TextBrewer's ``kd_ce_loss`` applies no ``T^2``: it is the soft cross-entropy at
 temperature ``T`` alone, so its loss (and gradients) shrink as ``T`` grows; at
-``T = 1`` the two agree up to the teacher-entropy constant. The batch loss is
-the mean over examples.
+``T = 1`` the two agree up to the teacher-entropy constant.
 """
 
 from __future__ import annotations
@@ -22,40 +28,72 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from landing.models.params import KDParams
+
 IGNORE_LABEL = -100
 
 
 @dataclass(frozen=True)
-class KDParams:
-    temperature: float = 5.0
-    alpha: float = 0.5
+class ForwardOutputs:
+    """What one model's forward pass gives the losses; absent fields are None."""
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
-KDLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, KDParams], torch.Tensor]
-KD_LOSSES: dict[str, KDLoss] = {}
+@dataclass(frozen=True)
+class DistillBatch:
+    """One batch as every distillation loss sees it."""
+
+    student: ForwardOutputs
+    teacher: ForwardOutputs
+    labels: torch.Tensor  # IGNORE_LABEL marks unlabelled rows
+    attention_mask: torch.Tensor | None = None
+    example_weights: torch.Tensor | None = None
 
 
-def register_kd_loss(name: str) -> Callable[[KDLoss], KDLoss]:
-    """Add a loss to the registry; later issues add intermediate-layer and Meta-KD losses here."""
+@dataclass(frozen=True)
+class RegisteredLoss:
+    """A per-example loss and the outputs it needs (so the trainer asks the model for them)."""
 
-    def decorate(fn: KDLoss) -> KDLoss:
+    fn: Callable[[DistillBatch, KDParams], torch.Tensor]
+    needs_hidden_states: bool = False
+    needs_attentions: bool = False
+
+
+KD_LOSSES: dict[str, RegisteredLoss] = {}
+
+
+def register_kd_loss(name: str, *, needs_hidden_states: bool = False, needs_attentions: bool = False):
+    """Add a per-example loss ``fn(batch, params) -> Tensor[batch]`` to the registry under ``name``."""
+
+    def decorate(fn):
         if name in KD_LOSSES:
             raise ValueError(f"distillation loss {name!r} is already registered")
-        KD_LOSSES[name] = fn
+        KD_LOSSES[name] = RegisteredLoss(fn, needs_hidden_states, needs_attentions)
         return fn
 
     return decorate
 
 
-def get_kd_loss(name: str) -> KDLoss:
+def get_kd_loss(name: str) -> RegisteredLoss:
     try:
         return KD_LOSSES[name]
     except KeyError:
-        raise ValueError(f"distillation.type: unknown loss {name!r}; expected one of {sorted(KD_LOSSES)}") from None
+        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(KD_LOSSES)}") from None
 
 
-@register_kd_loss("vanilla_kd")
-def vanilla_kd_loss(
+def distillation_loss(batch: DistillBatch, params: KDParams) -> torch.Tensor:
+    """The weighted sum of the configured losses, averaged over examples (weighted when the batch has weights)."""
+    per_example = sum(weight * loss.fn(batch, params) for loss, weight in params.losses())
+    if batch.example_weights is None:
+        return per_example.mean()
+    weights = batch.example_weights.to(per_example.dtype)
+    return (weights * per_example).sum() / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
+
+
+def vanilla_kd_per_example(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, params: KDParams
 ) -> torch.Tensor:
     """Soft-target KL scaled by T² mixed with hard-label CE; labels == -100 mark unlabelled rows."""
@@ -66,5 +104,16 @@ def vanilla_kd_loss(
     has_label = labels != IGNORE_LABEL
     ce = F.cross_entropy(student_logits, labels.clamp(min=0), reduction="none")
     alpha = torch.where(has_label, torch.full_like(kl, params.alpha), torch.ones_like(kl))
-    per_example = alpha * kl + (1 - alpha) * torch.where(has_label, ce, torch.zeros_like(ce))
-    return per_example.mean()
+    return alpha * kl + (1 - alpha) * torch.where(has_label, ce, torch.zeros_like(ce))
+
+
+def vanilla_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, params: KDParams
+) -> torch.Tensor:
+    """The batch mean of :func:`vanilla_kd_per_example`."""
+    return vanilla_kd_per_example(student_logits, teacher_logits, labels, params).mean()
+
+
+@register_kd_loss("vanilla_kd")
+def _vanilla_kd(batch: DistillBatch, params: KDParams) -> torch.Tensor:
+    return vanilla_kd_per_example(batch.student.logits, batch.teacher.logits, batch.labels, params)

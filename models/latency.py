@@ -111,7 +111,7 @@ def fixed_length_latency_in_fresh_process(
     with tempfile.TemporaryDirectory(prefix="landing-latency-") as tmp:
         texts_file = Path(tmp, "texts.txt")
         texts_file.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
-        argv = [sys.executable, "-m", "models.latency", "--model-dir", str(model_dir), "--texts-file", str(texts_file),
+        argv = [sys.executable, "-m", "landing.models.latency", "--model-dir", str(model_dir), "--texts-file", str(texts_file),
                 "--seq-lens", ",".join(map(str, seq_lens)), "--runs", str(runs), "--warmup", str(warmup),
                 "--threads", str(threads)]  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -121,7 +121,7 @@ def fixed_length_latency_in_fresh_process(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from models.loading import load_classifier
+    from landing.models.loading import load_classifier
 
     parser = argparse.ArgumentParser(description="Batch-1 PyTorch latency at fixed lengths; one JSON line on stdout.")
     parser.add_argument("--model-dir", required=True)

@@ -22,6 +22,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from landing.models.pruned_bert import register_pruned_bert
+
 Classifier = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
@@ -53,8 +55,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> Classifier:
     """Load any transformers model (hub name or local path) with a classification head."""
-    import models.width_pruning  # noqa: F401  registers the pruned-BERT architecture with the Auto classes
-
+    register_pruned_bert()
     path = resolve_name_or_path(name_or_path)
     kwargs = label_maps(labels) if labels is not None else {}
     model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

@@ -21,14 +21,16 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-import models.width_pruning  # noqa: F401  registers the pruned-BERT architecture with the Auto classes
-from models.onnx_predictor import (
+from landing.files import atomic_path
+from landing.models.onnx_predictor import (
     BUNDLE_META,
     TOKENIZER_FILE,
     make_session,
     read_bundle_meta,
+    register_variant,
     write_bundle_meta,
 )
+from landing.models.pruned_bert import register_pruned_bert
 
 OUTPUT_NAME = "logits"
 _EXAMPLE_TEXTS = ["a short example", "a somewhat longer example sentence, so the batch has padding"]
@@ -54,22 +56,6 @@ def _input_names(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in produced]
 
 
-def register_variant(onnx_path: Path, precision: str, *, source_bundle: Path | None = None) -> None:
-    """Record ``onnx_path``'s precision in its bundle, first copying tokenizer + metadata
-    from ``source_bundle`` when the variant was written to another directory."""
-    bundle = onnx_path.parent
-    if source_bundle is not None and not (bundle / BUNDLE_META).is_file():
-        for f in source_bundle.iterdir():
-            if f.is_file() and f.suffix not in {".onnx", ".ort", ".txt", ".config"}:
-                shutil.copy2(f, bundle / f.name)
-    meta = read_bundle_meta(bundle)
-    meta["variants"] = {k: v for k, v in meta.get("variants", {}).items() if (bundle / k).is_file()}
-    meta["variants"][onnx_path.name] = {"precision": precision}
-    if meta["onnx"] not in meta["variants"]:
-        meta["onnx"], meta["precision"] = onnx_path.name, precision
-    write_bundle_meta(bundle, meta)
-
-
 def export_onnx(model_dir: Path, out_path: Path, *, opset: int = 17, max_length: int = 128) -> Path:
     """Export ``model_dir`` (save_pretrained classifier + tokenizer) to ``out_path``.
 
@@ -79,6 +65,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = 17, max_length:
     model_dir, out_path = Path(model_dir), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    register_pruned_bert()
     # Eager attention traces to plain MatMul/Softmax, which every ORT quantizer and the mobile
     # (.ort) runtime handle; behaviour is identical to SDPA.
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
@@ -87,30 +74,22 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = 17, max_length:
     example = tokenizer(_EXAMPLE_TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {OUTPUT_NAME: {0: "batch"}}
 
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
-            # TorchScript exporter (dynamo=False): the dynamo exporter needs onnxscript, which is
-            # not a dependency, and the traced graph (MatMul/Gemm/Gather on initializers, opset 17
-            # LayerNormalization) is what onnxruntime.quantization and the .ort converter expect.
-            torch.onnx.export(
-                _LogitsOnly(model, input_names),
-                tuple(example[n] for n in input_names),
-                tmp,
-                input_names=input_names,
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the bundle is meant to be shipped
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
+        # TorchScript exporter (dynamo=False): the dynamo exporter needs onnxscript, which is
+        # not a dependency, and the traced graph (MatMul/Gemm/Gather on initializers, opset 17
+        # LayerNormalization) is what onnxruntime.quantization and the .ort converter expect.
+        torch.onnx.export(
+            _LogitsOnly(model, input_names),
+            tuple(example[n] for n in input_names),
+            str(tmp),
+            input_names=input_names,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
     _copy_tokenizer(tokenizer, out_path.parent)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -161,6 +140,7 @@ def _logits(
 ) -> np.ndarray:
     """Logits from a saved PyTorch classifier (a directory; ``prepare`` applied to it first) or an ONNX/ORT file."""
     if source.is_dir():
+        register_pruned_bert()
         model = AutoModelForSequenceClassification.from_pretrained(source).eval()
         if prepare is not None:
             prepare(model)

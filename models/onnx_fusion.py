@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.optimizer import optimize_model
+
+from landing.files import atomic_path
 
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "LayerNormalization", "Gelu")
 
@@ -63,14 +63,8 @@ def fuse_bert_graph(onnx_in: Path, onnx_out: Path, model_config: dict) -> dict[s
         optimization_options=options, opt_level=0, use_gpu=False,
     )  # fmt: skip
     stats = {k: v for k, v in optimized.get_fused_operator_statistics().items() if k in FUSED_OPS}
-    fd, tmp = tempfile.mkstemp(dir=onnx_out.parent, prefix=f".{onnx_out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        optimized.save_model_to_file(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, onnx_out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(onnx_out) as tmp:
+        optimized.save_model_to_file(str(tmp))
     return stats
 
 

@@ -18,8 +18,7 @@ Prediction table (a pandas DataFrame, one row per input text, in input order):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 from tokenizers import Tokenizer
+
+from landing.files import write_bytes_atomic
 
 BUNDLE_META = "landing_model.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -41,23 +42,26 @@ def read_bundle_meta(bundle_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; bundles are meant to be shipped and read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_bundle_meta(bundle_dir: Path, meta: dict) -> Path:
     path = Path(bundle_dir) / BUNDLE_META
-    write_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return path
+
+
+def register_variant(onnx_path: Path, precision: str, *, source_bundle: Path | None = None) -> None:
+    """Record ``onnx_path``'s precision in its bundle, first copying tokenizer + metadata
+    from ``source_bundle`` when the variant was written to another directory."""
+    bundle = onnx_path.parent
+    if source_bundle is not None and not (bundle / BUNDLE_META).is_file():
+        for f in source_bundle.iterdir():
+            if f.is_file() and f.suffix not in {".onnx", ".ort", ".txt", ".config"}:
+                shutil.copy2(f, bundle / f.name)
+    meta = read_bundle_meta(bundle)
+    meta["variants"] = {k: v for k, v in meta.get("variants", {}).items() if (bundle / k).is_file()}
+    meta["variants"][onnx_path.name] = {"precision": precision}
+    if meta["onnx"] not in meta["variants"]:
+        meta["onnx"], meta["precision"] = onnx_path.name, precision
+    write_bundle_meta(bundle, meta)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

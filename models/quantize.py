@@ -13,7 +13,6 @@ be told the same value (``models.qat.prepare_qat``). Embedding tables are always
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,8 +31,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from models.onnx_export import register_variant
-from models.onnx_predictor import BundleTokenizer, read_bundle_meta
+from landing.files import atomic_path
+from landing.models.onnx_predictor import BundleTokenizer, read_bundle_meta, register_variant
 
 # Dynamic (IntegerOps) mode: MatMul becomes MatMulInteger/DynamicQuantizeMatMul (the pooler and
 # classifier Gemms too: the quantizer splits them into MatMul + Add), and the fused Attention op of
@@ -43,20 +42,6 @@ _DYNAMIC_OPS = ["MatMul", "Attention"]
 # most of a small BERT. Per-tensor (onnxruntime's own Gather quantization): one uint8 scale for
 # the whole table; per row (``per_channel``): see ``_int8_embedding_rows``.
 _EMBEDDING_OPS = ["MatMul", "Attention", "Gather"]
-
-
-@contextmanager
-def _atomic_target(onnx_out: Path) -> Iterator[Path]:
-    """A temp path beside ``onnx_out`` that is renamed onto it only if the block succeeds."""
-    onnx_out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=onnx_out.parent, prefix=f".{onnx_out.name}.", suffix=".onnx")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, onnx_out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -81,7 +66,7 @@ def _dynamic(
     rewrite: Callable[[onnx.ModelProto], int] | None = None, reduce_range: bool = False,
 ) -> Path:  # fmt: skip
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    with _preprocessed(onnx_in) as pre, _atomic_target(onnx_out) as tmp:
+    with _preprocessed(onnx_in) as pre, atomic_path(onnx_out, suffix=".onnx") as tmp:
         quantize_dynamic(
             pre, tmp, op_types_to_quantize=op_types, per_channel=per_channel, weight_type=QuantType.QInt8,
             reduce_range=reduce_range,
@@ -211,7 +196,7 @@ def quantize_static_int8(
     onnx_in, onnx_out, tokenizer_dir = Path(onnx_in), Path(onnx_out), Path(tokenizer_dir)
     meta = read_bundle_meta(tokenizer_dir) | {"max_length": max_length}
     reader = TextCalibrationReader(calibration_texts, BundleTokenizer(tokenizer_dir, meta))
-    with _preprocessed(onnx_in) as pre, _atomic_target(onnx_out) as tmp:
+    with _preprocessed(onnx_in) as pre, atomic_path(onnx_out, suffix=".onnx") as tmp:
         quantize_static(
             pre,
             tmp,
@@ -252,9 +237,11 @@ def _no_calibration(fn: Callable[..., Path]) -> Quantizer:
 # Common call: QUANTIZERS[name](onnx_in, onnx_out, calibration_texts, tokenizer_dir, max_length=..., per_channel=...,
 # reduce_range=...);
 # only "static_int8" uses the calibration arguments.
-QUANTIZERS: dict[str, Quantizer] = {
-    "dynamic_int8": _no_calibration(quantize_dynamic_int8),
-    "static_int8": quantize_static_int8,
-    "int8_embeddings": _no_calibration(quantize_embeddings_int8),
+# Each quantizer once, with the precision the report shows for its variants.
+_REGISTERED: dict[str, tuple[Quantizer, str]] = {
+    "dynamic_int8": (_no_calibration(quantize_dynamic_int8), "int8"),
+    "static_int8": (quantize_static_int8, "int8"),
+    "int8_embeddings": (_no_calibration(quantize_embeddings_int8), "int8+int8-emb"),
 }
-
+QUANTIZERS: dict[str, Quantizer] = {name: quantize for name, (quantize, _) in _REGISTERED.items()}
+PRECISION: dict[str, str] = {name: precision for name, (_, precision) in _REGISTERED.items()}

@@ -20,8 +20,9 @@ from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from models.data import EncodedTable, KDCollator
-from models.kd import KDParams, get_kd_loss
+from landing.models.data import EncodedTable, KDCollator
+from landing.models.kd import DistillBatch, ForwardOutputs, KDParams, distillation_loss
+from landing.models.params import TrainingParams
 
 log = logging.getLogger(__name__)
 # What Trainer._save_checkpoint writes; trainer_state.json comes last, after the optimizer and RNG state.
@@ -62,41 +63,33 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class TrainingParams:
-    """The knobs a run config exposes; everything else keeps Trainer's defaults."""
-
-    epochs: float = 3.0
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    save_checkpoint_steps: int = 500
-    logging_steps: int = 50
-    max_steps: int = -1
-
-
-@dataclass(frozen=True)
-class Distillation:
-    loss: str
-    params: KDParams
-
-
 class DistillationTrainer(Trainer):
-    """Trainer whose loss mixes the teacher's soft targets with the hard labels (see models/kd.py)."""
+    """Trainer whose loss is the configured distillation losses (see models/kd.py).
+
+    The adaptor between model outputs and losses: the student's forward outputs (with hidden
+    states / attentions only when a loss needs them) and the teacher's logits become one
+    :class:`DistillBatch`.
+    """
 
     loss_is_scaled_for_ga = False  # our loss is a per-batch mean
 
-    def __init__(self, *args, distillation: Distillation, **kwargs) -> None:
+    def __init__(self, *args, distillation: KDParams, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.distillation = distillation
-        self.kd_loss = get_kd_loss(distillation.loss)
+        losses = [loss for loss, _ in distillation.losses()]
+        self.forward_options = {
+            "output_hidden_states": any(loss.needs_hidden_states for loss in losses),
+            "output_attentions": any(loss.needs_attentions for loss in losses),
+        }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        teacher_logits = inputs.pop("teacher_logits")
+        teacher = ForwardOutputs(logits=inputs.pop("teacher_logits"))
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        loss = self.kd_loss(outputs.logits, teacher_logits, labels, self.distillation.params)
+        example_weights = inputs.pop("example_weights", None)
+        outputs = model(**inputs, **{k: v for k, v in self.forward_options.items() if v})
+        student = ForwardOutputs(outputs.logits, outputs.get("hidden_states"), outputs.get("attentions"))
+        batch = DistillBatch(student, teacher, labels, inputs.get("attention_mask"), example_weights)
+        loss = distillation_loss(batch, self.distillation)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -158,7 +151,7 @@ def train_classifier(
     checkpoint_dir: Path,
     *,
     seed: int,
-    distillation: Distillation | None = None,
+    distillation: KDParams | None = None,
     callbacks: list[TrainerCallback] | None = None,
     ddp_backend: str | None = None,
 ) -> TrainResult:

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from transformers import BertForSequenceClassification, BertTokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
 
-from models.loading import count_parameters
-from models.width_pruning import PrunedBertConfig, PrunedBertForSequenceClassification
+from landing.models.loading import count_parameters
+from landing.models.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
 
 
 def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> Iterator[list[int]]:
@@ -159,7 +159,7 @@ def prune_vocabulary(
     ``remap_dropped``: instead, keep the original tokenizer and map each dropped token to the
     kept token whose input embedding is nearest (cosine) inside the model: the result is a
     ``PrunedBertForSequenceClassification`` whose word embeddings are a
-    :class:`models.width_pruning.RemappedEmbedding` (kept rows + an INT16 map of the original
+    :class:`models.pruned_bert.RemappedEmbedding` (kept rows + an INT16 map of the original
     ids). Every text is segmented exactly as before and a rare word keeps a close meaning instead
     of [UNK] or spelled-out pieces (see :func:`nearest_kept`).
 

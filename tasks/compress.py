@@ -6,45 +6,35 @@ folder; only a variant that passed every check is uploaded and logged to MLflow.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
-import numpy as np
 from prefect import task
 from prefect.artifacts import create_table_artifact
-from torch import nn
 
-from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
-from infra.latency.interleave import interleaved_p50s, summarise_rounds
-from infra.latency.targets import make_target
-from infra.object_store import store_for_uri
-from infra.provenance import int8_dot_product_exact
-from infra.registry import log_onnx_bundle
-from infra.tracking import log_classifier, log_params, step_run
-from infra.uris import is_local, uri_to_path
-from landing.config import PRUNING_STRATEGIES, CompressionConfig, LatencyConfig, LatencyTargetConfig, TrainingConfig
-from models.data import EncodedTable, label_ids
-from models.kd import KDParams
-from models.latency import fixed_length_latency_in_fresh_process
-from models.loading import count_parameters, keep_encoder_layers, load_classifier, save_classifier, weights_sha256
-from models.metrics import classification_metrics
-from models.onnx_export import check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
-from models.onnx_fusion import fuse_exported_model
-from models.onnx_predictor import OnnxClassifier
-from models.predict import predict_logits
-from models.qat import prepare_qat, remove_qat
-from models.quantize import QUANTIZERS
-from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
-from models.training import Distillation, TrainingParams, TrainResult, train_classifier
-from models.vocab_pruning import prune_vocabulary
-from models.width_pruning import make_importance_batches, prune_width
-from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
-from tasks.train import MlflowMetricsCallback, checkpoint_dir
-
-PRECISION = {None: "fp32", "dynamic_int8": "int8", "static_int8": "int8", "int8_embeddings": "int8+int8-emb"}
+from landing.config import CompressionConfig, LatencyConfig, LatencyTargetConfig
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.files import sha256_file
+from landing.infra.latency.interleave import interleaved_p50s, summarise_rounds
+from landing.infra.latency.targets import make_target
+from landing.infra.object_store import store_for_uri
+from landing.infra.provenance import int8_dot_product_exact
+from landing.infra.registry import log_onnx_bundle
+from landing.infra.tracking import log_classifier, log_params, step_run
+from landing.infra.uris import is_local, uri_to_path
+from landing.models import compression
+from landing.models.compression import build_onnx_variant, distil_from_soft_targets, prune, score_onnx
+from landing.models.data import label_ids
+from landing.models.latency import fixed_length_latency_in_fresh_process
+from landing.models.loading import count_parameters, load_classifier, save_classifier, weights_sha256
+from landing.models.metrics import classification_metrics
+from landing.models.predict import predict_logits
+from landing.models.quantize import PRECISION
+from landing.models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
+from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
+from landing.tasks.train import MlflowMetricsCallback, checkpoint_dir
 
 
 def _local_dir(uri: str) -> Path:
@@ -81,17 +71,16 @@ def _texts_and_labels(splits: dict[str, DatasetManifest], labels: list[str]) -> 
     return texts, y
 
 
-def _distil(model, tokenizer, texts: list[str], y: list[int], soft: np.ndarray, training: TrainingConfig,
-            role: str, fingerprint: dict, cfg: CompressionConfig, ctx: RunContext) -> TrainResult:  # fmt: skip
-    """Vanilla KD from the unpruned student's soft targets (``recover_distillation``) on labelled + transfer rows."""
-    data = EncodedTable(tokenizer, texts, cfg.max_seq_length, labels=y, teacher_logits=soft)
-    kd = Distillation(cfg.recover_distillation.type,
-                      KDParams(cfg.recover_distillation.temperature, cfg.recover_distillation.alpha))  # fmt: skip
-    params = TrainingParams(**training.model_dump(exclude={"max_seq_length", "eval_batch_size", "distributed"}))
-    return train_classifier(
-        model, tokenizer, data, params, checkpoint_dir(role, fingerprint),
-        seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
-    )  # fmt: skip
+def reduce_range(cfg: CompressionConfig) -> bool:
+    """7-bit weights where onnxruntime's u8s8 kernels would saturate (see models/quantize.py), unless set."""
+    return not int8_dot_product_exact() if cfg.reduce_range == "auto" else cfg.reduce_range
+
+
+def _publish_model(model, tokenizer, role: str, ctx: RunContext) -> tuple[str, str, str]:
+    """(uri, weights sha256, MLflow model URI) of a model saved under this run."""
+    out = scratch_dir(ctx.run_key, "models", role)
+    sha = save_classifier(model, tokenizer, out)
+    return publish_dir(out, ctx.key("models", role)), sha, log_classifier(model, tokenizer)
 
 
 @task(name="prune", cache_policy=STEP_CACHE, persist_result=True)
@@ -99,43 +88,22 @@ def prune_student(
     student: ArtifactManifest, splits: dict[str, DatasetManifest], cfg: CompressionConfig, ctx: RunContext
 ) -> ArtifactManifest:
     """Vocabulary, depth and/or width pruning, then recovery by distilling from the unpruned student."""
-    strategies = [s for s in cfg.strategy_list if s in PRUNING_STRATEGIES]
     labels = student.metadata["labels"]
     model, tokenizer = load_classifier(str(fetch_model_dir(student)))
     texts, y = _texts_and_labels(splits, labels)
     with step_run(ctx.parent_run_id, "prune"):
-        log_params({"strategies": "+".join(strategies), "compression": cfg.model_dump()})
+        log_params({"strategies": "+".join(cfg.pruning), "compression": asdict(cfg)})
         # Soft targets of the unpruned model: the importance signal and the recovery teacher.
         soft = predict_logits(model, tokenizer, texts, max_length=cfg.max_seq_length, desc="unpruned logits")
-        stats: dict = {"params_before": count_parameters(model)}
-        if "vocab" in strategies:
-            model, tokenizer, vocab = prune_vocabulary(
-                model, tokenizer, texts, max_vocab_size=cfg.max_vocab_size, max_seq_length=cfg.max_seq_length,
-                keep_characters=cfg.keep_characters and cfg.dropped_tokens == "pieces",
-                remap_dropped=cfg.dropped_tokens == "nearest",
-            )  # fmt: skip
-            stats |= {f"vocab.{k}": v for k, v in vocab.items()}
-        if "depth" in strategies:
-            stats["depth.layers_before"] = model.config.num_hidden_layers
-            model = keep_encoder_layers(model, cfg.keep_layers, field="compression.keep_layers")
-            stats["depth.layers_after"] = model.config.num_hidden_layers
-        if "width" in strategies:
-            rows = min(cfg.importance_rows, len(texts))
-            batches = make_importance_batches(
-                tokenizer, texts[:rows], teacher_logits=soft[:rows], max_length=cfg.max_seq_length
-            )
-            model, width = prune_width(model, cfg.width_multiplier, batches)
-            stats |= {f"width.{k}": v for k, v in width.items() if not isinstance(v, list | dict)}
-        fingerprint = {"student": student.sha256, "compression": cfg.model_dump(exclude=_QAT_ONLY),
-                       "pruning": strategies, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
-        result = _distil(model, tokenizer, texts, y, soft, cfg.recover, "pruned", fingerprint, cfg, ctx)
-        stats["params_after"] = count_parameters(model)
+        model, tokenizer, stats = prune(model, tokenizer, texts, soft, cfg)
+        fingerprint = {"student": student.sha256, "compression": cfg.pruning_fingerprint(),
+                       "pruning": cfg.pruning, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
+        result = distil_from_soft_targets(model, tokenizer, texts, y, soft, cfg.recover, cfg,
+                                          checkpoint_dir("pruned", fingerprint), seed=ctx.seed,
+                                          callbacks=[MlflowMetricsCallback()])  # fmt: skip
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
         mlflow.log_metric("recover_runtime_s", result.train_runtime_s)
-        out = scratch_dir(ctx.run_key, "models", "pruned")
-        sha = save_classifier(model, tokenizer, out)
-        uri = publish_dir(out, ctx.key("models", "pruned"))
-        model_uri = log_classifier(model, tokenizer)  # the PyTorch model its ONNX variants are exported from
+        uri, sha, model_uri = _publish_model(model, tokenizer, "pruned", ctx)  # what its ONNX variants come from
     return ArtifactManifest(
         uri=uri, sha256=sha, kind="model",
         metadata={**student.metadata, "role": "pruned", "parameters": stats["params_after"], "pruning": stats,
@@ -143,59 +111,32 @@ def prune_student(
     )  # fmt: skip
 
 
-# Settings that only change the QAT step or the exported variants: not part of the prune
-# fingerprint (its pruning strategies are, separately), so adding `qat` reuses the recovery checkpoints.
-_QAT_ONLY = {"qat", "qat_embeddings", "graph_fusion", "strategies", "reduce_range"}
-
-
-def reduce_range(cfg: CompressionConfig) -> bool:
-    """7-bit weights where onnxruntime's u8s8 kernels would saturate (see models/quantize.py), unless set."""
-    return not int8_dot_product_exact() if cfg.reduce_range == "auto" else cfg.reduce_range
-
-
 @task(name="qat", cache_policy=STEP_CACHE, persist_result=True)
 def quantization_aware_training(
     model: ArtifactManifest, unpruned: ArtifactManifest, splits: dict[str, DatasetManifest],
     cfg: CompressionConfig, ctx: RunContext,
 ) -> ArtifactManifest:  # fmt: skip
-    """Fine-tune ``model`` under INT8 fake quantization (models/qat.py), distilling from ``unpruned``
-    as recovery does; the result is FP32 again, for the usual export + onnxruntime quantization."""
+    """Fine-tune ``model`` under INT8 fake quantization (models/compression.py), distilling from ``unpruned``."""
     labels = model.metadata["labels"]
     texts, y = _texts_and_labels(splits, labels)
     with step_run(ctx.parent_run_id, "qat"):
-        log_params({"qat": cfg.qat.model_dump(), "qat_embeddings": cfg.qat_embeddings, "source_model": model.uri})
+        log_params({"qat": asdict(cfg.qat), "qat_embeddings": cfg.qat_embeddings, "source_model": model.uri})
         teacher, teacher_tokenizer = load_classifier(str(fetch_model_dir(unpruned)))
         soft = predict_logits(teacher, teacher_tokenizer, texts, max_length=cfg.max_seq_length, desc="unpruned logits")
         student, tokenizer = load_classifier(str(fetch_model_dir(model)))
-        embeddings = cfg.qat_embeddings and "int8_embeddings" in cfg.strategy_list
-        handle = prepare_qat(student, embeddings=embeddings, reduce_range=reduce_range(cfg))
         mlflow.log_param("quantize.reduce_range", reduce_range(cfg))
-        fingerprint = {"model": model.sha256, "unpruned": unpruned.sha256, "qat": cfg.qat.model_dump(),
+        fingerprint = {"model": model.sha256, "unpruned": unpruned.sha256, "qat": asdict(cfg.qat),
                        "reduce_range": reduce_range(cfg),
-                       "kd": cfg.recover_distillation.model_dump(), "max_seq_length": cfg.max_seq_length,
-                       "embeddings": embeddings, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
-        result = _distil(student, tokenizer, texts, y, soft, cfg.qat, "qat", fingerprint, cfg, ctx)
-        remove_qat(handle, rounded=True)  # the FP32 reference of the INT8 parity check = what INT8 computes
+                       "kd": asdict(cfg.recover_distillation), "max_seq_length": cfg.max_seq_length,
+                       "embeddings": cfg.qat_embeddings_on, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
+        result = compression.quantization_aware_training(
+            student, tokenizer, texts, y, soft, cfg, checkpoint_dir("qat", fingerprint),
+            reduce_range=reduce_range(cfg), seed=ctx.seed, callbacks=[MlflowMetricsCallback()],
+        )  # fmt: skip
         mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
-        out = scratch_dir(ctx.run_key, "models", "qat")
-        sha = save_classifier(student, tokenizer, out)
-        uri = publish_dir(out, ctx.key("models", "qat"))
-        model_uri = log_classifier(student, tokenizer)  # fake quantizers removed: what the ONNX export sees
+        uri, sha, model_uri = _publish_model(student, tokenizer, "qat", ctx)  # fake quantizers removed
     return ArtifactManifest(uri=uri, sha256=sha, kind="model",
                             metadata={**model.metadata, "role": "qat", "mlflow_model_uri": model_uri})  # fmt: skip
-
-
-def _qat_reference(
-    model: ArtifactManifest, quantizer: str, cfg: CompressionConfig
-) -> Callable[[nn.Module], object] | None:
-    """A QAT model's INT8 export is checked against the fake-quantized model it was trained as.
-
-    Its FP32 form is not the reference: QAT optimises the quantized network, so the FP32 one
-    (no activation rounding) may disagree with it more than a post-training model's does.
-    """
-    if model.metadata.get("role") != "qat":
-        return None
-    return functools.partial(prepare_qat, embeddings=quantizer == "int8_embeddings", reduce_range=reduce_range(cfg))
 
 
 @task(name="build-variant", cache_policy=STEP_CACHE, persist_result=True)
@@ -204,60 +145,39 @@ def build_variant(
     cfg: CompressionConfig, ctx: RunContext,
 ) -> dict:  # fmt: skip
     """Export → (quantize) → parity → .ort → held-out accuracy; published only when every check passed."""
-    model_dir = fetch_model_dir(model)
-    work = scratch_dir(ctx.run_key, "variants", name)
     eval_frame = fetch_dataset(splits["eval"])
-    eval_texts = list(eval_frame["text"])
     # The gates that refuse a variant look at validation; eval is only reported.
     gate_split = "validation" if "validation" in splits else "eval"
     gate_frame = fetch_dataset(splits[gate_split])
-    gate_texts = list(gate_frame["text"])
     labels = model.metadata["labels"]
-    max_length = model.metadata.get("max_seq_length", cfg.max_seq_length)
     with step_run(ctx.parent_run_id, f"variant-{name}"):
-        fp32 = export_onnx(model_dir, work / "fp32" / "model.onnx", max_length=max_length)
-        parity = {"fp32": check_parity_fp32(model_dir, fp32, gate_texts, max_length=max_length,
-                                            atol=cfg.fp32_max_abs_diff)}  # fmt: skip
-        final = fp32
-        if quantizer is not None:
-            source = fp32
-            if cfg.graph_fusion:  # measured: INT8 ~10% faster fused, FP32 ~15% slower, so only before quantizing
-                source = fp32.with_name("model.fused.onnx")
-                fused = fuse_exported_model(fp32, model_dir, source)
-                parity["fp32_fused"] = check_parity_fp32(model_dir, source, gate_texts, max_length=max_length,
-                                                         atol=cfg.fp32_max_abs_diff) | {"fused_ops": fused}  # fmt: skip
-            calibration = list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows])
-            final = QUANTIZERS[quantizer](source, work / name / "model.onnx", calibration, fp32.parent,
-                                          max_length=max_length, per_channel=cfg.per_channel,
-                                          reduce_range=reduce_range(cfg))  # fmt: skip
-            parity["int8"] = check_parity_argmax(model_dir, final, gate_texts, max_length=max_length,
-                                                 min_agreement=cfg.int8_min_agreement,
-                                                 prepare_reference=_qat_reference(model, quantizer, cfg))  # fmt: skip
-            parity["int8"]["reduce_range"] = reduce_range(cfg)
-            if _qat_reference(model, quantizer, cfg) is not None:
-                parity["int8"]["reference"] = "fake-quantized model (QAT)"
-        parity["split"] = gate_split
-        ort_path = convert_to_ort(final)
-        classifier = OnnxClassifier.load(final)
-        metrics = classification_metrics(label_ids(eval_frame["label"], labels),
-                                         classifier.logits(eval_texts).argmax(-1), len(labels))  # fmt: skip
-        gate_accuracy = classification_metrics(label_ids(gate_frame["label"], labels),
-                                               classifier.logits(gate_texts).argmax(-1), len(labels))["accuracy"]  # fmt: skip
-        uri = publish_dir(final.parent, ctx.key("variants", name))
+        variant = build_onnx_variant(
+            fetch_model_dir(model), scratch_dir(ctx.run_key, "variants", name), quantizer, cfg,
+            gate_texts=list(gate_frame["text"]),
+            calibration_texts=list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows]),
+            max_length=model.metadata.get("max_seq_length", cfg.max_seq_length),
+            reduce_range=reduce_range(cfg), from_qat=model.metadata.get("role") == "qat",
+        )  # fmt: skip
+        parity = variant.parity | {"split": gate_split}
+        metrics = score_onnx(variant.model, eval_frame["text"], label_ids(eval_frame["label"], labels), len(labels))
+        gate_accuracy = score_onnx(variant.model, gate_frame["text"], label_ids(gate_frame["label"], labels),
+                                   len(labels))["accuracy"]  # fmt: skip
+        uri = publish_dir(variant.model.parent, ctx.key("variants", name))
+        size = variant.model.stat().st_size
         mlflow.log_metrics({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                             f"{gate_split}_accuracy": gate_accuracy,
-                            "size_bytes": final.stat().st_size, "ort_size_bytes": ort_path.stat().st_size})  # fmt: skip
+                            "size_bytes": size, "ort_size_bytes": variant.ort.stat().st_size})  # fmt: skip
         mlflow.log_dict(parity, "parity.json")
-        for mobile_artifact in (ort_path, *final.parent.glob("*.mobile_usability.txt")):
+        for mobile_artifact in (variant.ort, *variant.model.parent.glob("*.mobile_usability.txt")):
             mlflow.log_artifact(str(mobile_artifact), artifact_path="mobile")
         log_params({"variant": name, "quantizer": quantizer, "source_model": model.uri,
                     "quantize.reduce_range": quantizer is not None and reduce_range(cfg)})  # fmt: skip
-        mlflow_uri = log_onnx_bundle(final.parent, final.name, name="model")
+        mlflow_uri = log_onnx_bundle(variant.model.parent, variant.model.name, name="model")
     return {
-        "name": name, "precision": PRECISION[quantizer], "accuracy": metrics["accuracy"], "accuracy_split": "eval",
-        "validation_accuracy": gate_accuracy if gate_split == "validation" else None,
-        "macro_f1": metrics["macro_f1"], "size_bytes": final.stat().st_size, "uri": uri,
-        "model_file": final.name, "sha256": sha256_file(final), "parity": parity, "mlflow_model_uri": mlflow_uri,
+        "name": name, "precision": PRECISION.get(quantizer, "fp32"), "accuracy": metrics["accuracy"],
+        "accuracy_split": "eval", "validation_accuracy": gate_accuracy if gate_split == "validation" else None,
+        "macro_f1": metrics["macro_f1"], "size_bytes": size, "uri": uri, "model_file": variant.model.name,
+        "sha256": sha256_file(variant.model), "parity": parity, "mlflow_model_uri": mlflow_uri,
     }  # fmt: skip
 
 

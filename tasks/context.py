@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import shutil
 import tempfile
@@ -20,11 +21,12 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from data_contracts.logits import TeacherLogits, read_logits
-from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
-from data_contracts.validation import read_canonical
-from infra.object_store import open_store, store_for_uri
-from infra.settings import LandingSettings, get_settings
+from landing.data_contracts.logits import TeacherLogits, read_logits
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.validation import read_canonical
+from landing.files import sha256_file
+from landing.infra.object_store import open_store, store_for_uri
+from landing.infra.settings import LandingSettings, get_settings
 
 
 class RunContext(BaseModel):
@@ -37,27 +39,37 @@ class RunContext(BaseModel):
         return "/".join((self.run_key, *parts))
 
 
-CODE_PACKAGES = ("models", "data_contracts", "tasks", "infra", "flows", "landing")
+# Subpackages first: in a wheel they sit inside landing/, and each file is hashed once.
+CODE_PACKAGES = ("landing.models", "landing.data_contracts", "landing.tasks", "landing.infra", "landing.flows", "landing")
 KEYED_LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx")
-_ROOT = Path(__file__).resolve().parents[1]
+
+
+def package_roots() -> dict[str, Path]:
+    """Each code package and the folder its sources are read from."""
+    return {pkg: Path(importlib.import_module(pkg).__file__).resolve().parent for pkg in CODE_PACKAGES}
 
 
 @functools.cache
 def code_digest() -> str:
-    """sha256 over this project's source files (sorted paths + bytes), once per process.
+    """sha256 over this project's source files (sorted module paths + bytes), once per process.
 
     A step's result depends on everything it imports, not only on its own function, so a
     fix in models/kd.py must re-run the KD student; this supersedes Prefect's TASK_SOURCE.
+    The same files give the same digest in an editable and a wheel install.
     """
+    files: dict[Path, str] = {}
+    for package, root in package_roots().items():
+        for path in root.rglob("*.py"):
+            files.setdefault(path.resolve(), f"{package}:{path.relative_to(root).as_posix()}")
     h = hashlib.sha256()
-    for path in sorted(p for pkg in CODE_PACKAGES for p in (_ROOT / pkg).rglob("*.py")):
-        h.update(path.relative_to(_ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path, name in sorted(files.items(), key=lambda item: item[1]):
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
 def environment_digest() -> str:
     """Code digest plus the versions of the libraries that compute the numbers."""
-    from infra.provenance import package_versions
+    from landing.infra.provenance import package_versions
 
     blob = json.dumps({"code": code_digest(), "libraries": package_versions(KEYED_LIBRARIES)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -81,7 +93,7 @@ def _step_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
 
 
 def _table_content(table: Any, base_dir: Path) -> list[str]:
-    from infra.fetch import Source, source_fingerprint
+    from landing.infra.fetch import Source, source_fingerprint
 
     settings = get_settings()
     return [
@@ -138,7 +150,7 @@ def fetch_logits(manifest: ArtifactManifest) -> TeacherLogits:
 
 def fetch_model_dir(manifest: ArtifactManifest) -> Path:
     """Local copy of a saved model directory, cached by its weights' sha256."""
-    from models.loading import weights_sha256
+    from landing.models.loading import weights_sha256
 
     settings = get_settings()
     target = _cache(settings, "models", manifest.sha256)

@@ -10,16 +10,16 @@ import mlflow
 import pandas as pd
 from prefect import task
 
-from data_contracts._io import atomic_write
-from data_contracts.manifest import ArtifactManifest, DatasetManifest
-from data_contracts.schema import TableContract
-from data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
-from data_contracts.validation import read_table, write_canonical
-from infra.fetch import Source, fetch
-from infra.settings import get_settings
-from infra.tracking import log_dataset, log_params, step_run
 from landing.config import SplitConfig, TableConfig
-from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_file, publish_file, scratch_dir
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.schema import TableContract
+from landing.data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
+from landing.data_contracts.validation import read_table, write_canonical
+from landing.files import atomic_write
+from landing.infra.fetch import Source, fetch
+from landing.infra.settings import get_settings
+from landing.infra.tracking import log_dataset, log_params, step_run
+from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_file, publish_file, scratch_dir
 
 
 @task(name="download", cache_policy=STEP_CACHE, persist_result=True)

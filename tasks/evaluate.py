@@ -11,14 +11,14 @@ import datetime as dt
 import mlflow
 from prefect import task
 
-from data_contracts.manifest import ArtifactManifest, DatasetManifest
-from infra.tracking import step_run
-from models.data import label_ids
-from models.latency import batch1_latency_ms
-from models.loading import load_classifier
-from models.metrics import classification_metrics
-from models.predict import predict_logits
-from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.infra.tracking import step_run
+from landing.models.data import label_ids
+from landing.models.latency import batch1_latency_ms
+from landing.models.loading import load_classifier
+from landing.models.metrics import classification_metrics
+from landing.models.predict import predict_logits
+from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir
 
 
 @task(name="evaluate", cache_policy=STEP_CACHE, persist_result=True)

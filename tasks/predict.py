@@ -8,13 +8,13 @@ import mlflow
 import numpy as np
 from prefect import task
 
-from data_contracts.logits import TeacherLogits, write_logits
-from data_contracts.manifest import ArtifactManifest, DatasetManifest
-from infra.tracking import step_run
-from models.loading import load_classifier
-from models.predict import predict_logits
-from tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_file, scratch_dir
-from tasks.train import teacher_identity
+from landing.data_contracts.logits import TeacherLogits, write_logits
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.infra.tracking import step_run
+from landing.models.loading import load_classifier
+from landing.models.predict import predict_logits
+from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_file, scratch_dir
+from landing.tasks.train import teacher_identity
 
 
 @task(name="export-logits", cache_policy=STEP_CACHE, persist_result=True)

@@ -17,9 +17,10 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from prefect import task
 
-from data_contracts.manifest import DatasetManifest
-from infra.latency.targets import make_target
-from infra.registry import (
+from landing.config import LatencyConfig, PromotionGates
+from landing.data_contracts.manifest import DatasetManifest
+from landing.infra.latency.targets import make_target
+from landing.infra.registry import (
     CHALLENGER,
     CHAMPION,
     FORMAT_TAG,
@@ -35,12 +36,11 @@ from infra.registry import (
     register_student,
     resolve_onnx_bundle,
 )
-from infra.tracking import FLOW_RUN_TAG, step_run
-from landing.config import LatencyConfig, PromotionGates
-from models.data import label_ids
-from models.metrics import classification_metrics
-from models.onnx_predictor import TOKENIZER_FILE, OnnxClassifier
-from tasks.context import RunContext, fetch_dataset, scratch_dir
+from landing.infra.tracking import FLOW_RUN_TAG, step_run
+from landing.models.data import label_ids
+from landing.models.metrics import classification_metrics
+from landing.models.onnx_predictor import TOKENIZER_FILE, OnnxClassifier
+from landing.tasks.context import RunContext, fetch_dataset, scratch_dir
 
 PYTORCH_VERSION_TAG = "landing.pytorch_version"
 LATENCY_TEXTS = 200

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +12,10 @@ from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.runtime import flow_run
 
-from infra.object_store import check_reachable, open_store
-from infra.settings import get_settings
-from infra.tracking import (
+from landing.files import atomic_write
+from landing.infra.object_store import check_reachable, open_store
+from landing.infra.settings import get_settings
+from landing.infra.tracking import (
     FLOW_RUN_TAG,
     check_tracking_reachable,
     configure_tracking,
@@ -25,7 +24,7 @@ from infra.tracking import (
     log_params,
     start_parent_run,
 )
-from tasks.context import RunContext
+from landing.tasks.context import RunContext
 
 
 @task(name="open-tracking-run")
@@ -59,11 +58,9 @@ def close_tracking_run(ctx: RunContext, status: str, summary: dict | None = None
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_write(path) as fh:
         json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
+
 
 
 @contextmanager

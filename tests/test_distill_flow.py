@@ -8,8 +8,8 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.distill import distill
 from landing.config import TeacherLayers, load_config
+from landing.flows.distill import distill
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs/smoke/distill.yaml"

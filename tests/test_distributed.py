@@ -1,5 +1,6 @@
 """DDP training under torchrun: command line, config checks, and 2 CPU processes (gloo) against 1."""
 
+import dataclasses
 import random
 import sys
 import time
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from landing.config import ConfigError, DistillationConfig, DistributedConfig, TrainingConfig, load_config
-from models.distributed import (
+from landing.models.distributed import (
     DistributedTrainingError,
     Launch,
     process_group_backend,
@@ -18,10 +19,10 @@ from models.distributed import (
     torchrun_command,
     train_distributed,
 )
-from models.loading import load_classifier
-from models.predict import predict_logits
-from models.training import TrainingParams, per_device_batch_size
-from tasks.context import fetch_model_dir
+from landing.models.loading import load_classifier
+from landing.models.predict import predict_logits
+from landing.models.training import TrainingParams, per_device_batch_size
+from landing.tasks.context import fetch_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["0", "1"]
@@ -30,7 +31,7 @@ LABELS = ["0", "1"]
 def test_single_node_uses_a_standalone_rendezvous(tmp_path):
     cmd = torchrun_command(Launch(nproc_per_node=2), tmp_path / "req.json", python="py")
     assert cmd == ["py", "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--standalone",
-                   "-m", "models.distributed", str(tmp_path / "req.json")]  # fmt: skip
+                   "-m", "landing.models.distributed", str(tmp_path / "req.json")]  # fmt: skip
 
 
 def test_multi_node_passes_the_rendezvous_settings(tmp_path):
@@ -76,13 +77,13 @@ def test_rendezvous_settings_are_checked():
         DistributedConfig(backend="mpi")
 
 
-def test_single_process_config_serialises_as_before():
-    """Fingerprints, cache keys and TrainingParams built from a default config are unchanged."""
-    default = TrainingConfig().model_dump()
-    assert "distributed" not in default
-    TrainingParams(**{k: v for k, v in default.items() if k not in ("max_seq_length", "eval_batch_size")})
-    dumped = TrainingConfig(distributed={"nproc_per_node": 2}).model_dump(mode="json")
-    assert dumped["distributed"]["nproc_per_node"] == 2
+def test_the_run_config_validates_the_dataclasses_the_trainer_consumes():
+    """One declaration per knob: a config's ``training:`` is the models' TrainingParams, ``distributed:`` its Launch."""
+    assert TrainingConfig is TrainingParams and DistributedConfig is Launch
+    training = TrainingConfig(distributed={"nproc_per_node": 2})
+    assert isinstance(training.distributed, Launch) and training.distributed.world_size == 2
+    assert dataclasses.asdict(training)["distributed"]["nproc_per_node"] == 2
+    assert TrainingParams(**dataclasses.asdict(training)) == training  # what a torchrun rank rebuilds
 
 
 def test_failed_launch_names_the_step_exit_code_and_output_tail():
@@ -146,13 +147,13 @@ ACCURACY_TOLERANCE = 0.05  # seed-to-seed spread of this set-up at 4 epochs is ~
 def test_two_cpu_processes_match_one_and_distil(ctx, publish_table):
     from mlflow.tracking import MlflowClient
 
-    from tasks.predict import export_logits
-    from tasks.train import train_model
+    from landing.tasks.predict import export_logits
+    from landing.tasks.train import train_model
 
     train = publish_table(ctx, "train", *keyword_majority(512, seed=0))
     held_out = keyword_majority(300, seed=1)
     one = TrainingConfig(epochs=5, batch_size=32, learning_rate=3e-3, max_seq_length=32, logging_steps=10)
-    two = one.model_copy(update={"distributed": DistributedConfig(nproc_per_node=2)})
+    two = dataclasses.replace(one, distributed=DistributedConfig(nproc_per_node=2))
 
     runs = {}
     for name, training in (("1-process", one), ("2-process", two)):
@@ -177,7 +178,7 @@ def test_two_cpu_processes_match_one_and_distil(ctx, publish_table):
 
     # KD under DDP: each rank gets the teacher's logits for its shard of the rows.
     logits = export_logits.fn(m1, [train], ctx)
-    kd_training = two.model_copy(update={"epochs": 4})
+    kd_training = dataclasses.replace(two, epochs=4)
     student = train_model.fn("student_kd", TINY, kd_training, LABELS, train, ctx, logits=logits, teacher=m1,
                              distillation=DistillationConfig(temperature=2.0, alpha=0.5))  # fmt: skip
     assert student.metadata["labels"] == LABELS

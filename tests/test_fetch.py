@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.fetch import FetchError, Source, fetch, source_fingerprint
-from infra.object_store import open_store
-from infra.s3_server import S3Server, free_port
+from landing.infra.fetch import FetchError, Source, fetch, source_fingerprint
+from landing.infra.object_store import open_store
+from landing.infra.s3_server import S3Server, free_port
 
 
 def _sha(data: bytes) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.latency import AdbTarget, LatencyTargetError, make_target, parse_perf_test_output
+from landing.infra.latency import AdbTarget, LatencyTargetError, make_target, parse_perf_test_output
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adb"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.latency import BENCH_SCRIPT, HostTarget, LatencyReport, LatencyTargetError, SshTarget, make_target
+from landing.infra.latency import BENCH_SCRIPT, HostTarget, LatencyReport, LatencyTargetError, SshTarget, make_target
 
 
 def check_report(report: LatencyReport, seq_lens: tuple[int, ...], runs: int, *, end_to_end: bool) -> None:
@@ -81,8 +81,8 @@ def test_pytorch_and_onnx_rows_time_the_same_tokens(tiny_onnx: tuple[Path, Path]
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from infra.latency import bench_onnx
-    from models.latency import fixed_length_inputs
+    from landing.infra.latency import bench_onnx
+    from landing.models.latency import fixed_length_inputs
 
     model, tokenizer_json = tiny_onnx
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])

@@ -1,6 +1,6 @@
 """Round-robin schedule and median-of-medians, with a fake timer that records the call order."""
 
-from infra.latency.interleave import interleaved_p50s, round_robin_schedule, summarise_rounds
+from landing.infra.latency.interleave import interleaved_p50s, round_robin_schedule, summarise_rounds
 
 
 def test_schedule_is_round_robin_with_a_rotating_start():

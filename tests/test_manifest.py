@@ -4,7 +4,8 @@ import hashlib
 
 import pandas as pd
 
-from data_contracts.manifest import ArtifactManifest, DatasetManifest, sha256_file
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.files import sha256_file
 
 
 def test_sha256_file_streams(tmp_path):

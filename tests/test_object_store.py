@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.object_store import (
+from landing.infra.object_store import (
     COMPLETE_MARKER,
     FileObjectStore,
     IncompleteDirectoryError,
@@ -18,8 +18,8 @@ from infra.object_store import (
     open_store,
     store_for_uri,
 )
-from infra.s3_server import S3Server, find_rclone, free_port, s3_server
-from infra.settings import get_settings
+from landing.infra.s3_server import S3Server, find_rclone, free_port, s3_server
+from landing.infra.settings import get_settings
 
 
 @pytest.fixture(scope="module")

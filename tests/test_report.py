@@ -1,7 +1,7 @@
 import csv
 import io
 
-from models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
+from landing.models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
 
 
 def _variants():

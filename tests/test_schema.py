@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from data_contracts.schema import SchemaError, SchemaField, TableContract, parse_input_schema
+from landing.data_contracts.schema import SchemaError, SchemaField, TableContract, parse_input_schema
 
 
 def test_parse_basic():

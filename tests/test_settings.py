@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import LandingSettings, get_settings
+from landing.infra.settings import LandingSettings, get_settings
 
 _ENV = [
     "LANDING_STATE_DIR", "LANDING_TRACKING_URI", "MLFLOW_TRACKING_URI", "LANDING_ARTIFACT_ROOT",
@@ -74,7 +74,8 @@ def _fake_stack(state: Path, pid: int) -> Path:
     import json
     import os
 
-    from infra.stack import SERVICES, StackConfig, _proc_cmdline, _proc_start_ticks
+    from landing.infra.processes import _proc_cmdline, _proc_start_ticks
+    from landing.infra.stack_config import SERVICES, StackConfig
 
     cfg = StackConfig(state)
     cfg.pids.mkdir(parents=True)
@@ -88,7 +89,7 @@ def _fake_stack(state: Path, pid: int) -> Path:
 def test_running_stack_is_used_and_explicit_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from infra.settings import prepare_runtime_environment
+    from landing.infra.settings import prepare_runtime_environment
 
     for k in ("PREFECT_API_URL", "PREFECT_HOME"):
         monkeypatch.delenv(k, raising=False)
@@ -106,7 +107,7 @@ def test_running_stack_is_used_and_explicit_env_wins(tmp_path: Path, monkeypatch
 def test_stopped_stack_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from infra.settings import prepare_runtime_environment
+    from landing.infra.settings import prepare_runtime_environment
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("LANDING_USE_STACK", "true")

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from data_contracts.splitting import (
+from landing.data_contracts.splitting import (
     ConflictingLabelsError,
     assert_disjoint,
     deduplicate,
@@ -132,8 +132,8 @@ def test_fraction_rounding_never_overallocates():
 
 def test_validation_split_is_stratified_and_disjoint(step_context, publish_table, tmp_path):
     from landing.config import SplitConfig
-    from tasks.context import fetch_dataset
-    from tasks.data import split_tables
+    from landing.tasks.context import fetch_dataset
+    from landing.tasks.data import split_tables
 
     ctx = step_context("splits", 5)
     train = publish_table(ctx, "train", [f"s{i}" for i in range(400)], ["0"] * 300 + ["1"] * 100)
@@ -148,7 +148,7 @@ def test_validation_split_is_stratified_and_disjoint(step_context, publish_table
 
 def test_validation_size_default_rule_and_explicit_zero():
     from landing.config import SplitConfig
-    from tasks.data import _split_sizes
+    from landing.tasks.data import _split_sizes
 
     assert SplitConfig().validation_rows(500) == 50
     assert SplitConfig().validation_rows(67_000) == 1000  # capped

@@ -1,4 +1,4 @@
-"""`python -m infra.stack` end to end: real rclone, MLflow and Prefect servers on free
+"""`python -m landing.infra.stack` end to end: real rclone, MLflow and Prefect servers on free
 127.0.0.1 ports in a tmp state dir, driven through the CLI exactly as `make up` does.
 Slow (Prefect's server needs ~15-60 s to start on 2 cores), hence its own marker."""
 
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.s3_server import free_port
-from infra.stack import SERVICES, PidRecord, StackConfig, _proc_start_ticks, _write_private, port_in_use, stop_service
+from landing.infra.processes import PidRecord, _proc_start_ticks, port_in_use, stop_service
+from landing.infra.s3_server import free_port
+from landing.infra.stack_config import SERVICES, StackConfig, _write_private
 
 pytestmark = pytest.mark.stack
 
@@ -39,7 +40,7 @@ def _cli(
     cmd: str, state: Path, ports: dict[str, int], timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     args = [
-        sys.executable, "-m", "infra.stack", cmd, "--state-dir", str(state),
+        sys.executable, "-m", "landing.infra.stack", cmd, "--state-dir", str(state),
         "--s3-port", str(ports["s3"]), "--mlflow-port", str(ports["mlflow"]),
         "--prefect-port", str(ports["prefect"]), "--timeout", "240",
     ]

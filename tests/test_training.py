@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from models.training import last_complete_checkpoint
+from landing.models.training import last_complete_checkpoint
 
 
 def _complete(path: Path) -> None:

