@@ -27,11 +27,10 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from transformers import TrainerCallback
 
 from landing.files import atomic_write
-from landing.models.data import EncodedTable
 from landing.models.kd import KDParams
-from landing.models.loading import build_classifier, save_classifier
+from landing.models.loading import save_classifier
 from landing.models.params import Launch
-from landing.models.training import TrainingParams, TrainResult, train_classifier, world_size
+from landing.models.training import TrainingParams, TrainResult, fit_classifier, world_size
 
 OUTPUT_TAIL_LINES = 40
 
@@ -69,7 +68,6 @@ def write_request(
     texts: Sequence[str],
     label_ids: Sequence[int],
     params: TrainingParams,
-    max_seq_length: int,
     seed: int,
     checkpoint_dir: Path,
     backend: str,
@@ -94,7 +92,7 @@ def write_request(
         np.save(logits_path, np.asarray(teacher_logits, dtype=np.float32))
     request = {
         "model": spec, "labels": list(labels), "seed": seed, "training": asdict(params),
-        "max_seq_length": max_seq_length, "backend": backend,
+        "backend": backend,
         "inputs": str(work_dir / "inputs.json"), "teacher_logits": logits_path and str(logits_path),
         "distillation": distillation and asdict(distillation),
         "checkpoint_dir": str(checkpoint_dir), "output_dir": str(work_dir / "output"),
@@ -119,16 +117,12 @@ def run_rank(request_path: Path) -> None:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     inputs = json.loads(Path(request["inputs"]).read_text(encoding="utf-8"))
     soft = np.load(request["teacher_logits"]) if request["teacher_logits"] else None
-    model, tokenizer = build_classifier(request["model"], request["labels"], seed=request["seed"])
-    dataset = EncodedTable(
-        tokenizer, inputs["texts"], request["max_seq_length"], text_pairs=inputs["text_pairs"],
-        labels=inputs["labels"], teacher_logits=soft,
-    )  # fmt: skip
     distillation = KDParams(**request["distillation"]) if request["distillation"] else None
     history = LogHistory()
-    result = train_classifier(
-        model, tokenizer, dataset, TrainingParams(**request["training"]), Path(request["checkpoint_dir"]),
-        seed=request["seed"], distillation=distillation, callbacks=[history], ddp_backend=request["backend"],
+    model, tokenizer, result = fit_classifier(
+        request["model"], request["labels"], inputs["texts"], inputs["labels"], TrainingParams(**request["training"]),
+        Path(request["checkpoint_dir"]), seed=request["seed"], text_pairs=inputs["text_pairs"], teacher_logits=soft,
+        distillation=distillation, callbacks=[history], ddp_backend=request["backend"],
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         out = Path(request["output_dir"])

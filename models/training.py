@@ -12,9 +12,11 @@ import logging
 import os
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
@@ -22,6 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from landing.models.data import EncodedTable, KDCollator
 from landing.models.kd import DistillBatch, ForwardOutputs, KDParams, distillation_loss
+from landing.models.loading import build_classifier
 from landing.models.params import TrainingParams
 
 log = logging.getLogger(__name__)
@@ -180,3 +183,18 @@ def train_classifier(
         train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
         resumed_from=resume,
     )
+
+
+def fit_classifier(
+    spec: dict, labels: Sequence[str], texts: Sequence[str], label_ids: Sequence[int], params: TrainingParams,
+    checkpoint_dir: Path, *, seed: int, text_pairs: Sequence[str] | None = None,
+    teacher_logits: np.ndarray | None = None, distillation: KDParams | None = None,
+    callbacks: list[TrainerCallback] | None = None, ddp_backend: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
+    """Build ``spec`` (same seed, same start), encode the rows and train it: one step's whole training."""
+    model, tokenizer = build_classifier(spec, list(labels), seed=seed)
+    dataset = EncodedTable(tokenizer, texts, params.max_seq_length, text_pairs=text_pairs, labels=label_ids,
+                           teacher_logits=teacher_logits)  # fmt: skip
+    result = train_classifier(model, tokenizer, dataset, params, checkpoint_dir, seed=seed,
+                              distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend)  # fmt: skip
+    return model, tokenizer, result

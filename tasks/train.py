@@ -19,11 +19,11 @@ from landing.data_contracts.logits import align_logits
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.infra.settings import get_settings
 from landing.infra.tracking import log_classifier, log_params, step_run
-from landing.models.data import EncodedTable, label_ids
+from landing.models.data import label_ids
 from landing.models.distributed import process_group_backend, train_distributed
-from landing.models.kd import KDParams
-from landing.models.loading import build_classifier, count_parameters, load_classifier, save_classifier
-from landing.models.training import TrainingParams, TrainResult, train_classifier
+from landing.models.kd import IGNORE_LABEL, KDParams
+from landing.models.loading import count_parameters, load_classifier, save_classifier
+from landing.models.training import TrainingParams, TrainResult, fit_classifier
 from landing.tasks.context import (
     STEP_CACHE,
     RunContext,
@@ -75,24 +75,7 @@ def train_model(
     distillation: KDParams | None = None,
 ) -> ArtifactManifest:
     """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits."""
-    frame = fetch_dataset(train)
-    texts, y = list(frame["text"]), label_ids(frame["label"], labels)
-    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
-    soft = None
-    if distillation is not None:
-        if logits is None or teacher is None:
-            raise ValueError(f"{role}: distillation needs the teacher model and its logits")
-        if transfer is not None:
-            extra = fetch_dataset(transfer)
-            texts += list(extra["text"])
-            y += label_ids([None] * len(extra), labels)
-            pairs = pairs + list(extra["text_pair"]) if pairs is not None else None
-        ids = list(frame["id"]) + (list(extra["id"]) if transfer is not None else [])
-        soft = align_logits(
-            ids, fetch_logits(logits), expected_teacher_id=teacher_identity(teacher),
-            expected_num_labels=len(labels), expected_label_names=labels,
-        )  # fmt: skip
-
+    texts, pairs, y, soft = _training_rows(role, labels, train, transfer, logits, teacher, distillation)
     fingerprint = {
         "role": role, "spec": spec, "training": asdict(training), "seed": ctx.seed, "train": train.sha256,
         "transfer": transfer and transfer.sha256, "logits": logits and logits.sha256,
@@ -102,20 +85,16 @@ def train_model(
         log_params({"role": role, "model": spec, "training": asdict(training), "seed": ctx.seed})
         if distillation is not None:
             log_params({"distillation": asdict(distillation), "teacher": teacher_identity(teacher)})
-        soft = None if soft is None else np.asarray(soft, dtype=np.float32)
+        rows = dict(text_pairs=pairs, teacher_logits=soft, distillation=distillation)
         if training.distributed.world_size > 1:
             model, tokenizer, result = _train_with_torchrun(
-                role, spec, training, labels, ctx, texts=texts, text_pairs=pairs, label_ids=y, teacher_logits=soft,
-                params=training, distillation=distillation, checkpoint_dir=checkpoint_dir(role, fingerprint),
+                role, spec, training, labels, ctx, texts=texts, label_ids=y, params=training,
+                checkpoint_dir=checkpoint_dir(role, fingerprint), **rows,
             )  # fmt: skip
         else:
-            model, tokenizer = build_classifier(spec, labels, seed=ctx.seed)
-            dataset = EncodedTable(
-                tokenizer, texts, training.max_seq_length, text_pairs=pairs, labels=y, teacher_logits=soft
-            )
-            result = train_classifier(
-                model, tokenizer, dataset, training, checkpoint_dir(role, fingerprint),
-                seed=ctx.seed, distillation=distillation, callbacks=[MlflowMetricsCallback()],
+            model, tokenizer, result = fit_classifier(
+                spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), seed=ctx.seed,
+                callbacks=[MlflowMetricsCallback()], **rows,
             )  # fmt: skip
         n_params = count_parameters(model)
         mlflow.log_metrics(
@@ -138,6 +117,31 @@ def train_model(
     )  # fmt: skip
 
 
+def _training_rows(
+    role: str, labels: list[str], train: DatasetManifest, transfer: DatasetManifest | None,
+    logits: ArtifactManifest | None, teacher: ArtifactManifest | None, distillation: KDParams | None,
+) -> tuple[list[str], list[str] | None, list[int], np.ndarray | None]:  # fmt: skip
+    """(texts, text pairs, label ids, teacher logits): the labelled rows, plus with KD the transfer rows
+    (unlabelled) and the teacher's logits joined by example id."""
+    frame = fetch_dataset(train)
+    frames = [frame]
+    if distillation is not None:
+        if logits is None or teacher is None:
+            raise ValueError(f"{role}: distillation needs the teacher model and its logits")
+        if transfer is not None:
+            frames.append(fetch_dataset(transfer))
+    texts = [t for f in frames for t in f["text"]]
+    pairs = [t for f in frames for t in f["text_pair"]] if "text_pair" in frame else None
+    y = label_ids(frame["label"], labels) + [IGNORE_LABEL] * sum(len(f) for f in frames[1:])
+    if distillation is None:
+        return texts, pairs, y, None
+    soft = align_logits(
+        [i for f in frames for i in f["id"]], fetch_logits(logits), expected_teacher_id=teacher_identity(teacher),
+        expected_num_labels=len(labels), expected_label_names=labels,
+    )  # fmt: skip
+    return texts, pairs, y, np.asarray(soft, dtype=np.float32)
+
+
 def _train_with_torchrun(
     role: str, spec: dict, training: TrainingParams, labels: list[str], ctx: RunContext, **request
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:
@@ -153,7 +157,7 @@ def _train_with_torchrun(
     logger = _step_logger()
     model_dir, result, history = train_distributed(
         launch, scratch_dir(ctx.run_key, "ddp", role), step=f"train {role}", log=logger.info,
-        spec=spec, labels=labels, max_seq_length=training.max_seq_length, seed=ctx.seed, **request,
+        spec=spec, labels=labels, seed=ctx.seed, **request,
     )  # fmt: skip
     for entry in history:
         step = entry.pop("step")

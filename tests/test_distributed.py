@@ -103,7 +103,7 @@ def test_a_failing_rank_is_reported_with_its_exception(tmp_path):
         train_distributed(
             Launch(nproc_per_node=2), tmp_path / "work", step="train teacher", log=lambda line: None,
             spec={"kind": "nope"}, labels=LABELS, texts=["a", "b"], label_ids=[0, 1],
-            params=TrainingParams(batch_size=2), max_seq_length=8, seed=0, checkpoint_dir=tmp_path / "ckpt",
+            params=TrainingParams(batch_size=2, max_seq_length=8), seed=0, checkpoint_dir=tmp_path / "ckpt",
         )  # fmt: skip
 
 
