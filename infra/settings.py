@@ -8,12 +8,12 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from landing.infra.uris import path_to_uri
+
 
 def _as_uri(value: str) -> str:
     """Plain local paths become absolute ``file://`` URIs; URIs pass through unchanged."""
-    if "://" in value:
-        return value
-    return Path(value).expanduser().resolve().as_uri()
+    return value if "://" in value else path_to_uri(value)
 
 
 class LandingSettings(BaseSettings):
