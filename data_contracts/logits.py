@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from landing.errors import UserError
 from landing.files import atomic_write
 
 FORMAT_VERSION = 1
 
 
-class LogitsMismatchError(ValueError):
+class LogitsMismatchError(UserError, ValueError):
     """Logits file does not fit the table/teacher/label space it is being used with."""
 
 

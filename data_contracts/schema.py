@@ -8,6 +8,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from landing.errors import UserError
+
 Dtype = Literal["str", "int", "float"]
 _DTYPES: tuple[str, ...] = get_args(Dtype)
 _EXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
@@ -15,7 +17,7 @@ _EXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", 
 RESERVED_NAMES = frozenset({"id", "text", "text_pair", "label"})
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """An input_schema string or table contract is malformed."""
 
 

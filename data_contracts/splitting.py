@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from landing.errors import UserError
+
 Key = str | Sequence[str]
 
 
@@ -31,7 +33,7 @@ def _keys(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
 ConflictPolicy = Literal["drop", "first", "fail"]
 
 
-class ConflictingLabelsError(ValueError):
+class ConflictingLabelsError(UserError, ValueError):
     """The same input occurs with different labels and the policy is ``fail``."""
 
 

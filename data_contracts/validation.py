@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
+from landing.errors import UserError
 from landing.files import atomic_write
 
 from .schema import SchemaField, TableContract
@@ -38,7 +39,11 @@ class ValidationIssue:
         return f"{loc}:{col} expected {self.expected}, found {self.found}"
 
 
-class DataValidationError(ValueError):
+class DataFileNotFoundError(UserError, FileNotFoundError):
+    """The table named by a config or a command line does not exist."""
+
+
+class DataValidationError(UserError, ValueError):
     """Raised with all issues collected, so one run shows everything wrong with a file."""
 
     def __init__(self, issues: list[ValidationIssue]):
@@ -273,6 +278,8 @@ def _check(rec: _Record, src: str, contract: TableContract, require_label: bool,
                 issue("a string", repr(v))
             elif not s:
                 issue({"text": "non-empty text", "text_pair": "non-empty text", "label": "a label", "id": "an id"}[name], repr(s))
+            elif "\x00" in s:  # a binary file read as text, or a broken export; no tokenizer wants it
+                issue("text without NUL (\\x00) characters", f"one at character {s.index(chr(0)) + 1}")
             elif name == "label" and labels is not None and s not in labels:
                 issue(f"one of {labels!r}", repr(s))
             elif spec.dtype != "str" and (err := _typed(s, spec)[1]) is not None:
@@ -311,11 +318,15 @@ def read_table(
     *,
     quarantine_path: str | Path | None = None,
     require_label: bool = True,
+    source: str | None = None,
 ) -> ValidatedTable:
-    """Read and validate a CSV/TSV/JSONL file; raise on any bad row, or quarantine bad rows if asked."""
-    p, src = Path(path), str(path)
+    """Read and validate a CSV/TSV/JSONL file; raise on any bad row, or quarantine bad rows if asked.
+
+    ``source`` is how messages name the file (the user's own path or URI when ``path`` is a cached copy).
+    """
+    p, src = Path(path), source or str(path)
     if not p.is_file():
-        raise FileNotFoundError(f"data file not found: {src}")
+        raise DataFileNotFoundError(f"data file not found: {src}")
     fmt = contract.resolve_format(p)
     require_label = require_label and contract.label_column is not None
     labels = contract.label_enumerate_values

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlparse
 
+from landing.errors import UserError
 from landing.files import sha256_file
 from landing.infra.object_store import ObjectStoreError, store_for_uri
 from landing.infra.uris import uri_to_path
@@ -52,7 +53,7 @@ class FetchResult:
     from_cache: bool
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """Every source failed; the message lists each source and why."""
 
 

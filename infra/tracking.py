@@ -49,13 +49,21 @@ def configure_tracking(settings: LandingSettings) -> str:
     return uri
 
 
+# MLflow 3's UI opens an experiment by this tag; without it, a GenAI traces overview (empty for us).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(name: str, settings: LandingSettings) -> str:
-    """Experiment id, creating it with the configured artifact root on first use."""
+    """Experiment id, creating it with the configured artifact root on first use, tagged so the UI
+    opens it in the model-training view (runs, metrics), also when it was created before the tag."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=settings.resolved_artifact_root())
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=settings.resolved_artifact_root(), tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def start_parent_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from landing.errors import DEBUG_VARIABLE, HideUserErrorTracebacks, debug_enabled, user_error_in
 
 app = typer.Typer(help="Land large pretrained language models in low-resource text classification.", no_args_is_help=True)
 console = Console()
@@ -17,13 +23,45 @@ ConfigArg = Annotated[Path, typer.Argument(help="run config (YAML); see configs/
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: key.path=value (repeatable)")]
 
 
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help=f"tracebacks for mistakes in your input too (or {DEBUG_VARIABLE}=1)")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_VARIABLE] = "1"
+
+
+def main() -> None:
+    """The ``landing`` command: a mistake in the user's input ends it with its message alone (exit 1);
+    a bug keeps its traceback."""
+    try:
+        app()
+    except Exception as exc:  # typer re-raises what a command raised
+        user = user_error_in(exc)
+        if user is None or debug_enabled():
+            raise
+        err.print(f"[red]error:[/] {escape(str(user))}", highlight=False)
+        err.print(f"(a traceback: --debug or {DEBUG_VARIABLE}=1)", style="dim", highlight=False)
+        sys.exit(1)
+
+
+def _quiet_console_logs() -> None:
+    """Prefect logs a failed task and flow with the traceback; for a user's mistake the message is enough.
+    Our own progress notes (``landing.*`` at INFO) are shown."""
+    logging.getLogger("landing").setLevel(logging.INFO)
+    if not debug_enabled():
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, HideUserErrorTracebacks) for f in handler.filters):
+                handler.addFilter(HideUserErrorTracebacks())
+
+
 def _load(config: Path, overrides: list[str] | None):
     from landing.config import ConfigError, load_config
 
     try:
         return load_config(config, overrides or [])
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -73,6 +111,7 @@ def run(
 
     from landing.flows import FLOWS
 
+    _quiet_console_logs()
     out = output_dir or Path("runs") / cfg.name
     with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: no_cache}):
         summary = FLOWS[cfg.flow](config=cfg, config_dir=str(config.resolve().parent), output_dir=str(out))
@@ -242,3 +281,6 @@ def _local_bundle(model: str) -> Path:
     target = Path(tempfile.mkdtemp(prefix="landing-model-"))
     return store_for_uri(model).get_dir(model, target)
 
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from pydantic import (
 
 from landing.data_contracts.schema import TableContract
 from landing.data_contracts.splitting import ConflictPolicy
+from landing.errors import UserError
 from landing.models.params import CompressionParams, KDParams, Launch, TrainingParams
 
 
@@ -239,7 +240,7 @@ FLOW_CONFIGS: dict[str, type[StrictModel]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A run config that cannot be used; the message names the file and key path."""
 
 

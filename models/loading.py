@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as transformers_logging
 
 from landing.models.pruned_bert import register_pruned_bert
 
+log = logging.getLogger(__name__)
 Classifier = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
@@ -53,12 +56,34 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_name_or_path(name_or_path))
 
 
+# A pretrained encoder gets a fresh classification head on purpose; these keys missing is expected.
+HEAD_PREFIXES = ("classifier.", "score.", "pooler.")
+
+
 def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> Classifier:
-    """Load any transformers model (hub name or local path) with a classification head."""
+    """Load any transformers model (hub name or local path) with a classification head.
+
+    transformers prints a load report (a table of MISSING keys) whenever a head is new, which it
+    is on purpose when fine-tuning a pretrained encoder; that case is said in one line instead, and
+    any other missing or unexpected weights are still warned about.
+    """
     register_pruned_bert()
     path = resolve_name_or_path(name_or_path)
     kwargs = label_maps(labels) if labels is not None else {}
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
+    new_head = [k for k in missing if k.startswith(HEAD_PREFIXES)]
+    if new_head:
+        log.info("%s: new classification head for %d labels (%s initialised)", name_or_path,
+                 model.config.num_labels, ", ".join(sorted(new_head)))  # fmt: skip
+    if len(new_head) < len(missing) or unexpected:
+        log.warning("%s: weights missing from the checkpoint %s, unused %s", name_or_path,
+                    sorted(set(missing) - set(new_head)), sorted(unexpected))  # fmt: skip
     return model, AutoTokenizer.from_pretrained(path)
 
 

@@ -29,10 +29,12 @@ def download_table(name: str, table: TableConfig, base_dir: str, ctx: RunContext
     with step_run(ctx.parent_run_id, f"download-{name}"):
         sources = [Source(uri=s.uri, sha256=s.sha256, member=s.member) for s in table.sources]
         result = fetch(sources, settings.cache_dir, base_dir=Path(base_dir), timeout_s=settings.http_timeout_s)
+        member = next((s.member for s in sources if s.uri == result.uri), None)
+        source = f"{result.uri}!{member}" if member else result.uri
         suffix = "".join(Path(sources[0].member or result.uri).suffixes[-1:])
         uri, sha = publish_file(result.path, f"raw/{result.sha256}{suffix}")
-        mlflow.log_params({"table": name, "source": result.uri, "sha256": sha, "from_cache": result.from_cache})
-    return ArtifactManifest(uri=uri, sha256=sha, kind="raw_table", metadata={"source": result.uri, "suffix": suffix})
+        mlflow.log_params({"table": name, "source": source, "sha256": sha, "from_cache": result.from_cache})
+    return ArtifactManifest(uri=uri, sha256=sha, kind="raw_table", metadata={"source": source, "suffix": suffix})
 
 
 @task(name="validate", cache_policy=STEP_CACHE, persist_result=True)
@@ -44,7 +46,8 @@ def validate_table(
     local = fetch_file(raw, raw.metadata.get("suffix", ""))
     with step_run(ctx.parent_run_id, f"validate-{name}"):
         rejects_path = work / f"{name}.rejects.jsonl" if quarantine else None
-        table = read_table(local, contract, quarantine_path=rejects_path, require_label=contract.label_column is not None)
+        table = read_table(local, contract, quarantine_path=rejects_path, require_label=contract.label_column is not None,
+                           source=raw.metadata.get("source"))  # errors name the user's file, not the cached copy
         frame = table.frame if max_rows is None else table.frame.head(max_rows)
         out = work / f"{name}.jsonl"
         write_canonical(frame, out)

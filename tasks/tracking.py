@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.runtime import flow_run
 
+from landing.errors import user_error_in
 from landing.files import atomic_write
 from landing.infra.object_store import check_reachable, open_store
 from landing.infra.settings import get_settings
@@ -63,12 +64,19 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 
+ERROR_TAG_CHARS = 5000  # MLflow tag values are capped (8,000 characters on sqlite)
+
+
 @contextmanager
 def parent_run_fails_on_error(ctx: RunContext) -> Iterator[None]:
-    """Mark the flow's parent run FAILED when any step raises, then re-raise."""
+    """Mark the flow's parent run FAILED when any step raises, with the error as the ``landing.error`` tag
+    (a user's mistake by its message alone), then re-raise."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
+        user = user_error_in(exc)
+        message = str(user) if user is not None else f"{type(exc).__name__}: {exc}"
+        MlflowClient().set_tag(ctx.parent_run_id, "landing.error", message[:ERROR_TAG_CHARS])
         close_tracking_run(ctx, "FAILED")
         raise
 

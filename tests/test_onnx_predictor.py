@@ -1,7 +1,6 @@
 """The torch-free ONNX predictor: tokenization, prediction table, parity with PyTorch, no torch import."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,10 +81,9 @@ def test_load_needs_bundle_metadata(tmp_path):
 def test_predictor_never_imports_torch(bundle):
     script = (
         "import sys, json\n"
-        "from models.onnx_predictor import OnnxClassifier\n"
+        "from landing.models.onnx_predictor import OnnxClassifier\n"
         f"table = OnnxClassifier.load({str(bundle[1])!r}).predict(['a fine film', 'dull'])\n"
         "print(json.dumps({'rows': len(table), 'leaked': sorted({'torch', 'transformers'} & set(sys.modules))}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rows": 2, "leaked": []}

@@ -112,8 +112,8 @@ def test_lifecycle_up_use_status_down(stack_dir: tuple[Path, dict[str, int]]) ->
     probe = (
         "from pathlib import Path; import sys\n"
         "from mlflow.tracking import MlflowClient\n"
-        "from infra.settings import get_settings\n"
-        "from infra.tracking import configure_tracking, ensure_experiment, start_parent_run\n"
+        "from landing.infra.settings import get_settings\n"
+        "from landing.infra.tracking import configure_tracking, ensure_experiment, start_parent_run\n"
         "s = get_settings(); configure_tracking(s)\n"
         "run = start_parent_run(ensure_experiment('stack-test', s), 'probe', {})\n"
         "f = Path(sys.argv[1]); f.write_text('landed')\n"

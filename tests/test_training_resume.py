@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _start(checkpoints: Path, output: Path, slow_save: bool) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LANDING_TEST_SLOW_SAVE": "1" if slow_save else "0"}
+    env = {**os.environ, "LANDING_TEST_SLOW_SAVE": "1" if slow_save else "0"}
     return subprocess.Popen([sys.executable, str(SCRIPT), str(checkpoints), str(output)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
