@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ FORMAT_VERSION = 1
 
 class LogitsMismatchError(UserError, ValueError):
     """Logits file does not fit the table/teacher/label space it is being used with."""
+
+
+class LogitsFileError(UserError, ValueError):
+    """A logits file that cannot be read (truncated, not an .npz, wrong keys or version, bad values)."""
 
 
 @dataclass
@@ -66,21 +71,29 @@ def write_logits(path: str | Path, logits: TeacherLogits) -> None:
 def read_logits(path: str | Path) -> TeacherLogits:
     """Load and validate a logits .npz written by write_logits (no pickle)."""
     src = str(path)
-    with np.load(path, allow_pickle=False) as npz:
-        missing = sorted({"ids", "logits", "meta"} - set(npz.files))
-        if missing:
-            raise ValueError(f"{src}: not a teacher logits file: missing key(s) {missing}, found {sorted(npz.files)}")
-        ids = [str(i) for i in npz["ids"].tolist()]
-        arr = npz["logits"].astype(np.float32)
-        meta = json.loads(str(npz["meta"][0]))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = sorted({"ids", "logits", "meta"} - set(npz.files))
+            if missing:
+                raise LogitsFileError(f"{src}: not a teacher logits file: missing key(s) {missing}, found {sorted(npz.files)}")
+            ids = [str(i) for i in npz["ids"].tolist()]
+            arr = npz["logits"].astype(np.float32)
+            meta = json.loads(str(npz["meta"][0]))
+    except LogitsFileError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # cut short, or not an .npz at all
+        raise LogitsFileError(f"{src}: not a readable logits .npz ({type(exc).__name__}: {exc})") from None
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{src}: unknown logits format_version: expected {FORMAT_VERSION}, found {version!r}")
+        raise LogitsFileError(f"{src}: unknown logits format_version: expected {FORMAT_VERSION}, found {version!r}")
     try:
         out = TeacherLogits(ids, arr, str(meta["teacher_id"]), int(meta["num_labels"]), list(meta["label_names"]))
     except KeyError as e:
-        raise ValueError(f"{src}: logits meta is missing key {e.args[0]!r}") from None
-    out.validate(src)
+        raise LogitsFileError(f"{src}: logits meta is missing key {e.args[0]!r}") from None
+    try:
+        out.validate(src)
+    except ValueError as exc:
+        raise LogitsFileError(str(exc)) from None
     return out
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from landing.errors import DEBUG_VARIABLE, HideUserErrorTracebacks, debug_enabled, user_error_in
+from landing.errors import DEBUG_VARIABLE, HideUserErrorTracebacks, UserError, debug_enabled, user_error_in
 
 app = typer.Typer(help="Land large pretrained language models in low-resource text classification.", no_args_is_help=True)
 console = Console()
@@ -205,17 +205,49 @@ def deploy(
     console.print(table)
 
 
+class PredictInputError(UserError):
+    """The table given to ``landing predict`` cannot be labelled as it is."""
+
+
 def _read_input_table(path: Path):
+    """The input table, every line kept (blank ones too, so line numbers in errors are the file's)."""
     import pandas as pd
 
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return pd.read_json(path, lines=True, dtype=False)
-    if suffix in (".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t", quoting=3, dtype=str, keep_default_na=False)
-    if suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    raise typer.BadParameter(f"{path}: unsupported extension {suffix!r}; expected .csv, .tsv or .jsonl")
+    if suffix not in (".jsonl", ".json", ".tsv", ".txt", ".csv"):
+        raise typer.BadParameter(f"{path}: unsupported extension {suffix!r}; expected .csv, .tsv or .jsonl")
+    try:
+        if suffix in (".jsonl", ".json"):
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        sep = "," if suffix == ".csv" else "\t"
+        return pd.read_csv(path, sep=sep, quoting=3 if sep == "\t" else 0, dtype=str, keep_default_na=False,
+                           skip_blank_lines=False, encoding="utf-8")  # fmt: skip
+    except FileNotFoundError:
+        raise PredictInputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise PredictInputError(_first_undecodable(path)) from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise PredictInputError(f"{path}: not a readable {suffix.lstrip('.')} table: {exc}") from None
+
+
+def _first_undecodable(path: Path) -> str:
+    """Where the first non-UTF-8 byte is (pandas reports offsets into its read buffer, not the file)."""
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"{path}:{number}: expected UTF-8 text, found byte 0x{line[exc.start]:02x} at byte {exc.start + 1}"
+    return f"{path}: expected UTF-8 text"
+
+
+def _nonempty_texts(frame, column: str, path: Path) -> list[str]:
+    texts = frame[column].astype(str).tolist()
+    empty = [i + 2 for i, t in enumerate(texts) if not t.strip()]  # +2: the header is line 1
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        raise PredictInputError(f"{path}: column {column!r}: expected text on every row, found none on line(s) {shown}")
+    return texts
 
 
 def _write_output_table(frame, path: Path) -> None:
@@ -251,7 +283,7 @@ def predict(
             raise typer.Exit(2)
     classifier = OnnxClassifier.load(_local_bundle(model), threads=threads)
     table = classifier.predict(
-        frame[text_column].astype(str).tolist(),
+        _nonempty_texts(frame, text_column, input),
         frame[pair_column].astype(str).tolist() if pair_column else None,
         ids=frame[id_column].astype(str).tolist() if id_column else None,
         return_logits=logits,

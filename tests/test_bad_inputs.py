@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -157,3 +158,116 @@ def test_debug_shows_the_traceback(prefect_api, flow_env):
     code, output = _run_command(["--debug", "run", str(_config(flow_env, case)), "--output-dir", str(flow_env / "o")],
                                 flow_env)  # fmt: skip
     assert code == 1 and "Traceback" in output and "DataValidationError" in output and "train.tsv:42" in output
+
+
+# --- `landing validate-data` (no flow run): table dialects and sources, in this process ---
+@dataclass(frozen=True)
+class TableCase:
+    name: str
+    train: bytes
+    exit_code: int
+    fragments: tuple[str, ...]
+    source: dict = field(default_factory=dict)  # overrides of the train source (uri, sha256)
+
+
+ROWS5 = "".join(f"row {i}\t{i % 2}\n" for i in range(5))
+TABLE_CASES = [
+    TableCase("UTF-8 BOM is read, not part of the header", ("\ufeffsentence\tlabel\n" + ROWS5).encode(), 0,
+              ("train: ok, 5 rows",)),
+    TableCase("CRLF line endings", ("sentence\tlabel\n" + ROWS5).replace("\n", "\r\n").encode(), 0, ("train: ok, 5 rows",)),
+    TableCase("mixed line endings", ("sentence\tlabel\r\n" + ROWS5).encode(), 0, ("train: ok, 5 rows",)),
+    TableCase("a 1 MB line", ("sentence\tlabel\n" + ROWS5 + "x" * 1_000_000 + "\t1\n").encode(), 0, ("train: ok, 6 rows",)),
+    TableCase("duplicate header names", ("sentence\tsentence\tlabel\n" + "a\tb\t1\n" * 3).encode(), 1,
+              ("train.tsv:1", "column 'sentence'", "once in header", "2 times")),
+    TableCase("a row with an extra field", ("sentence\tlabel\n" + ROWS5 + "a\t1\textra\n").encode(), 1,
+              ("train.tsv:7", "expected 2 fields", "found 3 fields")),
+    TableCase("unknown URI scheme", tsv(ROWS5), 1, ("ftp://host/x.tsv", "unsupported scheme 'ftp'"),
+              source={"uri": "ftp://host/x.tsv"}),
+    TableCase("wrong sha256", tsv(ROWS5), 1, ("train.tsv", "sha256 mismatch", "0" * 64), source={"sha256": "0" * 64}),
+]
+
+
+@pytest.mark.parametrize("case", TABLE_CASES, ids=[c.name for c in TABLE_CASES])
+def test_validate_data_on_table_dialects_and_sources(case, tmp_path, monkeypatch, capsys):
+    (tmp_path / "train.tsv").write_bytes(case.train)
+    (tmp_path / "dev.tsv").write_bytes(tsv(ROWS5))
+    config = _config(tmp_path, Case("validate", train=None, train_name="train.tsv"))
+    raw = yaml.safe_load(config.read_text())
+    (tmp_path / "train.tsv").write_bytes(case.train)  # _config wrote the good table
+    raw["data"]["train"]["sources"] = [{"uri": "train.tsv", **case.source}]
+    config.write_text(yaml.safe_dump(raw))
+    code, output = _invoke(["validate-data", str(config)], monkeypatch, capsys)
+    flat = " ".join(output.split())
+    assert code == case.exit_code, output
+    for fragment in case.fragments:
+        assert fragment in flat, f"{fragment!r} not in:\n{output}"
+    assert "Traceback" not in output
+
+
+# --- `landing predict` inputs, in this process, on a tiny exported model ---
+PREDICT_CASES = [
+    ("missing text column", "input.tsv", b"sentence\nfine\n", ("input.tsv", "no column 'text'", "['sentence']"), 2),
+    ("empty lines", "input.tsv", b"text\nfine\n\nawful\n   \n", ("input.tsv", "column 'text'", "line(s) 3, 5"), 1),
+    ("non-UTF-8 input", "input.tsv", b"text\nfine\ncaf\xe9\n", ("input.tsv:3", "UTF-8", "0xe9"), 1),
+    ("missing input file", "absent.tsv", None, ("absent.tsv", "no such file"), 1),
+    ("unsupported extension", "input.xlsx", b"text\nfine\n", ("input.xlsx", "unsupported extension"), 2),
+]
+
+
+@pytest.mark.parametrize("name,file,data,fragments,exit_code", PREDICT_CASES, ids=[c[0] for c in PREDICT_CASES])
+def test_predict_input_gets_one_clear_message(name, file, data, fragments, exit_code, tiny_onnx, tmp_path,
+                                             monkeypatch, capsys):  # fmt: skip
+    if data is not None:
+        (tmp_path / file).write_bytes(data)
+    out = tmp_path / "out.tsv"
+    argv = ["predict", "--model", str(tiny_onnx[0].parent), "--input", str(tmp_path / file), "--output", str(out)]
+    code, output = _invoke(argv, monkeypatch, capsys)
+    flat = " ".join(output.split())
+    assert code == exit_code, output
+    for fragment in fragments:
+        assert fragment in flat, f"{fragment!r} not in:\n{output}"
+    assert "Traceback" not in output and not out.exists()
+
+
+# --- teacher logits files (what `train` reads for KD), through the reader and the id join ---
+def _logits_file(tmp_path: Path, **change) -> Path:
+    from landing.data_contracts.logits import TeacherLogits, write_logits
+
+    logits = np.zeros((3, 2), dtype="f4")
+    fields = {"ids": ["a", "b", "c"], "logits": logits, "teacher_id": "teacher@sha256:1", "num_labels": 2,
+              "label_names": ["0", "1"]} | change  # fmt: skip
+    path = tmp_path / "teacher_logits.npz"
+    write_logits(path, TeacherLogits(**fields))
+    return path
+
+
+LOGITS_CASES = [
+    ("ids that do not match the table", {"ids": ["x", "y", "z"]}, None, ("3 of 3 table id(s) have no teacher logits",)),
+    ("wrong label count", {"logits": np.zeros((3, 3), dtype="f4"), "num_labels": 3,
+                           "label_names": ["0", "1", "2"]}, None, ("num_labels mismatch: expected 2",)),  # fmt: skip
+    ("another teacher", {"teacher_id": "teacher@sha256:2"}, None, ("teacher id mismatch",)),
+    ("NaN values", {}, "nan", ("teacher_logits.npz", "expected finite logits")),
+    ("a truncated file", {}, "truncate", ("teacher_logits.npz", "not a readable logits .npz")),
+]
+
+
+@pytest.mark.parametrize("name,change,damage,fragments", LOGITS_CASES, ids=[c[0] for c in LOGITS_CASES])
+def test_logits_files_that_do_not_fit_are_refused(name, change, damage, fragments, tmp_path):
+    from landing.data_contracts.logits import align_logits, read_logits
+    from landing.errors import UserError
+
+    path = _logits_file(tmp_path, **change)
+    if damage == "nan":
+        bad = read_logits(path)
+        bad.logits[1, 0] = np.nan
+        np.savez(path.with_name("tmp.npz"), ids=np.array(bad.ids), logits=bad.logits,
+                 meta=np.load(path)["meta"])  # fmt: skip  (write_logits itself refuses NaN)
+        path.with_name("tmp.npz").replace(path)
+    elif damage == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError) as refused:
+        align_logits(["a", "b", "c"], read_logits(path), expected_teacher_id="teacher@sha256:1", expected_num_labels=2,
+                     expected_label_names=["0", "1"])  # fmt: skip
+    for fragment in fragments:
+        assert fragment in str(refused.value)
