@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from landing.errors import UserError
 from landing.files import sha256_file
-from landing.infra.object_store import ObjectStoreError, store_for_uri
+from landing.infra.object_store import NoSuchBucketError, ObjectStoreError, store_for_uri
 from landing.infra.uris import uri_to_path
 
 if TYPE_CHECKING:
@@ -158,6 +158,8 @@ def _download(
     elif scheme == "s3":
         try:
             store_for_uri(src.uri, settings).get_file(src.uri, dest)
+        except NoSuchBucketError as e:
+            raise _SourceFailed(str(e)) from None
         except FileNotFoundError:
             raise _SourceFailed("no such object") from None
         except ObjectStoreError as e:

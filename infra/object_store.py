@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from landing.errors import UserError
 from landing.files import atomic_path
 from landing.infra.uris import uri_to_path
 
@@ -25,8 +26,20 @@ SUPPORTED_SCHEMES = ("file://", "s3://")
 _TMP_TAG = ".landing-tmp-"
 
 
-class ObjectStoreError(RuntimeError):
-    """Store unreachable/misconfigured; message names the endpoint and operation."""
+class ObjectStoreError(UserError, RuntimeError):
+    """Store unreachable, misconfigured or refusing the credentials: something the user fixes (start the
+    server, correct the endpoint or key), so the message, which names the endpoint and operation, is enough."""
+
+
+class NoSuchBucketError(FileNotFoundError):
+    """The bucket itself is missing (not only the object)."""
+
+
+# S3 error codes meaning "these credentials are not accepted here".
+CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden",
+                     "InvalidToken", "ExpiredToken"}  # fmt: skip
+CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or LANDING_AWS_ACCESS_KEY_ID / "
+                    "LANDING_AWS_SECRET_ACCESS_KEY) to a key this endpoint accepts")  # fmt: skip
 
 
 class IncompleteDirectoryError(ObjectStoreError):
@@ -259,8 +272,16 @@ class S3ObjectStore(ObjectStore):
             return fn(*args, **kwargs)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}:
+            if code == "NoSuchBucket":
+                raise NoSuchBucketError(f"no such bucket {urlparse(uri).netloc!r} at {self._where}") from None
+            if code in {"404", "NoSuchKey", "NotFound"}:
                 raise FileNotFoundError(f"no such object: {uri}") from None
+            if code in {"403", "Forbidden"} and op != "list_buckets":  # a HEAD's bare 403: say which it is
+                self._explain_forbidden(uri)
+            if code in CREDENTIAL_ERRORS:
+                raise ObjectStoreError(
+                    f"S3 {op} {uri}: {self._where} refused the credentials ({code}); {CREDENTIALS_HINT}"
+                ) from None
             raise ObjectStoreError(f"S3 {op} {uri} at {self._where} failed: {e}") from e
         except BotoCoreError as e:
             raise ObjectStoreError(
@@ -317,9 +338,34 @@ class S3ObjectStore(ObjectStore):
         bucket, k = self._bk(uri)
         full = f"s3://{bucket}/{k}"
         dest = Path(local_path)
-        with atomic_path(dest, suffix=_TMP_TAG) as tmp:
-            self._call("get_file", full, self.client.download_file, bucket, k, str(tmp))
+        try:
+            with atomic_path(dest, suffix=_TMP_TAG) as tmp:
+                self._call("get_file", full, self.client.download_file, bucket, k, str(tmp))
+        except FileNotFoundError:
+            if not self._bucket_exists(bucket):  # S3 answers a bare 404 for both
+                raise NoSuchBucketError(f"no such bucket {bucket!r} at {self._where}") from None
+            raise
         return dest
+
+    def _explain_forbidden(self, uri: str) -> None:
+        """A HEAD request's 403 has no body: bad credentials, or (some servers) a bucket that does not exist.
+        Listing the buckets tells them apart; returns when it cannot (the caller then reports the 403)."""
+        try:
+            listed = self._call("list_buckets", uri, self.client.list_buckets)
+        except (ObjectStoreError, FileNotFoundError):
+            return
+        bucket = urlparse(uri).netloc
+        if bucket not in {b["Name"] for b in listed.get("Buckets", [])}:
+            raise NoSuchBucketError(f"no such bucket {bucket!r} at {self._where}")
+        raise ObjectStoreError(f"S3 access to {uri} denied at {self._where} (403): the key is valid but "
+                               "lacks permission for this bucket or object")  # fmt: skip
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        try:
+            self._call("head_bucket", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _read_bytes(self, uri: str) -> bytes:
         bucket, k = self._bk(uri)

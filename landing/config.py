@@ -23,6 +23,7 @@ from pydantic import (
 from landing.data_contracts.schema import TableContract
 from landing.data_contracts.splitting import ConflictPolicy
 from landing.errors import UserError
+from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.params import CompressionParams, KDParams, Launch, TrainingParams
 
 
@@ -294,6 +295,30 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if flow not in FLOW_CONFIGS:
         raise ConfigError(f"{path}: flow: unknown flow {flow!r}; expected one of {sorted(FLOW_CONFIGS)}")
     try:
-        return FLOW_CONFIGS[flow].model_validate(raw)  # type: ignore[return-value]
+        config = FLOW_CONFIGS[flow].model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(path, err)) from None
+    _check_local_models(config, path)
+    return config  # type: ignore[return-value]
+
+
+def _local_model_paths(config: StrictModel) -> dict[str, str]:
+    """Config key → local model directory, for every model the config names by a path."""
+    found = {}
+    for role in ("teacher", "student"):
+        node = getattr(config, role, None)
+        spec = getattr(node, "model", node)  # a model spec, or a saved ModelSource {uri}
+        value = getattr(spec, "name_or_path", None) or getattr(spec, "uri", None)
+        key = f"{role}.model.name_or_path" if hasattr(spec, "name_or_path") else f"{role}.uri"
+        if value and looks_like_path(value):
+            found[key] = value
+    return found
+
+
+def _check_local_models(config: StrictModel, path: Path) -> None:
+    """Model directories are checked before anything runs, not an hour into the run."""
+    for key, value in _local_model_paths(config).items():
+        try:
+            check_model_dir(Path(value).expanduser(), field=key)
+        except ModelFilesError as exc:
+            raise ConfigError(f"{path}: {exc}") from None

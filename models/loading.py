@@ -24,6 +24,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.pruned_bert import register_pruned_bert
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,24 @@ def resolve_name_or_path(name_or_path: str) -> str:
     return OFFLINE_ALIASES[name_or_path]() if name_or_path in OFFLINE_ALIASES else name_or_path
 
 
+def _from_pretrained(load: Callable, name_or_path: str, **kwargs):
+    """``load(path, **kwargs)`` on checked local files, safetensors only; a hub name that cannot be
+    resolved (offline, mistyped) is the user's error, named with the ways to provide it."""
+    path = resolve_name_or_path(name_or_path)
+    if looks_like_path(path):
+        check_model_dir(Path(path).expanduser(), field=name_or_path)
+    try:
+        return load(path, **kwargs)
+    except OSError as exc:
+        if looks_like_path(path):
+            raise
+        raise ModelFilesError(
+            f"{name_or_path!r}: not a local directory, not an offline alias ({', '.join(OFFLINE_ALIASES)}), "
+            f"and not resolvable from the Hugging Face hub or its cache ({str(exc).splitlines()[0]}); "
+            "give the path of a saved model directory"
+        ) from None
+
+
 def label_maps(labels: Sequence[str]) -> dict:
     return {
         "num_labels": len(labels),
@@ -53,7 +72,13 @@ def label_maps(labels: Sequence[str]) -> dict:
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolve_name_or_path(name_or_path))
+    path = resolve_name_or_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ModelFilesError(f"tokenizer {name_or_path!r}: not loadable ({str(exc).splitlines()[0]}); "
+                              f"give a model directory with tokenizer files or an offline alias "
+                              f"({', '.join(OFFLINE_ALIASES)})") from None  # fmt: skip
 
 
 # A pretrained encoder gets a fresh classification head on purpose; these keys missing is expected.
@@ -68,12 +93,12 @@ def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> C
     any other missing or unexpected weights are still warned about.
     """
     register_pruned_bert()
-    path = resolve_name_or_path(name_or_path)
     kwargs = label_maps(labels) if labels is not None else {}
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+        model, info = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, name_or_path,
+                                       output_loading_info=True, use_safetensors=True, **kwargs)  # fmt: skip
     finally:
         transformers_logging.set_verbosity(verbosity)
     missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
@@ -84,7 +109,7 @@ def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> C
     if len(new_head) < len(missing) or unexpected:
         log.warning("%s: weights missing from the checkpoint %s, unused %s", name_or_path,
                     sorted(set(missing) - set(new_head)), sorted(unexpected))  # fmt: skip
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, load_tokenizer(name_or_path)
 
 
 def random_bert_classifier(

@@ -26,20 +26,30 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 from tokenizers import Tokenizer
 
 from landing.files import write_bytes_atomic
+from landing.models.model_files import ModelFilesError
 
 BUNDLE_META = "landing_model.json"
 TOKENIZER_FILE = "tokenizer.json"
 PredictionTable = pd.DataFrame
 
 
+class BundleError(ModelFilesError, FileNotFoundError):
+    """Not an ONNX bundle (no metadata, or a model file onnxruntime cannot load)."""
+
+
 def read_bundle_meta(bundle_dir: Path) -> dict:
     path = Path(bundle_dir) / BUNDLE_META
     if not path.is_file():
-        raise FileNotFoundError(f"{bundle_dir}: no {BUNDLE_META}; export the model with models.onnx_export first")
-    return json.loads(path.read_text())
+        raise BundleError(f"{bundle_dir}: no {BUNDLE_META}; expected a bundle written by the compress flow or "
+                          "landing.models.onnx_export")  # fmt: skip
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
 
 
 def write_bundle_meta(bundle_dir: Path, meta: dict) -> Path:
@@ -112,7 +122,7 @@ def _resolve(path: Path) -> tuple[Path, Path, dict]:
     meta = read_bundle_meta(bundle_dir)
     model_file = bundle_dir / meta["onnx"] if path.is_dir() else path
     if not model_file.is_file():
-        raise FileNotFoundError(f"{model_file}: model file not found")
+        raise BundleError(f"{model_file}: model file not found")
     return bundle_dir, model_file, meta
 
 
@@ -122,7 +132,11 @@ def make_session(model_file: Path, *, threads: int = 1) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    except (InvalidProtobuf, InvalidGraph, Fail) as exc:
+        reason = str(exc).splitlines()[0][:300]
+        raise BundleError(f"{model_file}: onnxruntime cannot load it as an ONNX model ({reason})") from None
 
 
 @dataclass

@@ -30,6 +30,7 @@ from landing.models.data import label_ids
 from landing.models.latency import fixed_length_latency_in_fresh_process
 from landing.models.loading import count_parameters, load_classifier, save_classifier, weights_sha256
 from landing.models.metrics import classification_metrics
+from landing.models.model_files import check_model_dir
 from landing.models.predict import predict_logits
 from landing.models.quantize import PRECISION
 from landing.models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
@@ -49,8 +50,7 @@ def _local_dir(uri: str) -> Path:
 def import_model(uri: str, role: str, max_seq_length: int, ctx: RunContext) -> ArtifactManifest:
     """Bring a saved model directory (local path, file:// or s3:// prefix) under this run, as a manifest."""
     local = _local_dir(uri)
-    if not (local / "config.json").is_file():
-        raise FileNotFoundError(f"{role}: {uri} is not a saved model directory (no config.json)")
+    check_model_dir(local, field=f"{role}.uri")
     model, _ = load_classifier(str(local))
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     published = publish_dir(local, ctx.key("models", role))

@@ -271,3 +271,162 @@ def test_logits_files_that_do_not_fit_are_refused(name, change, damage, fragment
                      expected_label_names=["0", "1"])  # fmt: skip
     for fragment in fragments:
         assert fragment in str(refused.value)
+
+
+# --- model directories: refused when the config is read (exit 2), and again by the loader itself ---
+def _damaged_model_dir(root: Path, damage: str) -> Path:
+    from landing.models.loading import build_classifier, save_classifier
+
+    model_dir = root / "model"
+    save_classifier(*build_classifier(TINY, ["0", "1"], seed=0), model_dir)
+    weights = model_dir / "model.safetensors"
+    if damage == "missing config":
+        (model_dir / "config.json").unlink()
+    elif damage == "corrupt safetensors":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "pickled weights only":
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(weights), model_dir / "pytorch_model.bin")
+        weights.unlink()
+    elif damage == "not a directory":
+        model_dir = root / "nowhere"
+    return model_dir
+
+
+MODEL_CASES = [
+    ("missing config", ("no config.json", "save_pretrained")),
+    ("corrupt safetensors", ("model.safetensors", "not a readable safetensors file")),
+    ("pickled weights only", ("pytorch_model.bin", "safetensors only", "save_pretrained(")),
+    ("not a directory", ("nowhere", "no such model directory")),
+]
+
+
+@pytest.mark.parametrize("damage,fragments", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_model_directories_that_cannot_be_used_are_refused(damage, fragments, tmp_path, monkeypatch, capsys):
+    from landing.models.loading import load_classifier
+    from landing.models.model_files import ModelFilesError
+
+    model_dir = _damaged_model_dir(tmp_path, damage)
+    config = _config(tmp_path, Case("model", train=None))
+    teacher = f"teacher.model={{kind: pretrained, name_or_path: {model_dir}}}"
+    code, output = _invoke(["run", str(config), "--set", teacher], monkeypatch, capsys)
+    unwrapped = "".join(output.split())  # rich breaks long paths mid-word
+    assert code == 2, output
+    for fragment in ("run.yaml", "teacher.model.name_or_path", *fragments):
+        assert "".join(fragment.split()) in unwrapped, f"{fragment!r} not in:\n{output}"
+    assert "Traceback" not in output
+    with pytest.raises(ModelFilesError) as refused:  # a directory damaged after the config was read
+        load_classifier(str(model_dir), ["0", "1"])
+    assert all(f in " ".join(str(refused.value).split()) for f in fragments)
+
+
+def test_a_hub_name_that_cannot_be_resolved_offline_names_the_ways_to_provide_it(monkeypatch):
+    from landing.models.loading import load_classifier
+    from landing.models.model_files import ModelFilesError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelFilesError, match=r"'bert-base-uncsed': not a local directory, not an offline alias"):
+        load_classifier("bert-base-uncsed", ["0", "1"])
+
+
+def test_predict_refuses_an_onnx_file_that_is_not_onnx(tiny_onnx, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny_onnx[0].parent, tmp_path / "bundle"))
+    (bundle / tiny_onnx[0].name).write_bytes(b"this is not a protobuf")
+    (tmp_path / "input.tsv").write_text("text\nfine\n")
+    argv = ["predict", "--model", str(bundle), "--input", str(tmp_path / "input.tsv"), "--output", str(tmp_path / "o.tsv")]
+    code, output = _invoke(argv, monkeypatch, capsys)
+    flat = " ".join(output.split())
+    assert code == 1 and tiny_onnx[0].name in flat and "cannot load it as an ONNX model" in flat, output
+    assert "Traceback" not in output and not (tmp_path / "o.tsv").exists()
+
+
+# --- remote sources (validate-data, in this process) against real servers on 127.0.0.1 ---
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory):
+    """A plain http server over a folder (missing files answer 404)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path_factory.mktemp("http")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def silent_host():
+    """A port that accepts connections and never answers: an unreachable host, as the client sees it."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def rclone_s3(tmp_path_factory):
+    from landing.infra.s3_server import s3_server
+
+    data = tmp_path_factory.mktemp("rclone-data")
+    (data / "data-bucket").mkdir()
+    (data / "data-bucket" / "train.tsv").write_bytes(tsv(ROWS5))
+    with s3_server("rclone", data, access_key="right-key", secret_key="right-secret-value") as server:
+        yield server
+
+
+SOURCE_CASES = [
+    ("http 404", "{http}/absent.tsv", ("{http}/absent.tsv", "HTTP 404")),
+    ("unreachable host within the timeout", "{silent}/train.tsv", ("{silent}/train.tsv", "timed out after 1.0s")),
+    ("missing S3 bucket", "s3://no-such-bucket-here/train.tsv", ("no such bucket 'no-such-bucket-here'",)),
+    ("wrong S3 credentials", "s3://data-bucket/train.tsv",
+     ("s3://data-bucket/train.tsv", "refused the credentials", "AWS_SECRET_ACCESS_KEY")),
+]
+
+
+@pytest.mark.parametrize("name,uri,fragments", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
+def test_remote_sources_that_fail_are_named_with_the_reason(name, uri, fragments, http_root, silent_host, rclone_s3,
+                                                            s3_env, tmp_path, monkeypatch, capsys):  # fmt: skip
+    import time
+
+    where = {"http": http_root, "silent": silent_host}
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LANDING_HTTP_TIMEOUT_S", "1")
+    if name == "wrong S3 credentials":
+        for key, value in rclone_s3.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+    config = _config(tmp_path, Case("source", train=None))
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["train"]["sources"] = [{"uri": uri.format(**where)}]
+    config.write_text(yaml.safe_dump(raw))
+    started = time.monotonic()
+    code, output = _invoke(["validate-data", str(config)], monkeypatch, capsys)
+    flat = " ".join(output.split())
+    assert code == 1, output
+    for fragment in fragments:
+        assert fragment.format(**where) in flat, f"{fragment!r} not in:\n{output}"
+    assert "Traceback" not in output and "wrong-secret-value" not in output and "right-secret" not in output
+    assert time.monotonic() - started < 30  # a dead source fails in seconds, not minutes
+
+
+def test_the_right_s3_credentials_read_the_same_table(rclone_s3, tmp_path, monkeypatch, capsys):
+    """The control for the credentials case: the same source with the key the server accepts."""
+    for key, value in rclone_s3.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    config = _config(tmp_path, Case("source", train=None))
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["train"]["sources"] = [{"uri": "s3://data-bucket/train.tsv"}]
+    config.write_text(yaml.safe_dump(raw))
+    code, output = _invoke(["validate-data", str(config)], monkeypatch, capsys)
+    assert code == 0 and "train: ok, 5 rows from s3://data-bucket/train.tsv" in " ".join(output.split()), output

@@ -115,7 +115,7 @@ def test_all_sources_fail_lists_each(tmp_path: Path, s3_env: S3Server) -> None:
     msg = str(ei.value)
     assert f"{dead}: connection refused" in msg
     assert "file:///definitely/not/here.tsv: no such file" in msg
-    assert f"{missing_s3}: no such object" in msg
+    assert f"{missing_s3}: no such bucket 'f-" in msg  # the bucket, not only the object, is missing
     assert "gs://b/x: unsupported scheme" in msg
 
 
