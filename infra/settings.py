@@ -52,6 +52,9 @@ class LandingSettings(BaseSettings):
         validation_alias=AliasChoices("LANDING_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
     )
     http_timeout_s: float = 15.0
+    lock_timeout_s: float = Field(
+        3600.0, description="how long a run waits for another run on the same state_dir; -1 = no limit, 0 = refuse"
+    )
     use_stack: bool = Field(True, description="use the stack `make up` started under state_dir while it runs")
 
     @field_validator("state_dir", mode="after")

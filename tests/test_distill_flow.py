@@ -1,12 +1,12 @@
 """The whole distill flow on the smoke config: real Prefect API, MLflow on sqlite, S3 on 127.0.0.1."""
 
 import json
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny_runs import task_states
 
 from landing.config import TeacherLayers, load_config
 from landing.flows.distill import distill
@@ -90,24 +90,6 @@ def test_failed_step_marks_the_parent_run_failed(prefect_api, flow_env):
     assert not (flow_env / "out" / "summary.json").exists()
 
 
-def _task_states(flow_run_id: str) -> dict[str, list[str]]:
-    """Task name → state names of one flow run, read back from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    # Task-run states reach the API asynchronously: wait (bounded) until none is unset or still pending.
-    for _ in range(50):
-        with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        if not any(run.state is None or run.state.name in ("Pending", "Running") for run in runs):
-            break
-        time.sleep(0.2)
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
-
-
 def test_rerun_skips_finished_steps_and_a_changed_parameter_or_row_reruns_downstream(prefect_api, flow_env):
     table = flow_env / "train.tsv"  # a local copy of 301 SST-2 lines, so one row can be changed
     lines = (ROOT.parent / "shared/data/sst2/train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)[:301]
@@ -116,14 +98,14 @@ def test_rerun_skips_finished_steps_and_a_changed_parameter_or_row_reruns_downst
             "teacher.training.epochs=2", "student.training.epochs=2", "latency_samples=0"]  # fmt: skip
     first = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(flow_env / "a"))
     again = distill(config=load_config(SMOKE, fast), config_dir=str(SMOKE.parent), output_dir=str(flow_env / "b"))
-    states = _task_states(again["prefect_flow_run_id"])
+    states = task_states(again["prefect_flow_run_id"])
     assert set(states["train"]) == {"Cached"} and set(states["export-logits"]) == {"Cached"}
     assert set(states["validate"]) == {"Cached"} and set(states["evaluate"]) == {"Cached"}
     assert again["student_kd"] == first["student_kd"]
 
     changed = load_config(SMOKE, [*fast, "student.training.learning_rate=0.002"])
     third = distill(config=changed, config_dir=str(SMOKE.parent), output_dir=str(flow_env / "c"))
-    states = _task_states(third["prefect_flow_run_id"])
+    states = task_states(third["prefect_flow_run_id"])
     assert sorted(states["train"]) == ["Cached", "Completed", "Completed"]  # teacher reused, both students re-run
     assert states["export-logits"] == ["Cached"]
     assert third["teacher"] == first["teacher"] and third["logits_uri"] == first["logits_uri"]
@@ -133,7 +115,7 @@ def test_rerun_skips_finished_steps_and_a_changed_parameter_or_row_reruns_downst
     lines[5] = f"{sentence}\t{1 - int(label)}\n"
     table.write_text("".join(lines), encoding="utf-8")
     fourth = distill(config=changed, config_dir=str(SMOKE.parent), output_dir=str(flow_env / "d"))
-    states = _task_states(fourth["prefect_flow_run_id"])
+    states = task_states(fourth["prefect_flow_run_id"])
     assert sorted(states["download"]) == ["Cached", "Completed"]  # train re-read; the unchanged dev table reused
     assert sorted(states["validate"]) == ["Cached", "Completed"] and states["split"] == ["Completed"]
     assert set(states["train"]) == {"Completed"} and states["export-logits"] == ["Completed"]

