@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from landing.infra.settings import LandingSettings
 
 COMPLETE_MARKER = "_COMPLETE"
+STORE_ID_KEY = ".landing-store-id"
 SUPPORTED_SCHEMES = ("file://", "s3://")
 _TMP_TAG = ".landing-tmp-"
 
@@ -107,6 +109,16 @@ class ObjectStore(ABC):
         manifest = json.dumps({"files": files}, indent=1).encode()
         self._put_bytes(manifest, f"{prefix}/{COMPLETE_MARKER}")
         return self.uri_for(prefix)
+
+    def store_id(self) -> str:
+        """A random id written once at the store's root: a wiped (or new) store gets a new one, so cache
+        keys that include it never point at artifacts that are gone."""
+        try:
+            return self._read_bytes(self.uri_for(STORE_ID_KEY)).decode().strip()
+        except FileNotFoundError:
+            new_id = uuid.uuid4().hex
+            self._put_bytes(new_id.encode(), STORE_ID_KEY)
+            return new_id
 
     def is_complete_dir(self, uri: str) -> bool:
         return self.exists(self._join(uri, COMPLETE_MARKER))

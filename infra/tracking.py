@@ -75,6 +75,26 @@ def end_run(run_id: str, status: str) -> None:
     MlflowClient().set_terminated(run_id, status=status)
 
 
+ABANDONED = "the process running it ended before it could close the run (killed, or its disk was full)"
+
+
+def close_abandoned_runs(settings: LandingSettings) -> list[str]:
+    """Mark FAILED the runs a dead process left RUNNING in this state directory's own sqlite store.
+
+    Only that store: the caller holds the state directory's lock, so no live run can be writing
+    there, while runs on a shared tracking server may belong to live runs elsewhere.
+    """
+    if settings.tracking_uri:
+        return []
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    stale = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'") if experiments else []
+    for run in stale:
+        client.set_tag(run.info.run_id, "landing.error", ABANDONED)
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in stale]
+
+
 @contextmanager
 def step_run(parent_run_id: str, step: str, *, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
     """A nested run for one pipeline step, active in the calling thread; FAILED if the step raises."""

@@ -37,7 +37,7 @@ def main() -> None:
     try:
         app()
     except Exception as exc:  # typer re-raises what a command raised
-        user = user_error_in(exc)
+        user = user_error_in(exc) or _disk_full(exc)
         if user is None or debug_enabled():
             raise
         err.print(f"[red]error:[/] {escape(str(user))}", highlight=False)
@@ -45,12 +45,18 @@ def main() -> None:
         sys.exit(1)
 
 
+def _disk_full(exc: Exception) -> UserError | None:
+    from landing.infra.disk import disk_full_error
+
+    return disk_full_error(exc)
+
+
 def _quiet_console_logs() -> None:
     """Prefect logs a failed task and flow with the traceback; for a user's mistake the message is enough.
     Our own progress notes (``landing.*`` at INFO) are shown."""
     logging.getLogger("landing").setLevel(logging.INFO)
-    if not debug_enabled():
-        for handler in logging.getLogger().handlers:
+    if not debug_enabled():  # MLflow's loggers have handlers of their own
+        for handler in [*logging.getLogger().handlers, *logging.getLogger("mlflow").handlers]:
             if not any(isinstance(f, HideUserErrorTracebacks) for f in handler.filters):
                 handler.addFilter(HideUserErrorTracebacks())
 

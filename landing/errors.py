@@ -8,8 +8,10 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+from collections.abc import Iterator
 
 DEBUG_VARIABLE = "LANDING_DEBUG"
 
@@ -22,22 +24,40 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def user_error_in(exc: BaseException | None) -> UserError | None:
-    """The UserError behind ``exc``, following ``raise ... from`` / context chains (Prefect wraps some)."""
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from (``raise ... from`` / context chains; Prefect wraps some)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError):
-            return exc
         seen.add(id(exc))
+        yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+def user_error_in(exc: BaseException | None) -> UserError | None:
+    """The UserError behind ``exc``."""
+    return next((e for e in exception_chain(exc) if isinstance(e, UserError)), None)
+
+
+# How libraries word a full disk (OSError ENOSPC, safetensors, sqlite, torch), rarely with the path.
+DISK_FULL_WORDS = ("no space left on device", "os error 28", "database or disk is full", "disk quota exceeded",
+                   "file write failed", "basic_ios::clear: iostream error")  # the last two: torch.save
+
+
+def disk_full_in(exc: BaseException | None) -> BaseException | None:
+    """The exception behind ``exc`` that reports a full disk (something the user fixes, not a bug)."""
+    for e in exception_chain(exc):
+        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+            word in str(e).lower() for word in DISK_FULL_WORDS
+        ):
+            return e
     return None
 
 
 class HideUserErrorTracebacks(logging.Filter):
-    """Drops the traceback from log records about a UserError (Prefect logs each failed task and flow
-    with its traceback); the record's message, which carries the error text, stays."""
+    """Drops the traceback from log records about a UserError or a full disk (Prefect logs each failed
+    task and flow with its traceback); the record's message, which carries the error text, stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and user_error_in(record.exc_info[1]) is not None:
+        if record.exc_info and (user_error_in(record.exc_info[1]) or disk_full_in(record.exc_info[1])):
             record.exc_info, record.exc_text = None, None
         return True

@@ -79,17 +79,24 @@ def _step_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
     """What defines a step's result: its manifests (URI + sha256), parameters, seed, code and library versions.
 
     The run-specific ids in ``RunContext`` are left out, so a re-run with the same inputs
-    reuses the result; the object store is put in, so a hit always points at artifacts
-    that live where this run reads from. A ``download`` step's table is keyed on the bytes
-    behind its sources (``infra.fetch.source_fingerprint``), not on their URIs.
+    reuses the result; the object store (its URI and the id at its root) is put in, so a hit
+    always points at artifacts that live where this run reads from, also after the store was
+    wiped. A ``download`` step's table is keyed on the bytes behind its sources
+    (``infra.fetch.source_fingerprint``), not on their URIs.
     """
     stable = {k: (v.seed if isinstance(v, RunContext) else v) for k, v in parameters.items()}
-    stable["__object_store__"] = get_settings().resolved_object_store_uri()
+    stable["__object_store__"] = _store_identity(get_settings().resolved_object_store_uri())
     stable["__environment__"] = environment_digest()
     if "table" in parameters and "base_dir" in parameters:
         stable["__content__"] = _table_content(parameters["table"], Path(parameters["base_dir"]))
     blob = json.dumps(to_jsonable_python(stable), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.cache
+def _store_identity(store_uri: str) -> str:
+    """The store's URI and the id written at its root, read once per process."""
+    return f"{store_uri}#{open_store(store_uri).store_id()}"
 
 
 def _table_content(table: Any, base_dir: Path) -> list[str]:

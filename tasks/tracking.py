@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,11 +15,13 @@ from prefect.runtime import flow_run
 
 from landing.errors import user_error_in
 from landing.files import atomic_write
+from landing.infra.disk import disk_full_error
 from landing.infra.object_store import check_reachable, open_store
 from landing.infra.settings import get_settings
 from landing.infra.tracking import (
     FLOW_RUN_TAG,
     check_tracking_reachable,
+    close_abandoned_runs,
     configure_tracking,
     end_run,
     ensure_experiment,
@@ -26,6 +29,8 @@ from landing.infra.tracking import (
     start_parent_run,
 )
 from landing.tasks.context import RunContext
+
+log = logging.getLogger(__name__)
 
 
 @task(name="open-tracking-run")
@@ -35,6 +40,8 @@ def open_tracking_run(experiment: str, run_name: str, seed: int, config: dict) -
     check_tracking_reachable(settings.resolved_tracking_uri())
     check_reachable(open_store(settings=settings))
     configure_tracking(settings)
+    if abandoned := close_abandoned_runs(settings):
+        log.warning("marked %d MLflow run(s) left RUNNING by an ended process FAILED: %s", len(abandoned), abandoned)
     experiment_id = ensure_experiment(experiment, settings)
     flow_run_id = str(flow_run.id or "local")
     parent = start_parent_run(
@@ -42,6 +49,7 @@ def open_tracking_run(experiment: str, run_name: str, seed: int, config: dict) -
     )
     with mlflow.start_run(run_id=parent):
         log_params(config)
+    MlflowClient().update_run(parent, status="RUNNING")  # leaving start_run marked it FINISHED; it runs until closed
     # Reuse the parent run id as the artifact prefix: unique per flow run and easy to find from MLflow.
     return RunContext(parent_run_id=parent, flow_run_id=flow_run_id, run_key=f"runs/{parent}", seed=seed)
 
@@ -74,10 +82,16 @@ def parent_run_fails_on_error(ctx: RunContext) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        user = user_error_in(exc)
+        full = disk_full_error(exc)
+        user = full or user_error_in(exc)
         message = str(user) if user is not None else f"{type(exc).__name__}: {exc}"
-        MlflowClient().set_tag(ctx.parent_run_id, "landing.error", message[:ERROR_TAG_CHARS])
-        close_tracking_run(ctx, "FAILED")
+        try:
+            MlflowClient().set_tag(ctx.parent_run_id, "landing.error", message[:ERROR_TAG_CHARS])
+            close_tracking_run(ctx, "FAILED")
+        except Exception as tracking_failed:  # e.g. the tracking store is on the disk that is full
+            log.warning("could not mark MLflow run %s FAILED: %s", ctx.parent_run_id, tracking_failed)
+        if full is not None:
+            raise full from exc
         raise
 
 

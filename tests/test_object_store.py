@@ -153,3 +153,11 @@ def test_open_store_default_is_file(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert isinstance(st, FileObjectStore)
     assert st.root == tmp_path / "objects"
     assert get_settings().resolved_object_store_uri() == st.uri_for("")
+
+
+def test_store_id_is_stable_and_changes_when_the_store_is_wiped(store: ObjectStore) -> None:
+    """Cache keys include it (tasks.context): a wiped store must never satisfy a cached step."""
+    first = store.store_id()
+    assert store.store_id() == first and len(first) == 32
+    store._delete(store.uri_for(".landing-store-id"))  # what wiping the store's root amounts to
+    assert store.store_id() != first
