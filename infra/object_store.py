@@ -6,6 +6,7 @@ directories are published with a ``_COMPLETE`` marker written last."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -216,6 +217,14 @@ class FileObjectStore(ObjectStore):
             raise ObjectStoreError(f"object store {self.root.as_uri()} is not writable (check)")
 
 
+@functools.cache
+def transfer_config():
+    """Multipart above 64 MiB in 16 MiB parts, 4 at a time (boto3 is imported only when S3 is used)."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
+
+
 class S3ObjectStore(ObjectStore):
     """S3-protocol store (AWS, MinIO, rclone serve s3, moto...)."""
 
@@ -242,12 +251,14 @@ class S3ObjectStore(ObjectStore):
         import boto3
         from botocore.config import Config
 
-        # Short connect timeout + few retries: a dead endpoint must fail in seconds, not minutes.
+        # botocore's "standard" retry mode: 3 attempts in all per request (each multipart part on its own),
+        # exponential backoff with jitter, on throttling, 5xx and connection errors; with a 3 s connect
+        # timeout a dead endpoint fails in seconds, while a blip or a busy server is ridden out.
         cfg = Config(
             region_name=region,
             connect_timeout=3,
             read_timeout=settings.http_timeout_s * 4 if settings else 60,
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"max_attempts": 3, "mode": "standard"},
             s3={"addressing_style": "path"} if self.endpoint_url else {},
         )
         creds: dict[str, str] = {}
@@ -335,8 +346,9 @@ class S3ObjectStore(ObjectStore):
         bucket, k = self._bk(key)
         uri = f"s3://{bucket}/{k}"
         self._ensure_bucket(bucket)
-        # upload_file: single PUT or multipart whose completion is atomic server-side.
-        self._call("put_file", uri, self.client.upload_file, str(src), bucket, k)
+        # The transfer manager: one PUT, or a multipart upload above transfer_config()'s threshold whose parts are
+        # retried one by one and which is aborted on failure; either way the object appears whole or not at all.
+        self._call("put_file", uri, self.client.upload_file, str(src), bucket, k, Config=transfer_config())
         return uri
 
     def _put_bytes(self, data: bytes, key: str) -> str:
@@ -352,7 +364,7 @@ class S3ObjectStore(ObjectStore):
         dest = Path(local_path)
         try:
             with atomic_path(dest, suffix=_TMP_TAG) as tmp:
-                self._call("get_file", full, self.client.download_file, bucket, k, str(tmp))
+                self._call("get_file", full, self.client.download_file, bucket, k, str(tmp), Config=transfer_config())
         except FileNotFoundError:
             if not self._bucket_exists(bucket):  # S3 answers a bare 404 for both
                 raise NoSuchBucketError(f"no such bucket {bucket!r} at {self._where}") from None

@@ -37,7 +37,7 @@ def main() -> None:
     try:
         app()
     except Exception as exc:  # typer re-raises what a command raised
-        user = user_error_in(exc) or _disk_full(exc)
+        user = user_error_in(exc) or _machine_or_service_failure(exc)
         if user is None or debug_enabled():
             raise
         err.print(f"[red]error:[/] {escape(str(user))}", highlight=False)
@@ -45,10 +45,10 @@ def main() -> None:
         sys.exit(1)
 
 
-def _disk_full(exc: Exception) -> UserError | None:
-    from landing.infra.disk import disk_full_error
+def _machine_or_service_failure(exc: Exception) -> UserError | None:
+    from landing.infra.failures import explain_failure
 
-    return disk_full_error(exc)
+    return explain_failure(exc)
 
 
 def _quiet_console_logs() -> None:
@@ -58,7 +58,7 @@ def _quiet_console_logs() -> None:
     if not debug_enabled():  # MLflow's loggers have handlers of their own
         for handler in [*logging.getLogger().handlers, *logging.getLogger("mlflow").handlers]:
             if not any(isinstance(f, HideUserErrorTracebacks) for f in handler.filters):
-                handler.addFilter(HideUserErrorTracebacks())
+                handler.addFilter(HideUserErrorTracebacks(_machine_or_service_failure))
 
 
 def _load(config: Path, overrides: list[str] | None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 DEBUG_VARIABLE = "LANDING_DEBUG"
 
@@ -54,10 +54,16 @@ def disk_full_in(exc: BaseException | None) -> BaseException | None:
 
 
 class HideUserErrorTracebacks(logging.Filter):
-    """Drops the traceback from log records about a UserError or a full disk (Prefect logs each failed
-    task and flow with its traceback); the record's message, which carries the error text, stays."""
+    """Drops the traceback from log records about a UserError, or about anything ``explained`` turns
+    into one (a full disk, a server gone: see ``landing.infra.failures``), since Prefect logs each failed
+    task and flow with its traceback; the record's message, which carries the error text, stays."""
+
+    def __init__(self, explained: Callable[[BaseException], UserError | None] | None = None) -> None:
+        super().__init__()
+        self.explained = explained or (lambda exc: None)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and (user_error_in(record.exc_info[1]) or disk_full_in(record.exc_info[1])):
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (user_error_in(exc) or disk_full_in(exc) or self.explained(exc)):
             record.exc_info, record.exc_text = None, None
         return True

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -86,3 +89,59 @@ def parent_runs(state_dir: Path) -> list:
     client = MlflowClient(f"sqlite:///{state_dir / 'mlflow.db'}")
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     return sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+
+
+class Service:
+    """A server the test starts, stops and starts again on the same port and data (an outage)."""
+
+    def __init__(self, start) -> None:
+        self._start, self._running, self.info = start, None, None
+
+    def start(self):
+        self._running = self._start()
+        self.info = self._running.__enter__()
+        return self.info
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.__exit__(None, None, None)
+            self._running = None
+
+
+@contextmanager
+def mlflow_server(root: Path, port: int, artifacts: str, env: dict | None = None) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1:PORT over ``root/mlflow.db``, artifacts proxied to ``artifacts``."""
+    import urllib.request
+
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", artifacts,
+           "--workers", "1"]  # fmt: skip
+    log = (root / f"mlflow-{port}.log").open("ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, (root / f"mlflow-{port}.log").read_text()[-3000:]
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def read_until(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> str:
+    """The output of ``proc`` up to and including the first line matching ``pattern``."""
+    import re
+
+    seen, deadline = [], time.monotonic() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if re.search(pattern, line) or time.monotonic() > deadline:
+            break
+    return "".join(seen)
