@@ -13,6 +13,7 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -21,6 +22,7 @@ import torch
 import transformers
 from mlflow.tracking import MlflowClient
 
+from landing.files import write_bytes_atomic
 from landing.infra.settings import LandingSettings
 
 FLOW_RUN_TAG = "prefect.flow_run_id"
@@ -75,24 +77,45 @@ def end_run(run_id: str, status: str) -> None:
     MlflowClient().set_terminated(run_id, status=status)
 
 
-ABANDONED = "the process running it ended before it could close the run (killed, or its disk was full)"
+ABANDONED = "the process running it ended before it could close the run (killed, its disk full, or the server gone)"
+
+
+def _open_runs_dir(settings: LandingSettings) -> Path:
+    return settings.state_dir / "open-runs"
+
+
+def record_open_run(settings: LandingSettings, run_id: str) -> None:
+    """Remember, in the state directory, a parent run until it is closed (see ``close_abandoned_runs``)."""
+    path = _open_runs_dir(settings) / run_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, settings.resolved_tracking_uri().encode())
+
+
+def forget_open_run(settings: LandingSettings, run_id: str) -> None:
+    (_open_runs_dir(settings) / run_id).unlink(missing_ok=True)
 
 
 def close_abandoned_runs(settings: LandingSettings) -> list[str]:
-    """Mark FAILED the runs a dead process left RUNNING in this state directory's own sqlite store.
+    """Mark FAILED the parent runs this state directory opened and a dead process never closed.
 
-    Only that store: the caller holds the state directory's lock, so no live run can be writing
-    there, while runs on a shared tracking server may belong to live runs elsewhere.
+    Safe because the caller holds the state directory's lock: no live run of this directory can
+    own them. Runs recorded against another tracking URI are left for when that one is in use.
     """
-    if settings.tracking_uri:
-        return []
-    client = MlflowClient()
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    stale = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'") if experiments else []
-    for run in stale:
-        client.set_tag(run.info.run_id, "landing.error", ABANDONED)
-        client.set_terminated(run.info.run_id, status="FAILED")
-    return [run.info.run_id for run in stale]
+    client, uri, closed = MlflowClient(), settings.resolved_tracking_uri(), []
+    folder = _open_runs_dir(settings)
+    for record in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if record.read_text().strip() != uri:
+            continue
+        try:
+            running = client.get_run(record.name).info.status == "RUNNING"
+        except mlflow.exceptions.MlflowException:  # deleted meanwhile
+            running = False
+        if running:
+            client.set_tag(record.name, "landing.error", ABANDONED)
+            client.set_terminated(record.name, status="FAILED")
+            closed.append(record.name)
+        record.unlink()
+    return closed
 
 
 @contextmanager

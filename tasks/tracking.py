@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 
 from landing.errors import user_error_in
 from landing.files import atomic_write
-from landing.infra.disk import disk_full_error
+from landing.infra.failures import explain_failure
 from landing.infra.object_store import check_reachable, open_store
 from landing.infra.settings import get_settings
 from landing.infra.tracking import (
@@ -25,7 +25,9 @@ from landing.infra.tracking import (
     configure_tracking,
     end_run,
     ensure_experiment,
+    forget_open_run,
     log_params,
+    record_open_run,
     start_parent_run,
 )
 from landing.tasks.context import RunContext
@@ -41,12 +43,13 @@ def open_tracking_run(experiment: str, run_name: str, seed: int, config: dict) -
     check_reachable(open_store(settings=settings))
     configure_tracking(settings)
     if abandoned := close_abandoned_runs(settings):
-        log.warning("marked %d MLflow run(s) left RUNNING by an ended process FAILED: %s", len(abandoned), abandoned)
+        log.warning("marked FAILED %d MLflow run(s) an ended process left RUNNING: %s", len(abandoned), abandoned)
     experiment_id = ensure_experiment(experiment, settings)
     flow_run_id = str(flow_run.id or "local")
     parent = start_parent_run(
         experiment_id, run_name, {FLOW_RUN_TAG: flow_run_id, "landing.flow": str(flow_run.flow_name or run_name)}
     )
+    record_open_run(settings, parent)
     with mlflow.start_run(run_id=parent):
         log_params(config)
     MlflowClient().update_run(parent, status="RUNNING")  # leaving start_run marked it FINISHED; it runs until closed
@@ -64,6 +67,7 @@ def close_tracking_run(ctx: RunContext, status: str, summary: dict | None = None
                 client.log_metric(ctx.parent_run_id, f"{role}.accuracy", summary[role]["accuracy"])
                 client.log_metric(ctx.parent_run_id, f"{role}.macro_f1", summary[role]["macro_f1"])
     end_run(ctx.parent_run_id, status)
+    forget_open_run(get_settings(), ctx.parent_run_id)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -82,16 +86,16 @@ def parent_run_fails_on_error(ctx: RunContext) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        full = disk_full_error(exc)
-        user = full or user_error_in(exc)
+        explained = explain_failure(exc)  # a full disk, a tracking server gone
+        user = explained or user_error_in(exc)
         message = str(user) if user is not None else f"{type(exc).__name__}: {exc}"
         try:
             MlflowClient().set_tag(ctx.parent_run_id, "landing.error", message[:ERROR_TAG_CHARS])
             close_tracking_run(ctx, "FAILED")
         except Exception as tracking_failed:  # e.g. the tracking store is on the disk that is full
             log.warning("could not mark MLflow run %s FAILED: %s", ctx.parent_run_id, tracking_failed)
-        if full is not None:
-            raise full from exc
+        if explained is not None:
+            raise explained from exc
         raise
 
 
