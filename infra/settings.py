@@ -72,9 +72,13 @@ class LandingSettings(BaseSettings):
             return self.tracking_uri
         return f"sqlite:///{self.state_dir / 'mlflow.db'}"
 
-    def resolved_artifact_root(self) -> str:
+    def resolved_artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts; None leaves it to the tracking server (its own
+        artifact store, proxied), which is what a tracking server is for."""
         if self.artifact_root:
             return _as_uri(self.artifact_root)
+        if self.resolved_tracking_uri().startswith(("http://", "https://")):
+            return None
         return (self.state_dir / "mlartifacts").as_uri()
 
     def resolved_object_store_uri(self) -> str:

@@ -113,3 +113,13 @@ def test_stopped_stack_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LANDING_USE_STACK", "true")
     _fake_stack(tmp_path / ".landing", 2**22 + 1)  # no such process: the stack was not shut down cleanly
     assert prepare_runtime_environment() is None and "PREFECT_API_URL" not in os.environ
+
+
+def test_a_tracking_server_keeps_the_artifacts_unless_told_otherwise(tmp_path, monkeypatch):
+    from landing.infra.settings import LandingSettings
+
+    monkeypatch.setenv("LANDING_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.delenv("LANDING_ARTIFACT_ROOT", raising=False)
+    assert LandingSettings(state_dir=tmp_path).resolved_artifact_root() is None
+    monkeypatch.setenv("LANDING_ARTIFACT_ROOT", "mlflow-artifacts:///landing")
+    assert LandingSettings(state_dir=tmp_path).resolved_artifact_root() == "mlflow-artifacts:///landing"
