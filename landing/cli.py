@@ -211,63 +211,6 @@ def deploy(
     console.print(table)
 
 
-class PredictInputError(UserError):
-    """The table given to ``landing predict`` cannot be labelled as it is."""
-
-
-def _read_input_table(path: Path):
-    """The input table, every line kept (blank ones too, so line numbers in errors are the file's)."""
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".tsv", ".txt", ".csv"):
-        raise typer.BadParameter(f"{path}: unsupported extension {suffix!r}; expected .csv, .tsv or .jsonl")
-    try:
-        if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
-        sep = "," if suffix == ".csv" else "\t"
-        return pd.read_csv(path, sep=sep, quoting=3 if sep == "\t" else 0, dtype=str, keep_default_na=False,
-                           skip_blank_lines=False, encoding="utf-8")  # fmt: skip
-    except FileNotFoundError:
-        raise PredictInputError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise PredictInputError(_first_undecodable(path)) from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise PredictInputError(f"{path}: not a readable {suffix.lstrip('.')} table: {exc}") from None
-
-
-def _first_undecodable(path: Path) -> str:
-    """Where the first non-UTF-8 byte is (pandas reports offsets into its read buffer, not the file)."""
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return f"{path}:{number}: expected UTF-8 text, found byte 0x{line[exc.start]:02x} at byte {exc.start + 1}"
-    return f"{path}: expected UTF-8 text"
-
-
-def _nonempty_texts(frame, column: str, path: Path) -> list[str]:
-    texts = frame[column].astype(str).tolist()
-    empty = [i + 2 for i, t in enumerate(texts) if not t.strip()]  # +2: the header is line 1
-    if empty:
-        shown = ", ".join(map(str, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
-        raise PredictInputError(f"{path}: column {column!r}: expected text on every row, found none on line(s) {shown}")
-    return texts
-
-
-def _write_output_table(frame, path: Path) -> None:
-    """Same format as the extension says, written to a temporary name then renamed."""
-    from landing.files import atomic_path
-
-    suffix = path.suffix.lower()
-    with atomic_path(path) as tmp:
-        if suffix in (".jsonl", ".json"):
-            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
-        else:
-            frame.to_csv(tmp, sep="\t" if suffix in (".tsv", ".txt") else ",", index=False)
-
-
 @app.command()
 def predict(
     model: Annotated[str, typer.Option(help="ONNX bundle: a directory, an .onnx/.ort file, or a file:// / s3:// prefix")],
@@ -277,25 +220,28 @@ def predict(
     pair_column: Annotated[str | None, typer.Option(help="column with the second text, for pair tasks")] = None,
     id_column: Annotated[str | None, typer.Option(help="column copied to the output as id")] = None,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="texts per onnxruntime run")] = 64,
     logits: Annotated[bool, typer.Option("--logits/--no-logits", help="also write the raw logits")] = False,
 ) -> None:
-    """Label a table with an exported model through onnxruntime alone (torch is never imported)."""
+    """Label a table with an exported model through onnxruntime alone (torch is never imported).
+
+    The table is streamed in chunks (memory does not grow with it) and the output appears only when complete."""
+    from landing.infra import predict_io
     from landing.models.onnx_predictor import OnnxClassifier
 
-    frame = _read_input_table(input)
-    for name in filter(None, (text_column, pair_column, id_column)):
-        if name not in frame.columns:
-            err.print(f"[red]error:[/] {input}: no column {name!r}; found {list(frame.columns)}", highlight=False)
-            raise typer.Exit(2)
+    try:
+        predict_io.table_format(output)
+        table = predict_io.open_input(input, predict_io.Columns(text_column, pair_column, id_column))
+    except predict_io.UnsupportedTableError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except predict_io.MissingColumnError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
     classifier = OnnxClassifier.load(_local_bundle(model), threads=threads)
-    table = classifier.predict(
-        _nonempty_texts(frame, text_column, input),
-        frame[pair_column].astype(str).tolist() if pair_column else None,
-        ids=frame[id_column].astype(str).tolist() if id_column else None,
-        return_logits=logits,
-    )
-    _write_output_table(table, output)
-    console.print(f"{len(table)} predictions written to {output}", highlight=False)
+    with predict_io.terminal_progress(input) as advance:
+        rows = predict_io.write_predictions(classifier, table, output, batch_size=batch_size, logits=logits,
+                                            on_rows=advance)  # fmt: skip
+    console.print(f"{rows} predictions written to {output}", highlight=False)
 
 
 def _local_bundle(model: str) -> Path:
