@@ -52,7 +52,8 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
             teacher_spec = config.teacher.model.model_dump()
             teacher = train_model("teacher", teacher_spec, config.teacher.training, labels, splits["train"], ctx)
             transfer = splits.get("transfer")
-            logits = export_logits(teacher, [splits["train"], *([transfer] if transfer else [])], ctx)
+            online = config.distillation.online is not None  # the student asks the served teacher: no logits file
+            logits = None if online else export_logits(teacher, [splits["train"], *([transfer] if transfer else [])], ctx)
             student_spec = _student_spec(config)
             student_kd = train_model(
                 "student_kd", student_spec, config.student.training, labels, splits["train"], ctx,
@@ -71,7 +72,7 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
                 "flow": "distill",
                 "mlflow_run_id": ctx.parent_run_id,
                 "prefect_flow_run_id": ctx.flow_run_id,
-                "logits_uri": logits.uri,
+                "logits_uri": logits.uri if logits is not None else None,  # None: online distillation
                 "data": {name: m.model_dump() for name, m in splits.items()},
                 "rejects": rejects,
             }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ class EncodedTable(Dataset):
         labels: Sequence[int] | None = None,
         teacher_logits: np.ndarray | None = None,
         example_weights: Sequence[float] | None = None,
+        with_row_index: bool = False,
     ) -> None:
         n = len(texts)
         optional = (("text_pairs", text_pairs), ("labels", labels), ("teacher_logits", teacher_logits),
@@ -38,6 +39,7 @@ class EncodedTable(Dataset):
         self.labels = list(labels) if labels is not None else None
         self.teacher_logits = teacher_logits
         self.example_weights = list(example_weights) if example_weights is not None else None
+        self.with_row_index = with_row_index  # for a collator that looks rows up elsewhere (online teacher)
 
     def __len__(self) -> int:
         return len(self.encodings["input_ids"])
@@ -50,6 +52,8 @@ class EncodedTable(Dataset):
             item["teacher_logits"] = self.teacher_logits[i]
         if self.example_weights is not None:
             item["example_weights"] = self.example_weights[i]
+        if self.with_row_index:
+            item["row"] = i
         return item
 
 
@@ -67,6 +71,24 @@ class KDCollator:
             batch["teacher_logits"] = torch.tensor(np.stack(teacher), dtype=torch.float32)
         if weights:
             batch["example_weights"] = torch.tensor(weights, dtype=torch.float32)
+        return batch
+
+
+# Row indices of a training batch → the teacher's logits for those rows (e.g. asked of a served teacher).
+TeacherLogitsFn = Callable[[Sequence[int]], np.ndarray]
+
+
+class OnlineTeacherCollator(KDCollator):
+    """KDCollator whose teacher logits come from ``teacher`` per batch instead of from the dataset."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, teacher: TeacherLogitsFn) -> None:
+        super().__init__(tokenizer)
+        self.teacher = teacher
+
+    def __call__(self, features: list[dict]) -> dict:
+        rows = [f.pop("row") for f in features]
+        batch = super().__call__(features)
+        batch["teacher_logits"] = torch.as_tensor(np.asarray(self.teacher(rows)), dtype=torch.float32)
         return batch
 
 

@@ -86,6 +86,19 @@ class TrainingParams:
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class OnlineTeacher:
+    """Online distillation (ERNIE Slim's online mode): the teacher is served over HTTP while the student
+    trains, and each training batch asks it for logits; no logits file is written."""
+
+    host: str = Field("127.0.0.1", description="where the flow serves the teacher (loopback by default)")
+    port: int = Field(0, ge=0, le=65535, description="0: a free port")
+    server_batch_size: int = Field(32, gt=0, description="rows per request")
+    concurrency: int = Field(2, gt=0, description="requests in flight at once for one training batch")
+    timeout_s: float = Field(30.0, gt=0, description="per request")
+    retries: int = Field(2, ge=0, description="further attempts per request, with exponential backoff")
+
+
+@validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class KDParams:
     """The distillation knobs (the run config's ``distillation:`` and ``recover_distillation:``).
 
@@ -96,6 +109,7 @@ class KDParams:
     alpha: float = Field(0.5, ge=0, le=1)
     type: str = "vanilla_kd"
     weights: dict[str, float] = field(default_factory=dict)
+    online: OnlineTeacher | None = Field(None, description="ask a served teacher for logits per batch")
 
     @field_validator("type")
     @classmethod

@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from landing.models.data import EncodedTable, KDCollator
+from landing.models.data import EncodedTable, KDCollator, OnlineTeacherCollator, TeacherLogitsFn
 from landing.models.kd import DistillBatch, ForwardOutputs, KDParams, distillation_loss
 from landing.models.loading import build_classifier
 from landing.models.params import TrainingParams
@@ -157,20 +157,21 @@ def train_classifier(
     distillation: KDParams | None = None,
     callbacks: list[TrainerCallback] | None = None,
     ddp_backend: str | None = None,
+    online_teacher: TeacherLogitsFn | None = None,
 ) -> TrainResult:
     """Train in place, resuming from the newest checkpoint in ``checkpoint_dir`` if a run crashed.
 
     Under torchrun (see models/distributed.py) the Trainer itself wraps the model in DDP and
     shards the batches; ``ddp_backend`` (gloo, nccl) picks the process-group backend.
     """
-    if distillation is not None and train.teacher_logits is None:
-        raise ValueError("distillation needs teacher logits for every training row")
+    if distillation is not None and train.teacher_logits is None and online_teacher is None:
+        raise ValueError("distillation needs teacher logits for every training row, or an online teacher")
     args = training_arguments(params, checkpoint_dir, seed, ddp_backend)
     common = dict(
         model=model,
         args=args,
         train_dataset=train,
-        data_collator=KDCollator(tokenizer),
+        data_collator=OnlineTeacherCollator(tokenizer, online_teacher) if online_teacher else KDCollator(tokenizer),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -190,11 +191,15 @@ def fit_classifier(
     checkpoint_dir: Path, *, seed: int, text_pairs: Sequence[str] | None = None,
     teacher_logits: np.ndarray | None = None, distillation: KDParams | None = None,
     callbacks: list[TrainerCallback] | None = None, ddp_backend: str | None = None,
+    online_teacher: TeacherLogitsFn | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
-    """Build ``spec`` (same seed, same start), encode the rows and train it: one step's whole training."""
+    """Build ``spec`` (same seed, same start), encode the rows and train it: one step's whole training.
+
+    ``online_teacher`` (row indices → logits) replaces ``teacher_logits``: asked per training batch."""
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
     dataset = EncodedTable(tokenizer, texts, params.max_seq_length, text_pairs=text_pairs, labels=label_ids,
-                           teacher_logits=teacher_logits)  # fmt: skip
+                           teacher_logits=teacher_logits, with_row_index=online_teacher is not None)  # fmt: skip
     result = train_classifier(model, tokenizer, dataset, params, checkpoint_dir, seed=seed,
-                              distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend)  # fmt: skip
+                              distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend,
+                              online_teacher=online_teacher)  # fmt: skip
     return model, tokenizer, result

@@ -18,11 +18,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from landing.data_contracts.logits import align_logits
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.infra.settings import get_settings
+from landing.infra.teacher_client import TeacherClient, TeacherServiceError
+from landing.infra.teacher_server import serving_teacher
 from landing.infra.tracking import log_classifier, log_params, step_run
 from landing.models.data import label_ids
 from landing.models.distributed import process_group_backend, train_distributed
 from landing.models.kd import IGNORE_LABEL, KDParams
 from landing.models.loading import count_parameters, load_classifier, save_classifier
+from landing.models.params import OnlineTeacher
 from landing.models.training import TrainingParams, TrainResult, fit_classifier
 from landing.tasks.context import (
     STEP_CACHE,
@@ -30,6 +33,7 @@ from landing.tasks.context import (
     environment_digest,
     fetch_dataset,
     fetch_logits,
+    fetch_model_dir,
     publish_dir,
     scratch_dir,
 )
@@ -86,7 +90,12 @@ def train_model(
         if distillation is not None:
             log_params({"distillation": asdict(distillation), "teacher": teacher_identity(teacher)})
         rows = dict(text_pairs=pairs, teacher_logits=soft, distillation=distillation)
-        if training.distributed.world_size > 1:
+        online = distillation.online if distillation is not None else None
+        if online is not None:
+            model, tokenizer, result = _train_with_online_teacher(
+                spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), ctx, teacher, online, **rows
+            )
+        elif training.distributed.world_size > 1:
             model, tokenizer, result = _train_with_torchrun(
                 role, spec, training, labels, ctx, texts=texts, label_ids=y, params=training,
                 checkpoint_dir=checkpoint_dir(role, fingerprint), **rows,
@@ -126,20 +135,43 @@ def _training_rows(
     frame = fetch_dataset(train)
     frames = [frame]
     if distillation is not None:
-        if logits is None or teacher is None:
-            raise ValueError(f"{role}: distillation needs the teacher model and its logits")
+        if teacher is None or (logits is None and distillation.online is None):
+            raise ValueError(f"{role}: distillation needs the teacher model and its logits (or an online teacher)")
         if transfer is not None:
             frames.append(fetch_dataset(transfer))
     texts = [t for f in frames for t in f["text"]]
     pairs = [t for f in frames for t in f["text_pair"]] if "text_pair" in frame else None
     y = label_ids(frame["label"], labels) + [IGNORE_LABEL] * sum(len(f) for f in frames[1:])
-    if distillation is None:
+    if distillation is None or distillation.online is not None:
         return texts, pairs, y, None
     soft = align_logits(
         [i for f in frames for i in f["id"]], fetch_logits(logits), expected_teacher_id=teacher_identity(teacher),
         expected_num_labels=len(labels), expected_label_names=labels,
     )  # fmt: skip
     return texts, pairs, y, np.asarray(soft, dtype=np.float32)
+
+
+def _train_with_online_teacher(
+    spec: dict, labels: list[str], texts: list[str], y: list[int], training: TrainingParams, checkpoints: Path,
+    ctx: RunContext, teacher: ArtifactManifest, online: OnlineTeacher, *, text_pairs, distillation, **_,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
+    """Serve the teacher for the length of the training and ask it for each batch's logits."""
+    if training.distributed.world_size > 1:
+        raise TeacherServiceError("distillation.online: not available with distributed training (training.distributed)")
+    identity = teacher_identity(teacher)
+    with serving_teacher(fetch_model_dir(teacher), identity, teacher.metadata["max_seq_length"], host=online.host,
+                         port=online.port) as url:  # fmt: skip
+        _step_logger().info("online distillation: teacher %s served at %s", identity, url)
+        client = TeacherClient(url, texts, text_pairs, params=online, expected_teacher_id=identity,
+                               num_labels=len(labels))  # fmt: skip
+        try:
+            trained = fit_classifier(spec, labels, texts, y, training, checkpoints, seed=ctx.seed, text_pairs=text_pairs,
+                                     distillation=distillation, callbacks=[MlflowMetricsCallback()],
+                                     online_teacher=client)  # fmt: skip
+        finally:
+            client.close()
+        mlflow.log_metrics({"teacher_requests": client.requests})
+    return trained
 
 
 def _train_with_torchrun(
