@@ -38,11 +38,26 @@ def main() -> None:
         app()
     except Exception as exc:  # typer re-raises what a command raised
         user = user_error_in(exc) or _machine_or_service_failure(exc)
-        if user is None or debug_enabled():
+        if user is None:
+            _report_bug()
+            sys.exit(1)
+        if debug_enabled():
             raise
         err.print(f"[red]error:[/] {escape(str(user))}", highlight=False)
         err.print(f"(a traceback: --debug or {DEBUG_VARIABLE}=1)", style="dim", highlight=False)
         sys.exit(1)
+
+
+def _report_bug() -> None:
+    """A bug: its traceback, then where the run's logs are, so a report can carry both."""
+    from landing.infra.settings import get_settings
+
+    err.print_exception(max_frames=30)
+    settings = get_settings()
+    api = os.environ.get("PREFECT_API_URL", "Prefect's temporary local API (its log lines are above)")
+    err.print(f"[red]internal error[/] (a bug in landing, not in your input): please report it with the traceback "
+              f"above. Logs: the Prefect flow run at {api}; the MLflow run at {settings.resolved_tracking_uri()}; "
+              f"step files under {settings.state_dir}.", highlight=False)  # fmt: skip
 
 
 def _machine_or_service_failure(exc: Exception) -> UserError | None:
@@ -100,7 +115,7 @@ def _report(summary: dict) -> None:
     console.print(f"MLflow run: {summary['mlflow_run_id']}  (tracking URI: {tracking})")
     if tracking.startswith("sqlite:"):
         console.print(f"Browse it with: mlflow ui --backend-store-uri {tracking}")
-    console.print(f"Teacher logits: {summary['logits_uri']}")
+    console.print(f"Teacher logits: {summary['logits_uri'] or 'asked of the served teacher (online distillation)'}")
 
 
 @app.command()

@@ -406,3 +406,17 @@ def test_the_right_s3_credentials_read_the_same_table(rclone_s3, tmp_path, monke
     config.write_text(yaml.safe_dump(raw))
     code, output = _invoke(["validate-data", str(config)], monkeypatch, capsys)
     assert code == 0 and "train: ok, 5 rows from s3://data-bucket/train.tsv" in " ".join(output.split()), output
+
+
+def test_a_bug_keeps_its_traceback_and_says_where_the_logs_are(tmp_path, monkeypatch, capsys):
+    import landing.flows
+
+    def broken_flow(**_):
+        raise RuntimeError("an internal mistake")
+
+    monkeypatch.setitem(landing.flows.FLOWS, "distill", broken_flow)
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    code, output = _invoke(["run", str(_config(tmp_path, Case("bug")))], monkeypatch, capsys)
+    flat = " ".join(output.split())
+    assert code == 1 and "Traceback" in output and "an internal mistake" in output, output
+    assert "internal error (a bug in landing, not in your input)" in flat and str(tmp_path / "state") in flat
