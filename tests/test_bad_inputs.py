@@ -223,6 +223,7 @@ LOGITS_CASES = [
                            "label_names": ["0", "1", "2"]}, None, ("num_labels mismatch: expected 2",)),  # fmt: skip
     ("another teacher", {"teacher_id": "teacher@sha256:2"}, None, ("teacher id mismatch",)),
     ("NaN values", {}, "nan", ("teacher_logits.npz", "expected finite logits")),
+    ("inf values", {}, "inf", ("teacher_logits.npz", "expected finite logits")),
     ("a truncated file", {}, "truncate", ("teacher_logits.npz", "not a readable logits .npz")),
 ]
 
@@ -233,9 +234,9 @@ def test_logits_files_that_do_not_fit_are_refused(name, change, damage, fragment
     from landing.errors import UserError
 
     path = _logits_file(tmp_path, **change)
-    if damage == "nan":
+    if damage in ("nan", "inf"):
         bad = read_logits(path)
-        bad.logits[1, 0] = np.nan
+        bad.logits[1, 0] = np.nan if damage == "nan" else np.inf
         np.savez(path.with_name("tmp.npz"), ids=np.array(bad.ids), logits=bad.logits,
                  meta=np.load(path)["meta"])  # fmt: skip  (write_logits itself refuses NaN)
         path.with_name("tmp.npz").replace(path)
