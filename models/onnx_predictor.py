@@ -1,8 +1,10 @@
 """Deployable ONNX classifier: onnxruntime + numpy + the Rust ``tokenizers`` library, no torch.
 
 A bundle is one directory holding the ONNX (or ``.ort``) model(s), ``tokenizer.json`` and
-``landing_model.json`` (labels, max_length, input names, pad token, precision per model file),
-as written by :func:`models.onnx_export.export_onnx` and the quantizers. Deliberately
+``landing_model.json`` (labels, max_length, input names, pad token, precision per model file,
+optionally ``pre_segment``: a word segmenter applied to the raw text before ``tokenizer.json``, e.g.
+``"jieba"`` for Chinese word-level students, see models/word_students.py), as written by
+:func:`models.onnx_export.export_onnx`, the quantizers and :mod:`models.word_onnx`. Deliberately
 imports neither torch nor transformers (transformers pulls torch), so a service can ship
 ``onnxruntime numpy pandas tokenizers`` only.
 
@@ -18,8 +20,9 @@ Prediction table (a pandas DataFrame, one row per input text, in input order):
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +83,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _jieba_words(texts: Sequence[str]) -> list[str]:
+    try:
+        import jieba  # lazy: only Chinese word-level bundles need it
+    except ImportError:
+        raise BundleError("pre_segment 'jieba': this bundle segments Chinese into words with jieba; "
+                          "pip install jieba") from None  # fmt: skip
+
+    jieba.setLogLevel(logging.WARNING)  # it logs its dictionary loading to stderr at DEBUG
+    return [" ".join(w for w in jieba.lcut(t, cut_all=False, HMM=True) if w.strip()) for t in texts]
+
+
+# Segmenters a bundle may name in ``pre_segment``: raw texts -> words joined by single spaces, which the
+# bundle's tokenizer.json (a whitespace pre-tokenizer) then splits. Training encodes through the same functions.
+PRE_SEGMENTERS: dict[str, Callable[[Sequence[str]], list[str]]] = {"jieba": _jieba_words}
+
+
+def pre_segment(texts: Sequence[str], segmenter: str | None) -> list[str]:
+    """``texts`` segmented by the named segmenter (unchanged when None)."""
+    if segmenter is None:
+        return list(texts)
+    if segmenter not in PRE_SEGMENTERS:
+        raise BundleError(f"pre_segment: unknown segmenter {segmenter!r}; expected one of {sorted(PRE_SEGMENTERS)}")
+    return PRE_SEGMENTERS[segmenter](texts)
+
+
 class BundleTokenizer:
     """``tokenizer.json`` set up like transformers' ``tokenizer(..., truncation=True, padding=True)``.
 
@@ -91,6 +119,8 @@ class BundleTokenizer:
         meta = meta or read_bundle_meta(bundle_dir)
         self.input_names: list[str] = list(meta["input_names"])
         self.max_length = int(meta["max_length"])
+        self.segmenter: str | None = meta.get("pre_segment")
+        pre_segment([], self.segmenter)  # an unknown or missing segmenter fails at load, not at the first request
         self.tokenizer = Tokenizer.from_file(str(Path(bundle_dir) / TOKENIZER_FILE))
         self.tokenizer.enable_truncation(self.max_length, strategy="longest_first", direction="right")
         self.tokenizer.enable_padding(
@@ -101,6 +131,9 @@ class BundleTokenizer:
         )
 
     def __call__(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        texts = pre_segment(texts, self.segmenter)
+        if text_pairs is not None:
+            text_pairs = pre_segment(text_pairs, self.segmenter)
         if text_pairs is None:
             encodings = self.tokenizer.encode_batch(list(texts))
         else:
