@@ -1,7 +1,8 @@
 """Prefect flows by the name a run config's ``flow:`` key uses."""
 
+from landing.flows.augment import augment
 from landing.flows.compress import compress
 from landing.flows.distill import distill
 from landing.flows.promote import promote
 
-FLOWS = {"distill": distill, "compress": compress, "promote": promote}
+FLOWS = {"augment": augment, "distill": distill, "compress": compress, "promote": promote}

@@ -8,6 +8,7 @@ from prefect import flow
 
 from landing.config import DistillRunConfig
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.flows.augment import augmented_transfer
 from landing.flows.compress import compress_model
 from landing.flows.data import prepare_data
 from landing.infra.state_lock import state_dir_lock
@@ -52,6 +53,8 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
             teacher_spec = config.teacher.model.model_dump()
             teacher = train_model("teacher", teacher_spec, config.teacher.training, labels, splits["train"], ctx)
             transfer = splits.get("transfer")
+            if config.augmentation is not None:  # augmented (and unlabelled) rows, labelled by the teacher below
+                transfer = augmented_transfer(config, splits, ctx)
             online = config.distillation.online is not None  # the student asks the served teacher: no logits file
             logits = None if online else export_logits(teacher, [splits["train"], *([transfer] if transfer else [])], ctx)
             student_spec = _student_spec(config)

@@ -143,6 +143,28 @@ def run(
     console.print(f"Summary: {out / 'summary.json'}")
 
 
+@app.command()
+def augment(
+    config: ConfigArg,
+    output: Annotated[Path, typer.Option(help="augmented table to write (.csv, .tsv or .jsonl)")],
+    set_: SetOpt = None,
+) -> None:
+    """Run CONFIG's data and augmentation steps (a distill config) and write the augmented rows: the input
+    schema's columns plus source_id and strategy, next to a manifest (OUTPUT.manifest.json)."""
+    _runtime()
+    cfg = _load(config, [*(set_ or []), "flow=augment"])
+    if cfg.augmentation is None:
+        err.print(f"[red]error:[/] {config}: augmentation: expected an augmentation block, found none", highlight=False)
+        raise typer.Exit(2)
+    from landing.flows import FLOWS
+    from landing.infra.augmented_tables import write_augmented_table
+
+    _quiet_console_logs()
+    summary = FLOWS["augment"](config=cfg, config_dir=str(config.resolve().parent), output_dir=str(output.parent))
+    rows = write_augmented_table(summary["augmented"], cfg.data.contract, output)
+    console.print(f"{rows} augmented rows written to {output} (manifest {output}.manifest.json)", highlight=False)
+
+
 @app.command("validate-data")
 def validate_data(config: ConfigArg, set_: SetOpt = None) -> None:
     """Fetch and check every table CONFIG declares against its data contract; no training."""

@@ -23,6 +23,9 @@ from pydantic import (
 from landing.data_contracts.schema import TableContract
 from landing.data_contracts.splitting import ConflictPolicy
 from landing.errors import UserError
+from landing.models.augment.eda import EdaParams
+from landing.models.augment.mlm import MlmAugmentParams
+from landing.models.mlm_adapt import MlmAdaptParams
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.params import CompressionParams, KDParams, Launch, TrainingParams
 
@@ -188,6 +191,32 @@ class BaselineConfig(StrictModel):
     )
 
 
+class AugmentationConfig(StrictModel):
+    """More transfer rows for the teacher to label: ERNIE-Slim strategies (``eda``), masked-LM fills (``mlm_da``)
+    and the unlabelled table, mixed as declared here (and logged as the run's params)."""
+
+    eda: EdaParams | None = Field(None, description="UNK noise, same-POS replacement, n-gram sampling")
+    mlm_da: MlmAugmentParams | None = Field(None, description="copies with whole words masked and refilled by mlm_model")
+    mlm_model: str | None = Field(None, description="mlm_da's masked LM (a path with an MLM head); default: mlm_adapt's")
+    mlm_adapt: MlmAdaptParams | None = Field(
+        None, description="build the masked LM first: continued MLM training of mlm_base on the run's own text"
+    )
+    mlm_base: str | None = Field(None, description="mlm_adapt's starting model; default: the teacher's pretrained model")
+    unlabelled_rows: int | None = Field(
+        None, ge=0, description="at most this many rows of the transfer split (unlabelled table) join the augmented "
+        "rows (seeded sample); default all",
+    )
+
+    @model_validator(mode="after")
+    def _needs_a_masked_lm(self) -> AugmentationConfig:
+        if self.eda is None and self.mlm_da is None:
+            raise ValueError("give augmentation.eda and/or augmentation.mlm_da")
+        if self.mlm_da is not None and self.mlm_model is None and self.mlm_adapt is None:
+            raise ValueError("mlm_da needs a masked LM: set augmentation.mlm_model to a model with an MLM head, or "
+                             "augmentation.mlm_adapt to build one from the teacher's model")  # fmt: skip
+        return self
+
+
 class DistillRunConfig(TrainingRunConfig):
     flow: Literal["distill"] = "distill"
     name: str = "distill"
@@ -198,6 +227,16 @@ class DistillRunConfig(TrainingRunConfig):
     latency_samples: int = Field(50, ge=0, description="batch-1 timings per model in the report; 0 skips")
     compression: CompressionConfig | None = Field(None, description="append the compress steps to the student")
     latency: LatencyConfig = LatencyConfig()
+    augmentation: AugmentationConfig | None = Field(None, description="augmented rows, labelled by the teacher")
+
+    @model_validator(mode="after")
+    def _masked_lm_base(self) -> DistillRunConfig:
+        aug = self.augmentation
+        if aug is not None and aug.mlm_adapt is not None and aug.mlm_base is None:
+            if getattr(self.teacher.model, "name_or_path", None) is None:
+                raise ValueError("augmentation.mlm_base: the teacher is not a pretrained model, so name the model "
+                                 "mlm_adapt starts from")  # fmt: skip
+        return self
 
 
 class CompressRunConfig(TrainingRunConfig):
@@ -233,8 +272,15 @@ class PromoteRunConfig(FlowRunConfig):
     latency: LatencyConfig = LatencyConfig()
 
 
-RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig
+class AugmentRunConfig(DistillRunConfig):
+    """``landing augment``: a distill config's data and augmentation steps alone (teacher and student unused)."""
+
+    flow: Literal["augment"] = "augment"  # type: ignore[assignment]
+
+
+RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig
 FLOW_CONFIGS: dict[str, type[StrictModel]] = {
+    "augment": AugmentRunConfig,
     "distill": DistillRunConfig,
     "compress": CompressRunConfig,
     "promote": PromoteRunConfig,
@@ -299,7 +345,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     except ValidationError as err:
         raise ConfigError(_format_validation_error(path, err)) from None
     _check_local_models(config, path)
+    _check_masked_lm(config, path)
     return config  # type: ignore[return-value]
+
+
+def _check_masked_lm(config: StrictModel, path: Path) -> None:
+    """``mlm_da`` on a model without an MLM head fails here, naming it and the options, not mid-run."""
+    aug = getattr(config, "augmentation", None)
+    if aug is None or aug.mlm_da is None or aug.mlm_model is None:
+        return
+    from landing.models.augment.mlm import has_mlm_head  # torch: only for configs that use mlm_da
+
+    if not has_mlm_head(aug.mlm_model):
+        raise ConfigError(f"{path}: augmentation.mlm_model: {aug.mlm_model!r} has no masked-LM head; give a model "
+                          "with one, or drop mlm_model and set augmentation.mlm_adapt to build one")  # fmt: skip
 
 
 def _local_model_paths(config: StrictModel) -> dict[str, str]:

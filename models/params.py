@@ -110,6 +110,16 @@ class KDParams:
     type: str = "vanilla_kd"
     weights: dict[str, float] = field(default_factory=dict)
     online: OnlineTeacher | None = Field(None, description="ask a served teacher for logits per batch")
+    teacher_labels: Literal["soft", "hard"] = Field(
+        "soft", description="soft: the KD losses on the teacher's logits; hard: its argmax as the transfer rows' "
+        "labels, trained with cross-entropy (ERNIE Slim's offline data distillation)",
+    )
+
+    @model_validator(mode="after")
+    def _hard_labels_are_offline(self) -> KDParams:
+        if self.teacher_labels == "hard" and self.online is not None:
+            raise ValueError("teacher_labels: hard labels are read from the logits file; online needs soft")
+        return self
 
     @field_validator("type")
     @classmethod

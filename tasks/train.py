@@ -89,6 +89,8 @@ def train_model(
         log_params({"role": role, "model": spec, "training": asdict(training), "seed": ctx.seed})
         if distillation is not None:
             log_params({"distillation": asdict(distillation), "teacher": teacher_identity(teacher)})
+        if distillation is not None and distillation.teacher_labels == "hard":  # the argmax became labels
+            soft, distillation = None, None
         rows = dict(text_pairs=pairs, teacher_logits=soft, distillation=distillation)
         online = distillation.online if distillation is not None else None
         if online is not None:
@@ -144,11 +146,13 @@ def _training_rows(
     y = label_ids(frame["label"], labels) + [IGNORE_LABEL] * sum(len(f) for f in frames[1:])
     if distillation is None or distillation.online is not None:
         return texts, pairs, y, None
-    soft = align_logits(
+    soft = np.asarray(align_logits(
         [i for f in frames for i in f["id"]], fetch_logits(logits), expected_teacher_id=teacher_identity(teacher),
         expected_num_labels=len(labels), expected_label_names=labels,
-    )  # fmt: skip
-    return texts, pairs, y, np.asarray(soft, dtype=np.float32)
+    ), dtype=np.float32)  # fmt: skip
+    if distillation.teacher_labels == "hard":  # unlabelled rows take the teacher's argmax as their label
+        y = [t if t != IGNORE_LABEL else int(row.argmax()) for t, row in zip(y, soft, strict=True)]
+    return texts, pairs, y, soft
 
 
 def _train_with_online_teacher(
