@@ -92,6 +92,9 @@ def test_wordpiece_groups_are_masked_whole(tok, model):
             assert fill["word"] in words, fill
             assert tok.tokenize(fill["word"]) == fill["word_tokens"]
             multi_piece += len(fill["word_tokens"]) > 1
+            # one word for one word: the fill continues (##) where the original does, and nowhere else
+            assert [t.startswith("##") for t in fill["fill_tokens"]] == [t.startswith("##") for t in fill["word_tokens"]]
+            assert " " not in fill["fill"]
     assert multi_piece, "long words (several WordPiece tokens) were masked too"
 
 

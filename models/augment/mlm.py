@@ -8,10 +8,11 @@ Chinese text, a word segmented by jieba, so every character token of ``手机`` 
 What this does differently from EasyNLP's ``mlm_da`` (whose defects it avoids):
 
 - fills are *sampled* (``temperature``, ``top_k``; ``sampling: argmax`` as an option), never a special
-  token, ``[UNK]`` or ``[unused*]``, never a ``##`` continuation at the start of a word, not punctuation
-  (``word_fills_only``), and not the original token unless ``allow_original`` is set;
+  token, ``[UNK]`` or ``[unused*]``, never a ``##`` continuation at the start of a word and one word for
+  one word (``one_word_fills``), not punctuation (``word_fills_only``), and not the original token
+  unless ``allow_original`` is set;
 - the originals are kept (``keep_originals``) and copies identical to their source or to another row
-  are dropped and counted;
+  (up to whitespace) are dropped and counted;
 - Chinese is masked per jieba word, not per character;
 - fills are put back into the original text at the words' character offsets, so the rest of the
   text keeps its case, accents, spacing and any characters the vocabulary lacks (an uncased
@@ -91,6 +92,8 @@ class MlmAugmentParams:
         "characters of each jieba word (Chinese); auto: jieba for rows that contain CJK characters"
     )
     mask_punctuation: bool = Field(False, description="whether words without a letter, digit or CJK character may be masked")
+    one_word_fills: bool = Field(True, description="a masked word is filled with one word: where the original has a "
+                                 "## continuation token, so does the fill (WordPiece)")  # fmt: skip
     word_fills_only: bool = Field(True, description="fills are tokens with a letter, digit or CJK character: a word is "
                                   "not replaced by punctuation")  # fmt: skip
     max_seq_length: int = Field(128, ge=8, le=512, description="tokens per row seen by the model; the rest is kept as is")
@@ -384,11 +387,15 @@ def choose_fills(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One token per masked position (rows of ``logits``), never a banned token, never a ``##`` token at a
-    word's start, and not the original unless ``allow_original``; sampled or argmax per ``params``."""
+    word's start, only ``##`` tokens where the original continues its word (``one_word_fills``), and not
+    the original unless ``allow_original``; sampled or argmax per ``params``."""
     import torch
 
     exclude = banned.unsqueeze(0).expand_as(logits).clone()
     exclude[word_start] |= continuation
+    if params.one_word_fills:
+        continuing = continuation[originals] & ~word_start
+        exclude[continuing] |= ~continuation
     if not params.allow_original:
         exclude[torch.arange(len(originals)), originals] = True
     if bool(exclude.all(dim=-1).any()):
@@ -425,7 +432,9 @@ def _validate_rows(rows: Sequence[dict]) -> None:
 
 
 def _row_key(row: dict) -> tuple[str, str | None]:
-    return row["text"], row.get("text_pair")
+    """What makes two rows the same: their texts up to whitespace."""
+    pair = row.get("text_pair")
+    return " ".join(row["text"].split()), None if pair is None else " ".join(pair.split())
 
 
 def _progress(total: int):
@@ -464,7 +473,6 @@ def augment_with_mlm(
     if params.word_fills_only:
         banned |= non_word_token_mask(tokenizer, vocab_size)
     continuation = continuation_token_mask(tokenizer, vocab_size)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
 
     items = [(r, c) for r, enc in enumerate(encoded) if enc.units for c in range(params.expansion_rate)]
@@ -474,49 +482,26 @@ def augment_with_mlm(
     was_training = model.training
     model.eval()
     batches = range(0, len(items), params.batch_size)
-    with torch.inference_mode(), _progress(len(batches)) as bar:
-        for start in batches:
-            batch_items = items[start : start + params.batch_size]
-            plans = []
-            for r, c in batch_items:
-                enc, rng = encoded[r], _copy_rng(seed, r, c)
-                k = words_to_mask(len(enc.units), params.mask_proportion)
-                chosen = sorted(rng.choice(len(enc.units), size=k, replace=False).tolist())
-                plans.append((r, c, [enc.units[u] for u in chosen], int(rng.integers(2**62))))
-            length = max(len(encoded[r].input_ids) for r, _ in batch_items)
-            input_ids = torch.full((len(batch_items), length), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch_items), length), dtype=torch.long)
-            types = torch.zeros((len(batch_items), length), dtype=torch.long)
-            where = torch.zeros((len(batch_items), length), dtype=torch.bool)
-            for b, (r, _, units, _) in enumerate(plans):
-                enc = encoded[r]
-                n = len(enc.input_ids)
-                input_ids[b, :n] = torch.tensor(enc.input_ids)
-                attention[b, :n] = 1
-                if enc.token_type_ids is not None:
-                    types[b, :n] = torch.tensor(enc.token_type_ids)
-                for unit in units:
-                    where[b, list(unit.positions)] = True
-            originals = input_ids[where]
-            input_ids[where] = tokenizer.mask_token_id
-            batch = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
-            if any(encoded[r].token_type_ids is not None for r, _ in batch_items):
-                batch["token_type_ids"] = types.to(device)
-            logits = masked_lm_logits(model, batch, where.to(device)).cpu()
-            offset = 0
-            for b, (r, c, units, torch_seed) in enumerate(plans):
-                n_masked = int(where[b].sum())
-                positions = torch.nonzero(where[b]).squeeze(-1).tolist()
-                word_start = torch.tensor([any(p == u.positions[0] for u in units) for p in positions])
-                generator = torch.Generator().manual_seed(torch_seed)
-                fills = choose_fills(logits[offset : offset + n_masked], originals[offset : offset + n_masked],
-                                     word_start, banned, continuation, params, generator).tolist()  # fmt: skip
-                offset += n_masked
-                copies[(r, c)] = _make_copy(encoded[r], units, dict(zip(positions, fills)), tokenizer, params, c)
-                masked_words += len(units)
-                masked_tokens += n_masked
-            bar.update(1)
-    model.train(was_training)
+    try:
+        with torch.inference_mode(), _progress(len(batches)) as bar:
+            for start in batches:
+                plans = [_plan_copy(encoded[r], r, c, seed, params) for r, c in items[start : start + params.batch_size]]
+                batch, where, originals = _masked_batch(encoded, plans, tokenizer)
+                logits = masked_lm_logits(model, {k: v.to(device) for k, v in batch.items()}, where.to(device)).cpu()
+                offset = 0
+                for b, (r, c, units, torch_seed) in enumerate(plans):
+                    positions = torch.nonzero(where[b]).squeeze(-1).tolist()
+                    word_start = torch.tensor([any(p == u.positions[0] for u in units) for p in positions])
+                    span = slice(offset, offset + len(positions))
+                    fills = choose_fills(logits[span], originals[span], word_start, banned, continuation, params,
+                                         torch.Generator().manual_seed(torch_seed)).tolist()  # fmt: skip
+                    offset += len(positions)
+                    copies[(r, c)] = _make_copy(encoded[r], units, dict(zip(positions, fills)), tokenizer, params, c)
+                    masked_words += len(units)
+                    masked_tokens += len(positions)
+                bar.update(1)
+    finally:
+        model.train(was_training)
 
     out, seen = [], {_row_key(row) for row in rows}
     same_as_source = duplicates = 0
@@ -555,6 +540,41 @@ def augment_with_mlm(
     log.info("mlm_da: %d rows -> %d (%d copies kept of %d drawn; %d same as source, %d duplicates) in %.1f s",
              len(rows), len(out), stats["copies_kept"], len(items), same_as_source, duplicates, seconds)  # fmt: skip
     return AugmentResult(out, stats)
+
+
+def _plan_copy(enc: _Encoded, r: int, c: int, seed: int, params: MlmAugmentParams) -> tuple:
+    """Copy ``c`` of row ``r``: which words it masks, and the seed of its fills."""
+    rng = _copy_rng(seed, r, c)
+    k = words_to_mask(len(enc.units), params.mask_proportion)
+    chosen = sorted(rng.choice(len(enc.units), size=k, replace=False).tolist())
+    return r, c, [enc.units[u] for u in chosen], int(rng.integers(2**62))
+
+
+def _masked_batch(encoded: list[_Encoded], plans: list[tuple], tokenizer: PreTrainedTokenizerBase):
+    """The padded model inputs of ``plans`` with their words masked, where they are, and the tokens masked."""
+    import torch
+
+    length = max(len(encoded[r].input_ids) for r, *_ in plans)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(plans), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(plans), length), dtype=torch.long)
+    types = torch.zeros((len(plans), length), dtype=torch.long)
+    where = torch.zeros((len(plans), length), dtype=torch.bool)
+    for b, (r, _, units, _) in enumerate(plans):
+        enc = encoded[r]
+        n = len(enc.input_ids)
+        input_ids[b, :n] = torch.tensor(enc.input_ids)
+        attention[b, :n] = 1
+        if enc.token_type_ids is not None:
+            types[b, :n] = torch.tensor(enc.token_type_ids)
+        for unit in units:
+            where[b, list(unit.positions)] = True
+    originals = input_ids[where]
+    input_ids[where] = tokenizer.mask_token_id
+    batch = {"input_ids": input_ids, "attention_mask": attention}
+    if any(encoded[r].token_type_ids is not None for r, *_ in plans):
+        batch["token_type_ids"] = types
+    return batch, where, originals
 
 
 def _make_copy(
