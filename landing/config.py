@@ -134,7 +134,27 @@ class TeacherLayers(StrictModel):
     layers: list[int] = Field(min_length=1)
 
 
-ModelSpec = Annotated[PretrainedModel | RandomBert | TeacherLayers, Field(discriminator="kind")]
+class WordStudentModel(StrictModel):
+    """A non-transformer student over a word vocabulary built from the training text (ERNIE Slim's baselines):
+    bag-of-words (mean of word embeddings, an MLP) or a BiLSTM."""
+
+    kind: Literal["bow", "bilstm"]
+    language: Literal["en", "zh"] = Field("en", description="zh: words segmented with jieba")
+    min_freq: int = Field(1, ge=1)
+    max_size: int = Field(20000, ge=3, description="vocabulary size, [PAD] and [UNK] included")
+    embedding_dim: int = Field(128, gt=0)
+    hidden_size: int = Field(128, ge=0, description="bow: MLP width (0: none); bilstm: per direction")
+    num_layers: int = Field(1, ge=1, description="bilstm only")
+    pooling: Literal["max", "mean"] = Field("max", description="bilstm only")
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    def options(self) -> dict:
+        """The constructor options of the model kind (models/word_students.py)."""
+        keep = {"embedding_dim", "hidden_size", "dropout"} | ({"num_layers", "pooling"} if self.kind == "bilstm" else set())
+        return {k: v for k, v in self.model_dump().items() if k in keep}
+
+
+ModelSpec = Annotated[PretrainedModel | RandomBert | TeacherLayers | WordStudentModel, Field(discriminator="kind")]
 
 
 class TeacherConfig(StrictModel):
@@ -228,6 +248,13 @@ class DistillRunConfig(TrainingRunConfig):
     compression: CompressionConfig | None = Field(None, description="append the compress steps to the student")
     latency: LatencyConfig = LatencyConfig()
     augmentation: AugmentationConfig | None = Field(None, description="augmented rows, labelled by the teacher")
+
+    @model_validator(mode="after")
+    def _word_students_stand_alone(self) -> DistillRunConfig:
+        if isinstance(self.student.model, WordStudentModel) and (self.compression or self.registered_model):
+            raise ValueError(f"student.model.kind {self.student.model.kind!r}: a word student is exported to ONNX as "
+                             "it is; compression and registered_model need a transformer student")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _masked_lm_base(self) -> DistillRunConfig:

@@ -24,14 +24,9 @@ from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_m
 @task(name="evaluate", cache_policy=STEP_CACHE, persist_result=True)
 def evaluate_accuracy(role: str, model: ArtifactManifest, eval_table: DatasetManifest, ctx: RunContext) -> dict:
     labels = model.metadata["labels"]
-    classifier, tokenizer = load_classifier(str(fetch_model_dir(model)))
     frame = fetch_dataset(eval_table)
-    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
     with step_run(ctx.parent_run_id, f"evaluate-{role}"):
-        logits = predict_logits(
-            classifier, tokenizer, list(frame["text"]), text_pairs=pairs, max_length=model.metadata["max_seq_length"],
-            batch_size=model.metadata["eval_batch_size"], desc=f"evaluate {role}",
-        )  # fmt: skip
+        logits = _logits(model, frame, role)
         metrics = classification_metrics(label_ids(frame["label"], labels), logits.argmax(-1), len(labels))
         mlflow.log_metrics({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
         mlflow.log_dict(metrics, "metrics/eval.json")
@@ -47,6 +42,31 @@ def evaluate_accuracy(role: str, model: ArtifactManifest, eval_table: DatasetMan
     }
 
 
+def _load(model: ArtifactManifest):
+    """(model, a tokenizer callable as transformers' is) for a transformer or a word student."""
+    model_dir = fetch_model_dir(model)
+    if not model.metadata.get("word_student"):
+        return load_classifier(str(model_dir))
+    from landing.models.word_students import load_word_student
+
+    student, words = load_word_student(model_dir)
+    return student, lambda text, max_length=128, **_: words.encode([text], max_length)
+
+
+def _logits(model: ArtifactManifest, frame, role: str):
+    if model.metadata.get("word_student"):
+        from landing.models.word_students import load_word_student
+        from landing.models.word_students import predict_logits as word_logits
+
+        student, words = load_word_student(fetch_model_dir(model))
+        return word_logits(student, words, list(frame["text"]), max_length=model.metadata["max_seq_length"],
+                           batch_size=model.metadata["eval_batch_size"])  # fmt: skip
+    classifier, tokenizer = load_classifier(str(fetch_model_dir(model)))
+    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
+    return predict_logits(classifier, tokenizer, list(frame["text"]), text_pairs=pairs, desc=f"evaluate {role}",
+                          max_length=model.metadata["max_seq_length"], batch_size=model.metadata["eval_batch_size"])  # fmt: skip
+
+
 @task(name="evaluate-latency")
 def measure_eval_latency(
     role: str, model: ArtifactManifest, eval_table: DatasetManifest, ctx: RunContext, samples: int
@@ -54,7 +74,7 @@ def measure_eval_latency(
     """Batch-1 PyTorch latency on the table's texts, measured now (no cache policy on purpose)."""
     if not samples:
         return {"latency_batch1_ms": None, "latency_measured_at": None}
-    classifier, tokenizer = load_classifier(str(fetch_model_dir(model)))
+    classifier, tokenizer = _load(model)
     texts = list(fetch_dataset(eval_table)["text"])
     latency = batch1_latency_ms(classifier, tokenizer, texts, max_length=model.metadata["max_seq_length"], runs=samples)
     with step_run(ctx.parent_run_id, f"latency-{role}"):

@@ -27,6 +27,7 @@ from landing.models.kd import IGNORE_LABEL, KDParams
 from landing.models.loading import count_parameters, load_classifier, save_classifier
 from landing.models.params import OnlineTeacher
 from landing.models.training import TrainingParams, TrainResult, fit_classifier
+from landing.models.word_students import WORD_STUDENTS
 from landing.tasks.context import (
     STEP_CACHE,
     RunContext,
@@ -93,6 +94,8 @@ def train_model(
             soft, distillation = None, None
         rows = dict(text_pairs=pairs, teacher_logits=soft, distillation=distillation)
         online = distillation.online if distillation is not None else None
+        if spec["kind"] in WORD_STUDENTS:
+            return _train_word_student(role, spec, training, labels, texts, y, ctx, teacher, online, **rows)
         if online is not None:
             model, tokenizer, result = _train_with_online_teacher(
                 spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), ctx, teacher, online, **rows
@@ -153,6 +156,57 @@ def _training_rows(
     if distillation.teacher_labels == "hard":  # unlabelled rows take the teacher's argmax as their label
         y = [t if t != IGNORE_LABEL else int(row.argmax()) for t, row in zip(y, soft, strict=True)]
     return texts, pairs, y, soft
+
+
+def _train_word_student(
+    role: str, spec: dict, training: TrainingParams, labels: list[str], texts: list[str], y: list[int],
+    ctx: RunContext, teacher: ArtifactManifest | None, online: OnlineTeacher | None, *, text_pairs, teacher_logits,
+    distillation,
+) -> ArtifactManifest:  # fmt: skip
+    """A bag-of-words or BiLSTM student: vocabulary from the training text, the same KD losses, saved with
+    safetensors and exported to an ONNX bundle (parity-checked) that ``landing predict`` serves."""
+    from landing.models.word_onnx import export_word_student
+    from landing.models.word_students import (
+        build_word_student,
+        build_word_tokenizer,
+        fit_word_student,
+        save_word_student,
+    )
+
+    if text_pairs is not None:
+        raise TeacherServiceError(f"student.model.kind {spec['kind']!r}: word students take one text, not pairs")
+    tokenizer = build_word_tokenizer(texts, language=spec["language"], min_freq=spec["min_freq"],
+                                     max_size=spec["max_size"])  # fmt: skip
+    options = {k: spec[k] for k in ("embedding_dim", "hidden_size", "dropout", "num_layers", "pooling")
+               if k in spec and (spec["kind"] == "bilstm" or k not in ("num_layers", "pooling"))}  # fmt: skip
+    model = build_word_student(spec["kind"], tokenizer, labels, seed=ctx.seed, **options)
+    if online is not None:  # the served teacher answers every row once; still no logits file
+        with serving_teacher(fetch_model_dir(teacher), teacher_identity(teacher), teacher.metadata["max_seq_length"],
+                             host=online.host, port=online.port) as url:  # fmt: skip
+            client = TeacherClient(url, texts, None, params=online, expected_teacher_id=teacher_identity(teacher),
+                                   num_labels=len(labels))  # fmt: skip
+            teacher_logits = client(list(range(len(texts))))
+            client.close()
+    result = fit_word_student(model, tokenizer, texts, y, teacher_logits, training, distillation, ctx.seed)
+    out, bundle = scratch_dir(ctx.run_key, "models", role), scratch_dir(ctx.run_key, "models", f"{role}-onnx")
+    sha = save_word_student(model, tokenizer, out)
+    export_word_student(out, bundle, training.max_seq_length)
+    n_params = count_parameters(model)
+    mlflow.log_metrics({"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
+                        "train_rows": len(texts), "parameters": n_params, "global_step": result.global_step,
+                        "vocabulary": tokenizer.vocab_size})  # fmt: skip
+    uri = publish_dir(out, ctx.key("models", role))
+    onnx_uri = publish_dir(bundle, ctx.key("models", f"{role}-onnx"))
+    mlflow.log_artifacts(str(out), artifact_path="model")
+    mlflow.log_artifacts(str(bundle), artifact_path="onnx")
+    run_id = mlflow.active_run().info.run_id
+    return ArtifactManifest(
+        uri=uri, sha256=sha, kind="model",
+        metadata={"role": role, "parameters": n_params, "labels": labels, "mlflow_model_uri": f"runs:/{run_id}/model",
+                  "mlflow_run_id": run_id, "max_seq_length": training.max_seq_length, "word_student": spec["kind"],
+                  "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s,
+                  "global_step": result.global_step, "onnx_bundle": onnx_uri},
+    )  # fmt: skip
 
 
 def _train_with_online_teacher(
