@@ -148,11 +148,6 @@ class WordStudentModel(StrictModel):
     pooling: Literal["max", "mean"] = Field("max", description="bilstm only")
     dropout: float = Field(0.1, ge=0, lt=1)
 
-    def options(self) -> dict:
-        """The constructor options of the model kind (models/word_students.py)."""
-        keep = {"embedding_dim", "hidden_size", "dropout"} | ({"num_layers", "pooling"} if self.kind == "bilstm" else set())
-        return {k: v for k, v in self.model_dump().items() if k in keep}
-
 
 ModelSpec = Annotated[PretrainedModel | RandomBert | TeacherLayers | WordStudentModel, Field(discriminator="kind")]
 

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from landing.data_contracts.logits import align_logits
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.errors import UserError
 from landing.infra.settings import get_settings
 from landing.infra.teacher_client import TeacherClient, TeacherServiceError
 from landing.infra.teacher_server import serving_teacher
@@ -174,19 +175,21 @@ def _train_word_student(
     )
 
     if text_pairs is not None:
-        raise TeacherServiceError(f"student.model.kind {spec['kind']!r}: word students take one text, not pairs")
-    tokenizer = build_word_tokenizer(texts, language=spec["language"], min_freq=spec["min_freq"],
-                                     max_size=spec["max_size"])  # fmt: skip
-    options = {k: spec[k] for k in ("embedding_dim", "hidden_size", "dropout", "num_layers", "pooling")
-               if k in spec and (spec["kind"] == "bilstm" or k not in ("num_layers", "pooling"))}  # fmt: skip
+        raise UserError(f"student.model.kind {spec['kind']!r}: word students take one text; this table has pairs")
+    vocabulary = {k: spec[k] for k in ("language", "min_freq", "max_size")}
+    tokenizer = build_word_tokenizer(texts, **vocabulary)
+    bilstm_only = () if spec["kind"] == "bilstm" else ("num_layers", "pooling")
+    options = {k: v for k, v in spec.items() if k not in ("kind", *vocabulary, *bilstm_only)}
     model = build_word_student(spec["kind"], tokenizer, labels, seed=ctx.seed, **options)
     if online is not None:  # the served teacher answers every row once; still no logits file
         with serving_teacher(fetch_model_dir(teacher), teacher_identity(teacher), teacher.metadata["max_seq_length"],
                              host=online.host, port=online.port) as url:  # fmt: skip
             client = TeacherClient(url, texts, None, params=online, expected_teacher_id=teacher_identity(teacher),
                                    num_labels=len(labels))  # fmt: skip
-            teacher_logits = client(list(range(len(texts))))
-            client.close()
+            try:
+                teacher_logits = client(list(range(len(texts))))
+            finally:
+                client.close()
     result = fit_word_student(model, tokenizer, texts, y, teacher_logits, training, distillation, ctx.seed)
     out, bundle = scratch_dir(ctx.run_key, "models", role), scratch_dir(ctx.run_key, "models", f"{role}-onnx")
     sha = save_word_student(model, tokenizer, out)
