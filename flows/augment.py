@@ -24,8 +24,11 @@ def augmented_table(config: DistillRunConfig, splits: dict[str, DatasetManifest]
     return augment_rows(splits["train"], aug, masked_lm, ctx)
 
 
-def augmented_transfer(config: DistillRunConfig, splits: dict[str, DatasetManifest], ctx: RunContext) -> DatasetManifest:
-    """The KD student's transfer rows: augmented rows plus (a configured number of) unlabelled ones."""
+def augmented_transfer(
+    config: DistillRunConfig, splits: dict[str, DatasetManifest], ctx: RunContext
+) -> DatasetManifest | None:
+    """The KD student's transfer rows: augmented rows plus (a configured number of) unlabelled ones; None
+    when that is none at all."""
     augmented = augmented_table(config, splits, ctx)
     return mix_transfer(augmented, splits.get("transfer"), config.augmentation.unlabelled_rows, ctx)
 

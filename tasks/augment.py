@@ -92,7 +92,8 @@ def _new_rows(made: list[dict], train: pd.DataFrame) -> pd.DataFrame:
     frame = frame[frame["strategy"] != "original"]
     key = ["text", "text_pair"] if "text_pair" in frame else ["text"]
     seen = set(map(tuple, train[key].itertuples(index=False)))
-    frame = frame[[tuple(r) not in seen for r in frame[key].itertuples(index=False)]]
+    new = pd.Series([tuple(r) not in seen for r in frame[key].itertuples(index=False)], index=frame.index, dtype=bool)
+    frame = frame.loc[new]  # a boolean Series: an empty list would select no columns instead of no rows
     return frame.drop_duplicates(subset=key).drop_duplicates(subset="id").reset_index(drop=True)
 
 
@@ -108,21 +109,25 @@ def _counts(augmented: pd.DataFrame, stats: dict, made: int) -> dict[str, float]
 
 @task(name="mix-transfer", cache_policy=STEP_CACHE, persist_result=True)
 def mix_transfer(augmented: DatasetManifest, transfer: DatasetManifest | None, unlabelled_rows: int | None,
-                 ctx: RunContext) -> DatasetManifest:  # fmt: skip
+                 ctx: RunContext) -> DatasetManifest | None:  # fmt: skip
     """The KD student's transfer rows: every augmented row (labels dropped: the teacher labels them) plus
-    the transfer split's rows, at most ``unlabelled_rows`` of them (a seeded sample)."""
-    parts = [fetch_dataset(augmented).drop(columns=["label"], errors="ignore")]
-    unlabelled = fetch_dataset(transfer) if transfer is not None else pd.DataFrame(columns=["id", "text"])
+    the transfer split's rows, at most ``unlabelled_rows`` of them (a seeded sample); None when there are
+    none (KD on the labelled rows alone)."""
+    made = fetch_dataset(augmented).drop(columns=["label"], errors="ignore") if augmented.rows else pd.DataFrame()
+    unlabelled = fetch_dataset(transfer) if transfer is not None and transfer.rows else pd.DataFrame()
     if unlabelled_rows is not None and len(unlabelled) > unlabelled_rows:
         unlabelled = unlabelled.sample(n=unlabelled_rows, random_state=ctx.seed)
-    parts.append(unlabelled.assign(strategy="unlabelled"))
-    mixed = pd.concat(parts, ignore_index=True).drop_duplicates(subset="id").reset_index(drop=True)
-    path = scratch_dir(ctx.run_key, "data") / "split-transfer-mixed.jsonl"
-    write_canonical(mixed, path)
-    uri, _ = publish_file(path, ctx.key("data", "split-transfer-mixed.jsonl"))
+    parts = [p for p in (made, unlabelled.assign(strategy="unlabelled")) if len(p)]
     with step_run(ctx.parent_run_id, "mix-transfer"):
-        mlflow.log_metrics({"rows_transfer_augmented": len(parts[0]), "rows_transfer_unlabelled": len(unlabelled),
-                            "rows_transfer": len(mixed)})  # fmt: skip
         log_params({"unlabelled_rows": unlabelled_rows})
+        mlflow.log_metrics({"rows_transfer_augmented": len(made), "rows_transfer_unlabelled": len(unlabelled)})
+        if not parts:
+            mlflow.log_metric("rows_transfer", 0)
+            return None
+        mixed = pd.concat(parts, ignore_index=True).drop_duplicates(subset="id").reset_index(drop=True)
+        mlflow.log_metric("rows_transfer", len(mixed))
+        path = scratch_dir(ctx.run_key, "data") / "split-transfer-mixed.jsonl"
+        write_canonical(mixed, path)
+        uri, _ = publish_file(path, ctx.key("data", "split-transfer-mixed.jsonl"))
     return DatasetManifest.from_frame(mixed, uri=uri, local_path=path, input_schema=augmented.input_schema,
                                       name="transfer")  # fmt: skip

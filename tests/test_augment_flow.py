@@ -112,3 +112,17 @@ def test_a_table_without_rows_to_augment_is_named(tmp_path):
     config = write_config(tmp_path, train=tsv(GOOD_ROWS), augmentation={})
     with pytest.raises(ConfigError, match="give augmentation.eda and/or augmentation.mlm_da"):
         load_config(config)
+
+
+def test_augmentation_that_adds_no_rows_distils_on_the_labelled_rows_alone(prefect_api, flow_env):
+    """expansion_rate 0 and unlabelled_rows 0 (the benchmark's "KD on the labelled rows"): no transfer table."""
+    config = _augmenting_config(flow_env, {"eda": {"expansion_rate": 0}, "unlabelled_rows": 0})
+    code, output = run_landing(["run", str(config), "--output-dir", str(flow_env / "out")], flow_env)
+    assert code == 0, output[-3000:]
+    summary = json.loads((flow_env / "out" / "summary.json").read_text())
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{flow_env}/state/mlflow.db")
+    runs = {r.info.run_name: r for r in client.search_runs(client.get_experiment_by_name("tiny-runs").experiment_id)}
+    assert runs["mix-transfer"].data.metrics["rows_transfer"] == 0
+    assert runs["student_kd"].data.metrics["train_rows"] == summary["data"]["train"]["rows"]
