@@ -65,11 +65,14 @@ def test_two_runs_on_one_state_dir_both_finish_and_the_second_reuses_the_first(p
     procs = [landing_command(["run", str(config), "--output-dir", str(flow_env / f"out{i}")], flow_env) for i in (0, 1)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert sum("waiting for the run that holds" in out for out in outputs) == 1, outputs
+    # Usually one waits ("waiting for the run that holds ..."); when process start-up staggers them, the
+    # second simply starts after the first: either way one ran at a time and the later reused the first.
     summaries = [json.loads((flow_env / f"out{i}" / "summary.json").read_text()) for i in (0, 1)]
     for role in ("teacher", "student_kd", "student_baseline"):
         assert summaries[0][role]["accuracy"] == summaries[1][role]["accuracy"]
-    waited = next(i for i, out in enumerate(outputs) if "waiting for the run that holds" in out)
-    states = task_states(summaries[waited]["prefect_flow_run_id"])
+    first, later = parent_runs(flow_env / "state")
+    assert first.info.end_time <= later.info.start_time or any("waiting for the run" in out for out in outputs)
+    second = next(s for s in summaries if s["mlflow_run_id"] == later.info.run_id)
+    states = task_states(second["prefect_flow_run_id"])
     assert set(states["train"]) == {"Cached"} and set(states["validate"]) == {"Cached"}, states
-    assert [r.info.status for r in parent_runs(flow_env / "state")] == ["FINISHED", "FINISHED"]
+    assert (first.info.status, later.info.status) == ("FINISHED", "FINISHED")
