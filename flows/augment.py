@@ -7,10 +7,9 @@ from prefect import flow
 from landing.config import AugmentRunConfig, DistillRunConfig
 from landing.data_contracts.manifest import DatasetManifest
 from landing.flows.data import prepare_data
-from landing.infra.state_lock import state_dir_lock
 from landing.tasks.augment import adapt_mlm, augment_rows, mix_transfer
 from landing.tasks.context import RunContext
-from landing.tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
+from landing.tasks.tracking import publish_summary, tracked_run
 
 
 def augmented_table(config: DistillRunConfig, splits: dict[str, DatasetManifest], ctx: RunContext) -> DatasetManifest:
@@ -35,17 +34,15 @@ def augmented_transfer(
 
 @flow(name="augment", log_prints=True)
 def augment(config: AugmentRunConfig, config_dir: str = ".", output_dir: str = "runs/augment") -> dict:
-    with state_dir_lock():  # one run at a time per state directory
-        ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
-        with parent_run_fails_on_error(ctx):
-            splits, rejects = prepare_data(config.data, config_dir, ctx)
-            augmented = augmented_table(config, splits, ctx)
-            summary = {
-                "flow": "augment",
-                "mlflow_run_id": ctx.parent_run_id,
-                "prefect_flow_run_id": ctx.flow_run_id,
-                "augmented": augmented.model_dump(),
-                "data": {name: m.model_dump() for name, m in splits.items()},
-                "rejects": rejects,
-            }
+    with tracked_run(config) as ctx:
+        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        augmented = augmented_table(config, splits, ctx)
+        summary = {
+            "flow": "augment",
+            "mlflow_run_id": ctx.parent_run_id,
+            "prefect_flow_run_id": ctx.flow_run_id,
+            "augmented": augmented.model_dump(),
+            "data": {name: m.model_dump() for name, m in splits.items()},
+            "rejects": rejects,
+        }
         return publish_summary(ctx, summary, output_dir)

@@ -7,7 +7,6 @@ from prefect import flow
 from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.flows.data import prepare_data
-from landing.infra.state_lock import state_dir_lock
 from landing.tasks.compress import (
     build_variant,
     import_model,
@@ -19,7 +18,7 @@ from landing.tasks.compress import (
 )
 from landing.tasks.context import RunContext
 from landing.tasks.promote import register_models
-from landing.tasks.tracking import open_tracking_run, parent_run_fails_on_error, publish_summary
+from landing.tasks.tracking import publish_summary, tracked_run
 from landing.tasks.train import train_model
 
 
@@ -75,33 +74,31 @@ def compress_model(
 
 @flow(name="compress")
 def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str = "runs/compress") -> dict:
-    with state_dir_lock():  # one run at a time per state directory
-        ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
-        with parent_run_fails_on_error(ctx):
-            splits, rejects = prepare_data(config.data, config_dir, ctx)
-            max_len = config.compression.max_seq_length
-            if isinstance(config.student, ModelSource):
-                student = import_model(config.student.uri, "student", max_len, ctx)
-            else:
-                labels = list(config.data.contract.label_enumerate_values or sorted(splits["train"].label_counts))
-                spec = config.student.model.model_dump()
-                student = train_model("student", spec, config.student.training, labels, splits["train"], ctx)
-            teacher = import_model(config.teacher.uri, "teacher", max_len, ctx) if config.teacher else None
-            result = compress_model(student, splits, config.compression, config.latency, ctx, output_dir, teacher)
-            summary = {
-                "flow": "compress",
-                "mlflow_run_id": ctx.parent_run_id,
-                "prefect_flow_run_id": ctx.flow_run_id,
-                "student": student.uri,
-                "data": {name: m.model_dump() for name, m in splits.items()},
-                "rejects": rejects,
-                **result,
-            }
-            if config.registered_model:
-                candidate = result["registry_candidate"]
-                summary["registry"] = register_models(
-                    config.registered_model, ctx, onnx_uri=candidate["onnx_uri"], parity=candidate["parity"],
-                    pytorch_uri=candidate["pytorch_uri"], weights_sha256=candidate["weights_sha256"],
-                    variant=candidate["variant"], data_sha256=splits["train"].sha256,
-                )  # fmt: skip
+    with tracked_run(config) as ctx:
+        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        max_len = config.compression.max_seq_length
+        if isinstance(config.student, ModelSource):
+            student = import_model(config.student.uri, "student", max_len, ctx)
+        else:
+            labels = list(config.data.contract.label_enumerate_values or sorted(splits["train"].label_counts))
+            spec = config.student.model.model_dump()
+            student = train_model("student", spec, config.student.training, labels, splits["train"], ctx)
+        teacher = import_model(config.teacher.uri, "teacher", max_len, ctx) if config.teacher else None
+        result = compress_model(student, splits, config.compression, config.latency, ctx, output_dir, teacher)
+        summary = {
+            "flow": "compress",
+            "mlflow_run_id": ctx.parent_run_id,
+            "prefect_flow_run_id": ctx.flow_run_id,
+            "student": student.uri,
+            "data": {name: m.model_dump() for name, m in splits.items()},
+            "rejects": rejects,
+            **result,
+        }
+        if config.registered_model:
+            candidate = result["registry_candidate"]
+            summary["registry"] = register_models(
+                config.registered_model, ctx, onnx_uri=candidate["onnx_uri"], parity=candidate["parity"],
+                pytorch_uri=candidate["pytorch_uri"], weights_sha256=candidate["weights_sha256"],
+                variant=candidate["variant"], data_sha256=splits["train"].sha256,
+            )  # fmt: skip
         return publish_summary(ctx, summary, output_dir)

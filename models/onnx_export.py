@@ -51,6 +51,31 @@ class _LogitsOnly(nn.Module):
         return self.model(**dict(zip(self.input_names, tensors, strict=True))).logits
 
 
+def trace_to_onnx(
+    model: nn.Module, input_names: Sequence[str], example: tuple[torch.Tensor, ...], out_path: Path, opset: int
+) -> None:
+    """``model``'s logits as ``out_path`` (written atomically): int64 inputs with dynamic batch and sequence axes."""
+    input_names = list(input_names)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {OUTPUT_NAME: {0: "batch"}}
+    with atomic_path(out_path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation, tracer and LSTM batch_first warnings
+        # TorchScript exporter (dynamo=False): the dynamo exporter needs onnxscript, which is
+        # not a dependency, and the traced graph (MatMul/Gemm/Gather on initializers, opset 17
+        # LayerNormalization; ONNX LSTM ops for word students) is what onnxruntime.quantization and
+        # the .ort converter expect.
+        torch.onnx.export(
+            _LogitsOnly(model, input_names),
+            example,
+            str(tmp),
+            input_names=input_names,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
 def _input_names(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     produced = tokenizer(_EXAMPLE_TEXTS[0]).keys()
     return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in produced]
@@ -72,24 +97,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = 17, max_length:
     input_names = _input_names(tokenizer)
     # A padded two-row example so the attention-mask path is traced, not specialised away.
     example = tokenizer(_EXAMPLE_TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {OUTPUT_NAME: {0: "batch"}}
-
-    with atomic_path(out_path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
-        # TorchScript exporter (dynamo=False): the dynamo exporter needs onnxscript, which is
-        # not a dependency, and the traced graph (MatMul/Gemm/Gather on initializers, opset 17
-        # LayerNormalization) is what onnxruntime.quantization and the .ort converter expect.
-        torch.onnx.export(
-            _LogitsOnly(model, input_names),
-            tuple(example[n] for n in input_names),
-            str(tmp),
-            input_names=input_names,
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=dynamic_axes,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    trace_to_onnx(model, input_names, tuple(example[n] for n in input_names), out_path, opset)
 
     _copy_tokenizer(tokenizer, out_path.parent)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -14,7 +14,6 @@ and onnxruntime's logits are compared with PyTorch's on the same ids: above ``at
 from __future__ import annotations
 
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,20 +22,11 @@ import torch
 from torch import nn
 
 from landing.files import atomic_path
-from landing.models.onnx_export import OUTPUT_NAME, ParityError
+from landing.models.onnx_export import OUTPUT_NAME, ParityError, trace_to_onnx
 from landing.models.onnx_predictor import TOKENIZER_FILE, BundleTokenizer, make_session, write_bundle_meta
 from landing.models.word_students import PAD_ID, PAD_TOKEN, WordTokenizer, load_word_student
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
-
-
-class _LogitsOnly(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 def parity_texts(tokenizer: WordTokenizer, rows: int = 24) -> list[str]:
@@ -65,22 +55,7 @@ def export_word_student(
     # A padded two-row example so the masking path is traced with a real mask, not specialised away.
     example = tokenizer.encode(["a short example", "a somewhat longer example sentence so the batch pads"],
                                max_length)  # fmt: skip
-    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {OUTPUT_NAME: {0: "batch"}}
-    with atomic_path(onnx_path) as tmp, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # legacy-exporter deprecation, tracer and LSTM batch_first warnings
-        # The TorchScript exporter, as models/onnx_export.py (the dynamo one needs onnxscript). LSTMs
-        # trace to ONNX LSTM ops; the per-row reversal to Range/Where/GatherElements.
-        torch.onnx.export(
-            _LogitsOnly(model),
-            tuple(example[name] for name in INPUT_NAMES),
-            str(tmp),
-            input_names=INPUT_NAMES,
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=dynamic_axes,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    trace_to_onnx(model, INPUT_NAMES, tuple(example[name] for name in INPUT_NAMES), onnx_path, opset)
     with atomic_path(bundle_dir / TOKENIZER_FILE) as tmp:
         shutil.copyfile(model_dir / TOKENIZER_FILE, tmp)
 

@@ -18,6 +18,7 @@ from landing.files import atomic_write
 from landing.infra.failures import explain_failure
 from landing.infra.object_store import check_reachable, open_store
 from landing.infra.settings import get_settings
+from landing.infra.state_lock import state_dir_lock
 from landing.infra.tracking import (
     FLOW_RUN_TAG,
     check_tracking_reachable,
@@ -97,6 +98,16 @@ def parent_run_fails_on_error(ctx: RunContext) -> Iterator[None]:
         if explained is not None:
             raise explained from exc
         raise
+
+
+@contextmanager
+def tracked_run(config) -> Iterator[RunContext]:
+    """A flow's run: the state directory locked (one run at a time), the MLflow parent run opened with the
+    config as its params, and marked FAILED if any step (or publishing the summary) raises."""
+    with state_dir_lock():
+        ctx = open_tracking_run(config.experiment, config.name, config.seed, config.model_dump(mode="json"))
+        with parent_run_fails_on_error(ctx):
+            yield ctx
 
 
 def publish_summary(ctx: RunContext, summary: dict, output_dir: str) -> dict:

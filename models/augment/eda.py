@@ -78,10 +78,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as validated_dataclass
+
+from landing.models.augment.rows import AugmentResult, check_output_ids, progress_bar, validate_rows
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +152,6 @@ class EdaParams:
     def active_strategies(self) -> dict[str, float]:
         """The strategies with a share above 0, in the order of :data:`STRATEGIES`."""
         return {name: self.strategies[name] for name in STRATEGIES if self.strategies.get(name, 0) > 0}
-
-
-class AugmentResult(NamedTuple):
-    rows: list[dict]
-    stats: dict
 
 
 # --- words -------------------------------------------------------------------------------------------
@@ -365,18 +362,6 @@ def _copy_rng(seed: int, source_id: Any, copy_index: int) -> random.Random:
     return random.Random(f"eda\t{seed}\t{source_id!r}\t{copy_index}")
 
 
-def _validate_rows(rows: Sequence[Mapping[str, Any]]) -> None:
-    seen: set = set()
-    for n, row in enumerate(rows):
-        missing = [k for k in ("id", "text") if k not in row]
-        if missing:
-            raise ValueError(f"eda: row {n} has no {', '.join(missing)}")
-        if not isinstance(row["text"], str) or not (row.get("text_pair") is None or isinstance(row["text_pair"], str)):
-            raise ValueError(f"eda: row {row['id']!r}: text and text_pair must be strings")
-        if row["id"] in seen:
-            raise ValueError(f"eda: duplicate row id {row['id']!r}")
-        seen.add(row["id"])
-
 
 def show_progress(n_rows: int, progress: bool | None = None) -> bool:
     """Whether to draw a progress bar: as asked, else on a terminal (stderr) for many rows."""
@@ -384,11 +369,6 @@ def show_progress(n_rows: int, progress: bool | None = None) -> bool:
         return progress
     return n_rows >= PROGRESS_MIN_ROWS and sys.stderr.isatty()
 
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="row", disable=not enabled)
 
 
 def augment(
@@ -415,7 +395,7 @@ def augment(
         params = EdaParams()
     started = time.perf_counter()
     rows = [dict(row) for row in rows]
-    _validate_rows(rows)
+    validate_rows(rows, "eda")
     mix = params.active_strategies
     names, weights = list(mix), list(mix.values())
     need_tags = "pos" in mix
@@ -423,7 +403,7 @@ def augment(
     bars = show_progress(len(rows), progress)
 
     analysed: list[list[tuple[list[str], list[str] | None] | None]] = []
-    with _bar(len(rows), "eda: words" + (" and tags" if need_tags else ""), bars) as bar:
+    with progress_bar(len(rows), "eda: words" + (" and tags" if need_tags else ""), "row", bars) as bar:
         for row in rows:
             analysed.append([None if row.get(seg) is None
                              else analyse(row[seg], params.language, tagger, tags=need_tags)
@@ -451,7 +431,7 @@ def augment(
     counts = {name: {"produced": 0, "dropped_duplicate": 0, "dropped_empty": 0} for name in params.strategies}
     out: list[dict] = []
     drawn = 0
-    with _bar(len(rows), "eda: copies", bars) as bar:
+    with progress_bar(len(rows), "eda: copies", "row", bars) as bar:
         for row, segments in zip(rows, analysed):
             if params.keep_originals:
                 out.append({**row, "source_id": row["id"], "strategy": ORIGINAL})
@@ -482,7 +462,7 @@ def augment(
                     copy["text_pair"] = new[1]
                 out.append(copy | {"source_id": row["id"], "strategy": name})
             bar.update(1)
-    _check_ids(out)
+    check_output_ids(out, "eda")
     seconds = time.perf_counter() - started
     kept = sum(c["produced"] for c in counts.values())
     stats = {
@@ -500,11 +480,3 @@ def augment(
     log.info("eda: %d rows -> %d (%d copies kept of %d drawn) in %.1f s (%s)", len(rows), len(out), kept, drawn,
              seconds, ", ".join(f"{k}: {v}" for k, v in counts.items()))  # fmt: skip
     return AugmentResult(out, stats)
-
-
-def _check_ids(rows: list[dict]) -> None:
-    seen: set = set()
-    for row in rows:
-        if row["id"] in seen:
-            raise ValueError(f"eda: output id {row['id']!r} collides with an input id; rename the input rows")
-        seen.add(row["id"])

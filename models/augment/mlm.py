@@ -30,17 +30,17 @@ from __future__ import annotations
 import logging
 import math
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated_dataclass
 
+from landing.models.augment.rows import AugmentResult, check_output_ids, progress_bar, validate_rows
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 
 if TYPE_CHECKING:
@@ -99,11 +99,6 @@ class MlmAugmentParams:
     max_seq_length: int = Field(128, ge=8, le=512, description="tokens per row seen by the model; the rest is kept as is")
     batch_size: int = Field(32, gt=0, description="copies per forward pass")
     record_fills: bool = Field(False, description="add mlm_fills (each masked word, its fill and their tokens) to copies")
-
-
-class AugmentResult(NamedTuple):
-    rows: list[dict]
-    stats: dict
 
 
 @dataclass(frozen=True)
@@ -418,29 +413,12 @@ def _copy_rng(seed: int, row_index: int, copy_index: int) -> np.random.Generator
     return np.random.default_rng([seed, row_index, copy_index])
 
 
-def _validate_rows(rows: Sequence[dict]) -> None:
-    seen: set = set()
-    for n, row in enumerate(rows):
-        missing = [k for k in ("id", "text") if k not in row]
-        if missing:
-            raise ValueError(f"mlm_da: row {n} has no {', '.join(missing)}")
-        if not isinstance(row["text"], str) or not (row.get("text_pair") is None or isinstance(row["text_pair"], str)):
-            raise ValueError(f"mlm_da: row {row['id']!r}: text and text_pair must be strings")
-        if row["id"] in seen:
-            raise ValueError(f"mlm_da: duplicate row id {row['id']!r}")
-        seen.add(row["id"])
-
 
 def _row_key(row: dict) -> tuple[str, str | None]:
     """What makes two rows the same: their texts up to whitespace."""
     pair = row.get("text_pair")
     return " ".join(row["text"].split()), None if pair is None else " ".join(pair.split())
 
-
-def _progress(total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=STRATEGY, unit="batch", disable=not sys.stderr.isatty())
 
 
 def augment_with_mlm(
@@ -464,7 +442,7 @@ def augment_with_mlm(
                          "locate the words to mask and put the fills back into the text")  # fmt: skip
     if tokenizer.mask_token_id is None:
         raise ValueError("mlm_da: the tokenizer has no mask token")
-    _validate_rows(rows)
+    validate_rows(rows, "mlm_da")
     started = time.perf_counter()
     max_length = min(params.max_seq_length, getattr(model.config, "max_position_embeddings", params.max_seq_length))
     encoded = [encode_row(tokenizer, row, params, max_length) for row in rows]
@@ -483,7 +461,7 @@ def augment_with_mlm(
     model.eval()
     batches = range(0, len(items), params.batch_size)
     try:
-        with torch.inference_mode(), _progress(len(batches)) as bar:
+        with torch.inference_mode(), progress_bar(len(batches), STRATEGY, "batch") as bar:
             for start in batches:
                 plans = [_plan_copy(encoded[r], r, c, seed, params) for r, c in items[start : start + params.batch_size]]
                 batch, where, originals = _masked_batch(encoded, plans, tokenizer)
@@ -520,7 +498,7 @@ def augment_with_mlm(
             else:
                 seen.add(key)
                 out.append(copy)
-    _check_ids(out)
+    check_output_ids(out, "mlm_da")
     seconds = time.perf_counter() - started
     stats = {
         "strategy": STRATEGY,
@@ -598,11 +576,3 @@ def _make_copy(
     if params.record_fills:
         row["mlm_fills"] = record
     return row
-
-
-def _check_ids(rows: list[dict]) -> None:
-    seen: set = set()
-    for row in rows:
-        if row["id"] in seen:
-            raise ValueError(f"mlm_da: output id {row['id']!r} collides with an input id; rename the input rows")
-        seen.add(row["id"])
