@@ -24,6 +24,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from landing.models.fewshot.pooled_classifier import register_mean_pool
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.pruned_bert import register_pruned_bert
 
@@ -93,6 +94,7 @@ def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> C
     any other missing or unexpected weights are still warned about.
     """
     register_pruned_bert()
+    register_mean_pool()
     kwargs = label_maps(labels) if labels is not None else {}
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()

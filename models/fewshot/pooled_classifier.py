@@ -1,0 +1,125 @@
+"""A BERT classifier over the masked mean of its token states, as sentence-transformers embeds a sentence.
+
+SetFit fine-tunes a sentence encoder (mean pooling, L2 normalisation) and then fits a linear head on
+its embeddings; this is that encoder and head as one ordinary transformers classifier, so the result
+saves, loads (:func:`register_mean_pool`), distils and exports to ONNX like any other model here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertModel,
+    BertPreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import logging as transformers_logging
+
+log = logging.getLogger(__name__)
+
+
+class MeanPoolConfig(BertConfig):
+    """BERT config plus ``normalize``: whether the pooled embedding is L2-normalised before the head."""
+
+    model_type = "bert_mean_pool"
+
+    def __init__(self, normalize: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.normalize = normalize
+
+
+class BertMeanPoolForSequenceClassification(BertPreTrainedModel):
+    """Encoder -> masked mean over tokens -> optional L2 normalisation -> linear head (no dropout, as SetFit)."""
+
+    config_class = MeanPoolConfig
+
+    def __init__(self, config: MeanPoolConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def _encode(self, input_ids, attention_mask, token_type_ids, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True,
+                        **{k: v for k, v in kwargs.items() if v is not None})  # fmt: skip
+        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        # sentence-transformers' Pooling(mean): padding excluded, the count clamped so an empty row is 0, not NaN.
+        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return (F.normalize(pooled, p=2, dim=1) if self.config.normalize else pooled), out
+
+    def embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The sentence embedding the head reads (normalised when ``config.normalize``)."""
+        return self._encode(input_ids, attention_mask, token_type_ids)[0]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """Logits, and the cross-entropy loss when ``labels`` are given (-100 rows ignored)."""
+        pooled, out = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                                   output_attentions=output_attentions)  # fmt: skip
+        logits = self.classifier(pooled)
+        loss = None if labels is None else F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                        attentions=out.attentions)  # fmt: skip
+
+
+def register_mean_pool() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForSequenceClassification.from_pretrained`` load ``bert_mean_pool``
+    checkpoints; idempotent, called by everything that loads a saved model."""
+    AutoConfig.register(MeanPoolConfig.model_type, MeanPoolConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(MeanPoolConfig, BertMeanPoolForSequenceClassification, exist_ok=True)
+
+
+def mean_pool_from_encoder(
+    name_or_path: str, labels: Sequence[str], *, normalize: bool = True
+) -> tuple[BertMeanPoolForSequenceClassification, PreTrainedTokenizerBase]:
+    """The pretrained BERT encoder at ``name_or_path`` (a directory or offline alias; safetensors) with a
+    fresh head for ``labels``; the encoder's own pooler, unused by mean pooling, is dropped."""
+    # Imported here: models.loading imports this module to register the architecture.
+    from landing.models.loading import label_maps, load_tokenizer, resolve_name_or_path
+
+    path = resolve_name_or_path(name_or_path)
+    config = MeanPoolConfig(normalize=normalize, **_bert_fields(path), **label_maps(labels))
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # the new head's MISSING table; reported in one line below
+    try:
+        model, info = BertMeanPoolForSequenceClassification.from_pretrained(
+            path, config=config, use_safetensors=True, output_loading_info=True
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("classifier.")]
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("pooler.", "bert.pooler."))]
+    if missing or unexpected:
+        raise ValueError(f"{name_or_path!r}: not a BERT encoder checkpoint (missing {missing}, unused {unexpected})")
+    log.info("%s: mean-pooled encoder with a new head for %d labels", name_or_path, len(labels))
+    return model, load_tokenizer(name_or_path)
+
+
+def _bert_fields(path: str) -> dict:
+    """The encoder's BertConfig as keyword arguments, without the keys MeanPoolConfig sets itself."""
+    fields = BertConfig.from_pretrained(path).to_dict()
+    for key in ("model_type", "architectures", "num_labels", "id2label", "label2id", "transformers_version"):
+        fields.pop(key, None)
+    return fields
