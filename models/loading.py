@@ -25,6 +25,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from landing.models.fewshot.pooled_classifier import register_mean_pool
+from landing.models.fewshot.prompt_model import register_prompt_model
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.pruned_bert import register_pruned_bert
 
@@ -82,6 +83,14 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
                               f"({', '.join(OFFLINE_ALIASES)})") from None  # fmt: skip
 
 
+def register_model_classes() -> None:
+    """The project's own architectures (pruned BERT, mean-pooled BERT, prompt classifiers) known to the Auto
+    classes, so every saved model loads through ``AutoModelForSequenceClassification``; idempotent."""
+    register_pruned_bert()
+    register_mean_pool()
+    register_prompt_model()
+
+
 # A pretrained encoder gets a fresh classification head on purpose; these keys missing is expected.
 HEAD_PREFIXES = ("classifier.", "score.", "pooler.")
 
@@ -93,8 +102,7 @@ def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> C
     is on purpose when fine-tuning a pretrained encoder; that case is said in one line instead, and
     any other missing or unexpected weights are still warned about.
     """
-    register_pruned_bert()
-    register_mean_pool()
+    register_model_classes()
     kwargs = label_maps(labels) if labels is not None else {}
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from landing.files import atomic_path
+from landing.models.loading import register_model_classes
 from landing.models.onnx_predictor import (
     BUNDLE_META,
     TOKENIZER_FILE,
@@ -30,7 +31,6 @@ from landing.models.onnx_predictor import (
     register_variant,
     write_bundle_meta,
 )
-from landing.models.pruned_bert import register_pruned_bert
 
 OUTPUT_NAME = "logits"
 _EXAMPLE_TEXTS = ["a short example", "a somewhat longer example sentence, so the batch has padding"]
@@ -90,7 +90,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = 17, max_length:
     model_dir, out_path = Path(model_dir), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    register_pruned_bert()
+    register_model_classes()
     # Eager attention traces to plain MatMul/Softmax, which every ORT quantizer and the mobile
     # (.ort) runtime handle; behaviour is identical to SDPA.
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
@@ -148,7 +148,7 @@ def _logits(
 ) -> np.ndarray:
     """Logits from a saved PyTorch classifier (a directory; ``prepare`` applied to it first) or an ONNX/ORT file."""
     if source.is_dir():
-        register_pruned_bert()
+        register_model_classes()
         model = AutoModelForSequenceClassification.from_pretrained(source).eval()
         if prepare is not None:
             prepare(model)
