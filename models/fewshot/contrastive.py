@@ -12,38 +12,18 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as validated_dataclass
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from landing.models.fewshot.params import ContrastiveParams
 from landing.models.fewshot.pooled_classifier import BertMeanPoolForSequenceClassification
+from landing.models.params import TrainingParams
 
 WARMUP_RATIO = 0.1  # SetFit's default warmup_proportion
 Pair = tuple[int, int, float]
-
-
-@validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class ContrastiveParams:
-    """The knobs of :func:`train_contrastive`; SetFit's defaults where it has one."""
-
-    max_pairs: int = Field(2000, ge=1, description="the one bound on pairs: never more are drawn or held in memory")
-    positive_fraction: float = Field(0.5, ge=0, le=1, description="share of same-label pairs, where enough exist")
-    epochs: float = Field(1, gt=0, description="passes over the pairs in stage 1")
-    batch_size: int = Field(16, gt=0, description="pairs per step in stage 1; texts per step for the linear head")
-    learning_rate: float = Field(2e-5, gt=0, description="AdamW, linear decay after 10% warmup, stage 1")
-    max_seq_length: int = Field(128, ge=8, le=512)
-    head: Literal["logistic", "linear"] = Field(
-        "logistic",
-        description="logistic: sklearn LogisticRegression on the frozen embeddings (SetFit's default), copied "
-        "into the linear layer; linear: the linear layer trained with cross-entropy on them",
-    )
-    head_epochs: int = Field(50, gt=0, description="linear head only")
-    head_learning_rate: float = Field(1e-2, gt=0, description="linear head only (AdamW)")
 
 
 def sample_pairs(label_ids: Sequence[int], max_pairs: int, seed: int, positive_fraction: float = 0.5) -> list[Pair]:
@@ -101,6 +81,7 @@ def train_contrastive(
     texts: Sequence[str],
     label_ids: Sequence[int],
     params: ContrastiveParams,
+    training: TrainingParams,
     *,
     seed: int,
     progress: bool = True,
@@ -113,10 +94,10 @@ def train_contrastive(
     started = time.perf_counter()
     torch.manual_seed(seed)
     pairs = sample_pairs(labels, params.max_pairs, seed, params.positive_fraction)
-    steps, final_loss = _train_encoder(model, tokenizer, texts, pairs, params, seed, progress)
-    embeddings = embed_texts(model, tokenizer, texts, params.batch_size, params.max_seq_length)
+    steps, final_loss = _train_encoder(model, tokenizer, texts, pairs, training, seed, progress)
+    embeddings = embed_texts(model, tokenizer, texts, training.batch_size, training.max_seq_length)
     fit_head = _fit_logistic_head if params.head == "logistic" else _fit_linear_head
-    fit_head(model, embeddings, torch.tensor(labels), params, seed)
+    fit_head(model, embeddings, torch.tensor(labels), params, training.batch_size, seed)
     model.eval()
     return {"pairs": len(pairs), "positives": sum(1 for p in pairs if p[2] == 1.0), "steps": steps,
             "final_loss": final_loss, "head": params.head, "seconds": time.perf_counter() - started}  # fmt: skip
@@ -134,7 +115,7 @@ def _check_labels(model, texts: Sequence[str], label_ids: Sequence[int]) -> list
     return labels
 
 
-def _train_encoder(model, tokenizer, texts, pairs: list[Pair], params: ContrastiveParams, seed: int,
+def _train_encoder(model, tokenizer, texts, pairs: list[Pair], params: TrainingParams, seed: int,
                    progress: bool) -> tuple[int, float]:  # fmt: skip
     """Stage 1: MSE between cos(u, v) and each pair's 0/1 target (SetFit's CosineSimilarityLoss)."""
     from tqdm.auto import tqdm
@@ -182,7 +163,7 @@ def embed_texts(model: BertMeanPoolForSequenceClassification, tokenizer: PreTrai
     return torch.cat(chunks)
 
 
-def _fit_logistic_head(model, embeddings: torch.Tensor, labels: torch.Tensor, params, seed: int) -> None:
+def _fit_logistic_head(model, embeddings: torch.Tensor, labels: torch.Tensor, params, batch_size: int, seed: int) -> None:
     """sklearn's LogisticRegression (SetFit's default head), copied exactly into ``model.classifier``.
 
     Binary: sklearn's one score z becomes the logits [-z/2, z/2], whose argmax is its prediction.
@@ -199,13 +180,13 @@ def _fit_logistic_head(model, embeddings: torch.Tensor, labels: torch.Tensor, pa
 
 
 def _fit_linear_head(model, embeddings: torch.Tensor, labels: torch.Tensor, params: ContrastiveParams,
-                     seed: int) -> None:  # fmt: skip
+                     batch_size: int, seed: int) -> None:  # fmt: skip
     """``model.classifier`` trained with cross-entropy on the frozen embeddings (AdamW, shuffled batches)."""
     head = model.classifier
     optimizer = torch.optim.AdamW(head.parameters(), lr=params.head_learning_rate)
     order_rng = torch.Generator().manual_seed(seed)
     for _ in range(params.head_epochs):
-        for rows in torch.randperm(len(labels), generator=order_rng).split(params.batch_size):
+        for rows in torch.randperm(len(labels), generator=order_rng).split(batch_size):
             loss = F.cross_entropy(head(embeddings[rows]), labels[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
