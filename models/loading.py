@@ -24,8 +24,8 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from landing.models.fewshot.pooled_classifier import register_mean_pool
-from landing.models.fewshot.prompt_model import register_prompt_model
+from landing.models.fewshot.pooled_classifier import mean_pool_from_encoder, register_mean_pool
+from landing.models.fewshot.prompt_model import prompt_classifier, register_prompt_model
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.pruned_bert import register_pruned_bert
 
@@ -190,6 +190,8 @@ BUILDERS: dict[str, Callable[..., Classifier]] = {
         labels=labels, **{k: v for k, v in spec.items() if k != "kind"}
     ),
     "teacher_layers": lambda spec, labels: layer_subset_classifier(spec["name_or_path"], spec["layers"], labels),
+    "prompt": lambda spec, labels: prompt_classifier(spec, labels),
+    "contrastive": lambda spec, labels: mean_pool_from_encoder(spec["name_or_path"], labels),
 }
 
 

@@ -208,6 +208,8 @@ def fit_classifier(
     ``online_teacher`` (row indices → logits) replaces ``teacher_logits``: asked per training batch.
     ``unlabelled_texts``: a prompt classifier's auxiliary MLM text."""
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
+    if spec["kind"] == "contrastive":  # SetFit-style: its own two-stage loop, not the Trainer
+        return model, tokenizer, _fit_contrastive(model, tokenizer, spec, texts, label_ids, params, seed)
     dataset = EncodedTable(tokenizer, texts, params.max_seq_length, text_pairs=text_pairs, labels=label_ids,
                            teacher_logits=teacher_logits, with_row_index=online_teacher is not None)  # fmt: skip
     unlabelled = EncodedTable(tokenizer, unlabelled_texts, params.max_seq_length) if unlabelled_texts else None
@@ -215,3 +217,15 @@ def fit_classifier(
                               distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend,
                               online_teacher=online_teacher, unlabelled=unlabelled)  # fmt: skip
     return model, tokenizer, result
+
+
+def _fit_contrastive(model, tokenizer, spec: dict, texts, label_ids, params: TrainingParams, seed: int) -> TrainResult:
+    from landing.models.fewshot.contrastive import train_contrastive
+    from landing.models.fewshot.params import ContrastiveParams
+
+    options = spec.get("contrastive") or {}
+    stats = train_contrastive(model, tokenizer, texts, label_ids,
+                              options if isinstance(options, ContrastiveParams) else ContrastiveParams(**options),
+                              params, seed=seed)  # fmt: skip
+    return TrainResult(global_step=stats["steps"], train_loss=stats["final_loss"], train_runtime_s=stats["seconds"],
+                       resumed_from=None)  # fmt: skip

@@ -17,6 +17,7 @@ from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.data_contracts.validation import write_canonical
 from landing.infra.tracking import log_dataset, log_params, step_run
 from landing.models.loading import weights_sha256
+from landing.models.mlm_adapt import MlmAdaptParams
 from landing.tasks.context import (
     STEP_CACHE,
     RunContext,
@@ -31,7 +32,7 @@ SAMPLE_ROWS = 50  # augmented rows logged as an artifact, to look at
 
 
 @task(name="mlm-adapt", cache_policy=STEP_CACHE, persist_result=True)
-def adapt_mlm(base: str, tables: list[DatasetManifest], validation: DatasetManifest | None, aug: AugmentationConfig,
+def adapt_mlm(base: str, tables: list[DatasetManifest], validation: DatasetManifest | None, params: MlmAdaptParams,
               ctx: RunContext) -> ArtifactManifest:  # fmt: skip
     """Continued masked-LM training of ``base`` on the run's own texts (domain-adaptive pretraining)."""
     from landing.models.mlm_adapt import adapt_masked_lm
@@ -40,8 +41,8 @@ def adapt_mlm(base: str, tables: list[DatasetManifest], validation: DatasetManif
     held_out = list(fetch_dataset(validation)["text"]) if validation is not None else []
     out = scratch_dir(ctx.run_key, "models", "mlm-adapted")
     with step_run(ctx.parent_run_id, "mlm-adapt"):
-        log_params({"mlm_adapt": dataclasses.asdict(aug.mlm_adapt), "base": base, "texts": len(texts)})
-        metrics = adapt_masked_lm(base, texts, held_out, aug.mlm_adapt, out, seed=ctx.seed)
+        log_params({"mlm_adapt": dataclasses.asdict(params), "base": base, "texts": len(texts)})
+        metrics = adapt_masked_lm(base, texts, held_out, params, out, seed=ctx.seed)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         uri = publish_dir(out, ctx.key("models", "mlm-adapted"))
     return ArtifactManifest(uri=uri, sha256=weights_sha256(out), kind="model",

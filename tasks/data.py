@@ -11,6 +11,7 @@ import pandas as pd
 from prefect import task
 
 from landing.config import SplitConfig, TableConfig
+from landing.data_contracts.kshot import kshot_split
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.data_contracts.schema import TableContract
 from landing.data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
@@ -164,4 +165,27 @@ def split_tables(
             context = {"train": "training", "validation": "validation", "eval": "evaluation",
                        "transfer": "distillation"}[name]  # fmt: skip
             log_dataset(frame, name=name, source_uri=uri, digest=manifests[name].sha256, context=context)
+    return manifests
+
+
+@task(name="kshot-split", cache_policy=STEP_CACHE, persist_result=True)
+def kshot_tables(pool: DatasetManifest, k: int, seed: int, validation_k: int | None, ctx: RunContext) -> dict[str, DatasetManifest]:
+    """k per class to train on and as many to validate on, drawn from the labelled pool; the pool's other rows
+    become ``unlabelled`` (labels dropped) for prompt methods' auxiliary MLM and for distillation."""
+    parts = kshot_split(fetch_dataset(pool), k, seed, validation_k)
+    parts["unlabelled"] = parts.pop("rest").drop(columns=["label"])
+    assert_disjoint(parts)
+    work = scratch_dir(ctx.run_key, "data", f"k{k}-seed{seed}")
+    manifests: dict[str, DatasetManifest] = {}
+    with step_run(ctx.parent_run_id, f"kshot-k{k}-seed{seed}"):
+        log_params({"k": k, "seed": seed, "validation_k": validation_k if validation_k is not None else k})
+        mlflow.log_metrics({f"rows_{name}": len(frame) for name, frame in parts.items()})
+        for name, frame in parts.items():
+            out = work / f"{name}.jsonl"
+            write_canonical(frame, out)
+            uri, _ = publish_file(out, ctx.key("data", f"k{k}-seed{seed}", f"{name}.jsonl"))
+            manifests[name] = DatasetManifest.from_frame(frame, uri=uri, local_path=out, input_schema=pool.input_schema,
+                                                         name=f"{name}-k{k}-seed{seed}")  # fmt: skip
+            log_dataset(frame, name=manifests[name].name, source_uri=uri, digest=manifests[name].sha256,
+                        context={"train": "training", "validation": "validation", "unlabelled": "distillation"}[name])  # fmt: skip
     return manifests

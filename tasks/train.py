@@ -79,14 +79,21 @@ def train_model(
     logits: ArtifactManifest | None = None,
     teacher: ArtifactManifest | None = None,
     distillation: KDParams | None = None,
+    masked_lm: ArtifactManifest | None = None,
 ) -> ArtifactManifest:
-    """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits."""
+    """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits.
+
+    A prompt spec without ``mlm_model`` takes ``masked_lm`` (an mlm_adapt result); its auxiliary MLM loss
+    reads the transfer rows' text."""
     texts, pairs, y, soft = _training_rows(role, labels, train, transfer, logits, teacher, distillation)
     fingerprint = {
         "role": role, "spec": spec, "training": asdict(training), "seed": ctx.seed, "train": train.sha256,
         "transfer": transfer and transfer.sha256, "logits": logits and logits.sha256,
-        "distillation": distillation and asdict(distillation),
+        "distillation": distillation and asdict(distillation), "masked_lm": masked_lm and masked_lm.sha256,
     }  # fmt: skip
+    unlabelled_texts = None
+    if spec["kind"] == "prompt":
+        spec, unlabelled_texts = _prompt_inputs(spec, masked_lm, transfer)
     with step_run(ctx.parent_run_id, role):
         log_params({"role": role, "model": spec, "training": asdict(training), "seed": ctx.seed})
         if distillation is not None:
@@ -109,7 +116,7 @@ def train_model(
         else:
             model, tokenizer, result = fit_classifier(
                 spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), seed=ctx.seed,
-                callbacks=[MlflowMetricsCallback()], **rows,
+                callbacks=[MlflowMetricsCallback()], unlabelled_texts=unlabelled_texts, **rows,
             )  # fmt: skip
         n_params = count_parameters(model)
         mlflow.log_metrics(
@@ -130,6 +137,18 @@ def train_model(
                   "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s,
                   "global_step": result.global_step},
     )  # fmt: skip
+
+
+def _prompt_inputs(
+    spec: dict, masked_lm: ArtifactManifest | None, transfer: DatasetManifest | None
+) -> tuple[dict, list[str] | None]:
+    """(the spec with its masked LM as a local directory, the auxiliary MLM texts or None)."""
+    if spec.get("mlm_model") is None:
+        if masked_lm is None:
+            raise UserError("a prompt method needs a masked LM: mlm_model, or the run's mlm_adapt")
+        spec = {**spec, "mlm_model": str(fetch_model_dir(masked_lm))}
+    wants_text = (spec["prompt"].get("unlabelled_mlm_weight") or 0) > 0
+    return spec, list(fetch_dataset(transfer)["text"]) if wants_text and transfer is not None else None
 
 
 def _training_rows(

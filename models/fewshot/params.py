@@ -46,7 +46,7 @@ class PromptParams:
 
     @model_validator(mode="after")
     def _consistent(self) -> PromptParams:
-        parts = parse_pattern(self.pattern)  # a pattern without a label slot fails here, naming it
+        parts = parse_pattern(self.pattern, require_text=False)  # the text field needs the contract: checked by the run config
         has_pseudo = any(p.kind == PSEUDO for p in parts)
         if self.method == "ptuning" and not has_pseudo:
             raise ValueError(f"method ptuning: pattern {self.pattern!r} has no <pseudo> token")

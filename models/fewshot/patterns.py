@@ -24,13 +24,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from landing.errors import UserError
+
 TEXT, TEXT_PAIR, MASK, PSEUDO, LITERAL = "text", "text_pair", "mask", "pseudo", "literal"
 _FIELD_ALIASES = {"text": TEXT, "text_a": TEXT, "sent1": TEXT, "text_pair": TEXT_PAIR, "text_b": TEXT_PAIR,
                   "sent2": TEXT_PAIR, "label": MASK, "mask": MASK, "<pseudo>": PSEUDO}  # fmt: skip
 _PLACEHOLDER = re.compile(r"\{(text|text_pair|mask|label|pseudo)\}|<pseudo>")
 
 
-class PatternError(ValueError):
+class PatternError(UserError, ValueError):
     """A pattern, verbalizer or label file that cannot be used; the message names the offending value."""
 
 
@@ -44,11 +46,11 @@ def is_template(pattern: str) -> bool:
     return "{" in pattern
 
 
-def parse_pattern(pattern: str, field_names: Mapping[str, str] | None = None) -> list[Part]:
+def parse_pattern(pattern: str, field_names: Mapping[str, str] | None = None, *, require_text: bool = True) -> list[Part]:
     """The pattern's parts. ``field_names`` maps the contract's column names to ``text``/``text_pair``
-    (EasyNLP patterns name the columns)."""
+    (EasyNLP patterns name the columns); without them, ``require_text=False`` checks the rest only."""
     parts = _parse_template(pattern) if is_template(pattern) else _parse_easynlp(pattern, field_names or {})
-    _check_parts(pattern, parts)
+    _check_parts(pattern, parts, require_text)
     return parts
 
 
@@ -76,13 +78,13 @@ def _parse_easynlp(pattern: str, field_names: Mapping[str, str]) -> list[Part]:
     return [Part(names[item.strip()]) if item.strip() in names else Part(LITERAL, item) for item in items if item]
 
 
-def _check_parts(pattern: str, parts: Sequence[Part]) -> None:
+def _check_parts(pattern: str, parts: Sequence[Part], require_text: bool) -> None:
     kinds = [p.kind for p in parts]
     if kinds.count(MASK) != 1:
         what = "no label slot" if MASK not in kinds else f"{kinds.count(MASK)} label slots"
         raise PatternError(f"pattern {pattern!r}: {what}; give exactly one ({{mask}} in a template, label in "
                            "EasyNLP's comma form)")  # fmt: skip
-    if TEXT not in kinds:
+    if require_text and TEXT not in kinds:
         raise PatternError(f"pattern {pattern!r}: the text field does not appear ({{text}}, or text/the "
                            "first_sequence column in EasyNLP's form)")  # fmt: skip
     for field in (TEXT, TEXT_PAIR):

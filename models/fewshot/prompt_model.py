@@ -360,3 +360,22 @@ def _init_pseudo(model: BertPromptForSequenceClassification, tokenizer: PreTrain
             if not ids or tokenizer.unk_token_id in ids:
                 raise PatternError(f"pseudo_init word {word!r}: the tokenizer cannot encode it")
             model.prompt_embeddings.weight[i] = table[ids].mean(0)
+
+
+def prompt_classifier(spec: dict, labels: Sequence[str]) -> tuple[BertPromptForSequenceClassification, PreTrainedTokenizerBase]:
+    """Build a ``kind: prompt`` spec: the masked LM ``spec["mlm_model"]`` (with its trained head) under the
+    pattern and verbalizer of ``spec["prompt"]``; ``spec["field_names"]`` maps the contract's column names."""
+    from landing.models.augment.mlm import load_masked_lm
+    from landing.models.fewshot.params import PromptParams
+    from landing.models.fewshot.patterns import parse_pattern, verbalizer
+
+    params = spec["prompt"] if isinstance(spec["prompt"], PromptParams) else PromptParams(**spec["prompt"])
+    masked_lm, tokenizer = load_masked_lm(spec["mlm_model"])
+    words = verbalizer(labels, label_desc=params.label_desc, label_words=params.label_words)
+    model = prompt_classifier_from_mlm(
+        masked_lm, tokenizer, labels, parse_pattern(params.pattern, spec.get("field_names")), words,
+        method=params.method, prompt_encoder=params.prompt_encoder, pseudo_init=params.pseudo_init,
+        cpt_temperature=params.cpt_temperature, pattern=params.pattern, max_seq_length=0,
+    )  # fmt: skip
+    model.prompt_params = params  # read by models/training.py: the prompt losses and learning rates
+    return model, tokenizer
