@@ -6,7 +6,7 @@ import dataclasses
 
 from prefect import flow
 
-from landing.config import DistillRunConfig
+from landing.config import DistillRunConfig, prompt_fields
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.flows.augment import augmented_transfer
 from landing.flows.compress import compress_model
@@ -47,7 +47,9 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
-        teacher_spec = config.teacher.model.model_dump()
+        teacher_spec = config.teacher.model.model_dump(mode="json")
+        if teacher_spec["kind"] == "prompt":  # a PET / P-tuning / CPT teacher: its pattern may name the columns
+            teacher_spec["field_names"] = prompt_fields(contract)
         teacher = train_model("teacher", teacher_spec, config.teacher.training, labels, splits["train"], ctx)
         transfer = splits.get("transfer")
         if config.augmentation is not None:  # augmented (and unlabelled) rows, labelled by the teacher below

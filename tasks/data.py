@@ -169,10 +169,13 @@ def split_tables(
 
 
 @task(name="kshot-split", cache_policy=STEP_CACHE, persist_result=True)
-def kshot_tables(pool: DatasetManifest, k: int, seed: int, validation_k: int | None, ctx: RunContext) -> dict[str, DatasetManifest]:
-    """k per class to train on and as many to validate on, drawn from the labelled pool; the pool's other rows
-    become ``unlabelled`` (labels dropped) for prompt methods' auxiliary MLM and for distillation."""
-    parts = kshot_split(fetch_dataset(pool), k, seed, validation_k)
+def kshot_tables(pool: list[DatasetManifest], k: int, seed: int, validation_k: int | None,
+                 ctx: RunContext) -> dict[str, DatasetManifest]:  # fmt: skip
+    """k per class to train on and as many to validate on, drawn from the labelled pool (every labelled split);
+    the pool's other rows become ``unlabelled`` (labels dropped) for prompt methods' auxiliary MLM and for
+    distillation."""
+    frame = pd.concat([fetch_dataset(table) for table in pool], ignore_index=True)
+    parts = kshot_split(frame, k, seed, validation_k)
     parts["unlabelled"] = parts.pop("rest").drop(columns=["label"])
     assert_disjoint(parts)
     work = scratch_dir(ctx.run_key, "data", f"k{k}-seed{seed}")
@@ -184,7 +187,7 @@ def kshot_tables(pool: DatasetManifest, k: int, seed: int, validation_k: int | N
             out = work / f"{name}.jsonl"
             write_canonical(frame, out)
             uri, _ = publish_file(out, ctx.key("data", f"k{k}-seed{seed}", f"{name}.jsonl"))
-            manifests[name] = DatasetManifest.from_frame(frame, uri=uri, local_path=out, input_schema=pool.input_schema,
+            manifests[name] = DatasetManifest.from_frame(frame, uri=uri, local_path=out, input_schema=pool[0].input_schema,
                                                          name=f"{name}-k{k}-seed{seed}")  # fmt: skip
             log_dataset(frame, name=manifests[name].name, source_uri=uri, digest=manifests[name].sha256,
                         context={"train": "training", "validation": "validation", "unlabelled": "distillation"}[name])  # fmt: skip

@@ -110,7 +110,8 @@ def mean_pool_from_encoder(
     finally:
         transformers_logging.set_verbosity(verbosity)
     missing = [k for k in info.get("missing_keys", []) if not k.startswith("classifier.")]
-    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("pooler.", "bert.pooler."))]
+    # The pooler and a masked-LM head (an mlm_adapt result is a fine encoder) are not used by mean pooling.
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("pooler.", "bert.pooler.", "cls."))]
     if missing or unexpected:
         raise ValueError(f"{name_or_path!r}: not a BERT encoder checkpoint (missing {missing}, unused {unexpected})")
     log.info("%s: mean-pooled encoder with a new head for %d labels", name_or_path, len(labels))
