@@ -30,9 +30,11 @@ ENTRYPOINTS = {
     "compress": "landing.flows.compress.compress",
     "promote": "landing.flows.promote.promote",
     "retrain": "landing.flows.retrain.retrain",
+    "fewshot": "landing.flows.fewshot.fewshot",
 }
 # The run-config flow each deployed flow takes (retrain re-runs distill).
-CONFIG_FLOW = {"distill": "distill", "compress": "compress", "promote": "promote", "retrain": "distill"}
+CONFIG_FLOW = {"distill": "distill", "compress": "compress", "promote": "promote", "retrain": "distill",
+               "fewshot": "fewshot"}  # fmt: skip
 
 
 def dataset_resource_id(dataset: str) -> str:
@@ -45,7 +47,7 @@ class DeploymentSpec(StrictModel):
 
     name: str = Field(min_length=1)
     config: Path = Field(description="run config (YAML), relative to the deployments file")
-    flow: Literal["distill", "compress", "promote", "retrain"] | None = Field(
+    flow: Literal["distill", "compress", "promote", "retrain", "fewshot"] | None = Field(
         None, description="default: the config's flow"
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value, as `landing run --set`")
