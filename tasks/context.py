@@ -89,8 +89,50 @@ def _step_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
     stable["__environment__"] = environment_digest()
     if "table" in parameters and "base_dir" in parameters:
         stable["__content__"] = _table_content(parameters["table"], Path(parameters["base_dir"]))
-    blob = json.dumps(to_jsonable_python(stable), sort_keys=True, default=str)
+    jsonable = to_jsonable_python(stable)
+    jsonable["__models__"] = {path: _model_dir_digest(path) for path in sorted(_local_model_dirs(jsonable))}
+    blob = json.dumps(jsonable, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+MODEL_KEYS = ("name_or_path", "mlm_model", "mlm_base", "tokenizer", "base")  # where a spec names a model
+
+
+def _local_model_dirs(node: Any) -> set[str]:
+    """Every local model directory a step's parameters name (offline aliases resolved): its files, not its
+    path, are what the result depends on, so a model replaced in place re-runs the step."""
+    from landing.models.loading import resolve_name_or_path
+
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in MODEL_KEYS and isinstance(value, str):
+                path = Path(resolve_name_or_path(value)).expanduser()
+                if path.is_dir():
+                    found.add(str(path.resolve()))
+            else:
+                found |= _local_model_dirs(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _local_model_dirs(value)
+    return found
+
+
+def _model_dir_digest(path: str) -> str:
+    """sha256 over the directory's files (names and bytes), memoised on their sizes and modification times."""
+    files = sorted(p for p in Path(path).iterdir() if p.is_file())
+    return _files_digest(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.cache
+def _files_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for name, _, _ in files:
+        h.update(Path(name).name.encode() + b"\0")
+        with open(name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 @functools.cache

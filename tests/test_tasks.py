@@ -127,6 +127,23 @@ def test_download_key_follows_the_bytes_and_the_code(ctx, tmp_path, monkeypatch)
     assert context._step_cache_key(None, params) != changed
 
 
+def test_a_local_model_replaced_in_place_changes_the_key(ctx, tmp_path):
+    """A spec names a model directory by its path; the key follows the files in it, not the path."""
+    import os
+
+    from landing.tasks import context
+
+    model = tmp_path / "my-mlm"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights v1")
+    params = {"spec": {"kind": "prompt", "mlm_model": str(model)}, "ctx": ctx}
+    first = context._step_cache_key(None, params)
+    assert context._step_cache_key(None, params) == first
+    (model / "model.safetensors").write_bytes(b"weights v2")  # same size, new bytes
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    assert context._step_cache_key(None, params) != first
+
+
 def test_code_digest_changes_when_a_module_a_step_imports_is_edited(tmp_path, monkeypatch):
     """The key covers models/, not only the task's own source: a fix to the KD loss re-runs the student."""
     import shutil
