@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
+TITLES = {"sst2": "SST-2", "bbc": "BBC News"}
 CONFIGS = {"sst2": ROOT / "configs/sst2/fewshot.yaml", "bbc": ROOT / "configs/bbc/fewshot.yaml"}
 
 
@@ -42,7 +43,7 @@ def bbc_table(folder: Path) -> Path:
 
 
 def render(summary: dict, dataset: str, provenance_md: str) -> str:
-    lines = [f"# Few-shot {dataset} (MiniLM-L6; mean ± sd over seeds)", "", provenance_md, "", summary["report_markdown"]]
+    lines = [f"# Few-shot {TITLES[dataset]} (MiniLM-L6; mean ± sd over seeds)", "", provenance_md, "", summary["report_markdown"]]
     masked_lm = summary.get("masked_lm")
     if masked_lm:
         meta = masked_lm["metadata"]
@@ -65,7 +66,7 @@ def render(summary: dict, dataset: str, provenance_md: str) -> str:
         for role in ("student_kd", "student_baseline"):
             row = distil[role]
             lines.append(f"| {role} | {100 * row['accuracy']:.2f} | {row['params'] / 1e6:.2f}M | "
-                         f"{row.get('latency_batch1_ms') or '—'} |")  # fmt: skip
+                         f"{row['latency_batch1_ms']:.2f} |" if row.get("latency_batch1_ms") else "— |")  # fmt: skip
         lines += ["", f"The KD student keeps {kept} of the few-shot teacher's lift over fine-tuning (student "
                   f"without KD: {100 * base:.2f}%)."]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -306,6 +306,18 @@ class DistillRunConfig(TrainingRunConfig):
         return self
 
     @model_validator(mode="after")
+    def _intermediate_losses_fit_the_models(self) -> DistillRunConfig:
+        if not self.distillation.needs_teacher_model:
+            return self
+        if isinstance(self.student.model, WordStudentModel):
+            raise ValueError(f"distillation.type {self.distillation.type!r}: a {self.student.model.kind} student has no "
+                             "transformer layers to match; use vanilla_kd")  # fmt: skip
+        if isinstance(self.teacher.model, PromptModel):
+            raise ValueError(f"distillation.type {self.distillation.type!r}: a prompt teacher's layers see the prompt, "
+                             "not the student's input; use vanilla_kd")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _prompt_teacher_has_a_masked_lm(self) -> DistillRunConfig:
         if isinstance(self.teacher.model, PromptModel):
             if self.teacher.model.mlm_model is None:

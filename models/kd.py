@@ -51,6 +51,7 @@ class DistillBatch:
     labels: torch.Tensor  # IGNORE_LABEL marks unlabelled rows
     attention_mask: torch.Tensor | None = None
     example_weights: torch.Tensor | None = None
+    projections: torch.nn.ModuleDict | None = None  # student layer → width projection (models/kd_layers.py)
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,7 @@ def vanilla_kd_loss(
 @register_kd_loss("vanilla_kd")
 def _vanilla_kd(batch: DistillBatch, params: KDParams) -> torch.Tensor:
     return vanilla_kd_per_example(batch.student.logits, batch.teacher.logits, batch.labels, params)
+
+
+# The intermediate-layer losses register themselves here too (hidden_mse, attention_mse, attention_kl).
+import landing.models.kd_layers  # noqa: E402, F401

@@ -110,6 +110,10 @@ class KDParams:
     type: str = "vanilla_kd"
     weights: dict[str, float] = field(default_factory=dict)
     online: OnlineTeacher | None = Field(None, description="ask a served teacher for logits per batch")
+    layer_map: dict[int, int] | None = Field(
+        None, description="intermediate losses: student layer → teacher layer (1-based); default uniform"
+    )
+    match_embeddings: bool = Field(False, description="intermediate losses: also match the embedding outputs (0 ← 0)")
     teacher_labels: Literal["soft", "hard"] = Field(
         "soft", description="soft: the KD losses on the teacher's logits; hard: its argmax as the transfer rows' "
         "labels, trained with cross-entropy (ERNIE Slim's offline data distillation)",
@@ -136,6 +140,18 @@ class KDParams:
         if unknown:
             raise ValueError(f"weights: {unknown} are not among the losses of type {self.type!r}")
         return self
+
+    @model_validator(mode="after")
+    def _intermediate_needs_the_teacher_model(self) -> KDParams:
+        if self.needs_teacher_model and (self.online is not None or self.teacher_labels == "hard"):
+            raise ValueError(f"type {self.type!r}: intermediate-layer losses run the teacher alongside the student; "
+                             "not with online or hard teacher labels")  # fmt: skip
+        return self
+
+    @property
+    def needs_teacher_model(self) -> bool:
+        """Whether a loss reads the teacher's hidden states or attentions (so the teacher runs per batch)."""
+        return any(loss.needs_hidden_states or loss.needs_attentions for loss, _ in self.losses())
 
     @property
     def loss_names(self) -> list[str]:
@@ -229,3 +245,10 @@ class CompressionParams:
 
     def pruning_fingerprint(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in QAT_ONLY_SETTINGS}
+
+    @model_validator(mode="after")
+    def _recovery_is_logits_only(self) -> CompressionParams:
+        if self.recover_distillation.needs_teacher_model:
+            raise ValueError("recover_distillation: intermediate-layer losses are not available in compression "
+                             "recovery (its teacher is the uncompressed student's logits); use vanilla_kd")  # fmt: skip
+        return self

@@ -76,7 +76,7 @@ class DistillationTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # our loss is a per-batch mean
 
-    def __init__(self, *args, distillation: KDParams, **kwargs) -> None:
+    def __init__(self, *args, distillation: KDParams, teacher_model: PreTrainedModel | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.distillation = distillation
         losses = [loss for loss, _ in distillation.losses()]
@@ -84,14 +84,38 @@ class DistillationTrainer(Trainer):
             "output_hidden_states": any(loss.needs_hidden_states for loss in losses),
             "output_attentions": any(loss.needs_attentions for loss in losses),
         }
+        self.teacher_model, self.projections = None, None
+        if distillation.needs_teacher_model:
+            from landing.models.kd_layers import check_models, projections
+
+            if teacher_model is None:
+                raise ValueError(f"distillation type {distillation.type!r} needs the teacher model, not only its logits")
+            check_models(distillation, self.model, teacher_model)
+            if self.forward_options["output_attentions"] and hasattr(self.model, "set_attn_implementation"):
+                self.model.set_attn_implementation("eager")  # SDPA returns no attention probabilities
+            self.teacher_model = teacher_model.to(self.args.device).eval()
+            self.projections = projections(distillation, self.model, teacher_model).to(self.args.device)
+
+    def create_optimizer(self, model=None):
+        """The student's parameters, plus the width projections of the intermediate losses (not saved with it)."""
+        optimizer = super().create_optimizer(model)
+        if self.projections is not None and len(self.projections):
+            optimizer.add_param_group({"params": list(self.projections.parameters()), "weight_decay": 0.0})
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher = ForwardOutputs(logits=inputs.pop("teacher_logits"))
         labels = inputs.pop("labels")
         example_weights = inputs.pop("example_weights", None)
-        outputs = model(**inputs, **{k: v for k, v in self.forward_options.items() if v})
+        options = {k: v for k, v in self.forward_options.items() if v}
+        outputs = model(**inputs, **options)
+        if self.teacher_model is not None:
+            from landing.models.kd_layers import teacher_outputs
+
+            ran = teacher_outputs(self.teacher_model, inputs, options)
+            teacher = ForwardOutputs(teacher.logits, ran.get("hidden_states"), ran.get("attentions"))
         student = ForwardOutputs(outputs.logits, outputs.get("hidden_states"), outputs.get("attentions"))
-        batch = DistillBatch(student, teacher, labels, inputs.get("attention_mask"), example_weights)
+        batch = DistillBatch(student, teacher, labels, inputs.get("attention_mask"), example_weights, self.projections)
         loss = distillation_loss(batch, self.distillation)
         return (loss, outputs) if return_outputs else loss
 
@@ -159,6 +183,7 @@ def train_classifier(
     ddp_backend: str | None = None,
     online_teacher: TeacherLogitsFn | None = None,
     unlabelled: EncodedTable | None = None,
+    teacher_model: PreTrainedModel | None = None,
 ) -> TrainResult:
     """Train in place, resuming from the newest checkpoint in ``checkpoint_dir`` if a run crashed.
 
@@ -183,7 +208,8 @@ def train_classifier(
         prepare_for_training(model, prompt)
         trainer = PromptTrainer(prompt=prompt, unlabelled=unlabelled, **common)
     else:
-        trainer = DistillationTrainer(distillation=distillation, **common) if distillation else Trainer(**common)
+        trainer = (DistillationTrainer(distillation=distillation, teacher_model=teacher_model, **common)
+                   if distillation else Trainer(**common))  # fmt: skip
     resume = last_complete_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume)
     if prompt is not None:
@@ -202,20 +228,23 @@ def fit_classifier(
     teacher_logits: np.ndarray | None = None, distillation: KDParams | None = None,
     callbacks: list[TrainerCallback] | None = None, ddp_backend: str | None = None,
     online_teacher: TeacherLogitsFn | None = None, unlabelled_texts: Sequence[str] | None = None,
+    teacher_dir: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
     """Build ``spec`` (same seed, same start), encode the rows and train it: one step's whole training.
 
     ``online_teacher`` (row indices → logits) replaces ``teacher_logits``: asked per training batch.
-    ``unlabelled_texts``: a prompt classifier's auxiliary MLM text."""
+    ``unlabelled_texts``: a prompt classifier's auxiliary MLM text. ``teacher_dir``: the saved teacher, run
+    alongside the student when an intermediate-layer loss needs its hidden states or attentions."""
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
     if spec["kind"] == "contrastive":  # SetFit-style: its own two-stage loop, not the Trainer
         return model, tokenizer, _fit_contrastive(model, tokenizer, spec, texts, label_ids, params, seed)
     dataset = EncodedTable(tokenizer, texts, params.max_seq_length, text_pairs=text_pairs, labels=label_ids,
                            teacher_logits=teacher_logits, with_row_index=online_teacher is not None)  # fmt: skip
     unlabelled = EncodedTable(tokenizer, unlabelled_texts, params.max_seq_length) if unlabelled_texts else None
+    teacher_model = _teacher_for_layers(teacher_dir, tokenizer) if distillation and distillation.needs_teacher_model else None
     result = train_classifier(model, tokenizer, dataset, params, checkpoint_dir, seed=seed,
                               distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend,
-                              online_teacher=online_teacher, unlabelled=unlabelled)  # fmt: skip
+                              online_teacher=online_teacher, unlabelled=unlabelled, teacher_model=teacher_model)  # fmt: skip
     return model, tokenizer, result
 
 
@@ -229,3 +258,20 @@ def _fit_contrastive(model, tokenizer, spec: dict, texts, label_ids, params: Tra
                               params, seed=seed)  # fmt: skip
     return TrainResult(global_step=stats["steps"], train_loss=stats["final_loss"], train_runtime_s=stats["seconds"],
                        resumed_from=None)  # fmt: skip
+
+
+def _teacher_for_layers(teacher_dir: str | None, student_tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The saved teacher for the intermediate losses, with eager attention (the attention probabilities are
+    returned), refused when its vocabulary differs from the student's: the two read the same input ids."""
+    from transformers import AutoModelForSequenceClassification
+
+    from landing.models.kd_layers import same_vocabulary
+    from landing.models.loading import load_tokenizer, register_model_classes
+
+    if teacher_dir is None:
+        raise ValueError("intermediate-layer distillation needs the saved teacher model")
+    if not same_vocabulary(student_tokenizer, load_tokenizer(teacher_dir)):
+        raise ValueError("intermediate-layer distillation: the student's vocabulary differs from the teacher's, so the "
+                         "same input ids would mean different tokens; use logits-only losses (vanilla_kd) here")  # fmt: skip
+    register_model_classes()
+    return AutoModelForSequenceClassification.from_pretrained(teacher_dir, attn_implementation="eager").eval()

@@ -109,6 +109,9 @@ def train_model(
                 spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), ctx, teacher, online, **rows
             )
         elif training.distributed.world_size > 1:
+            if distillation is not None and distillation.needs_teacher_model:
+                raise UserError(f"distillation.type {distillation.type!r}: intermediate-layer losses run in one "
+                                "process; set training.distributed.nproc_per_node to 1")  # fmt: skip
             model, tokenizer, result = _train_with_torchrun(
                 role, spec, training, labels, ctx, texts=texts, label_ids=y, params=training,
                 checkpoint_dir=checkpoint_dir(role, fingerprint), **rows,
@@ -117,6 +120,7 @@ def train_model(
             model, tokenizer, result = fit_classifier(
                 spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), seed=ctx.seed,
                 callbacks=[MlflowMetricsCallback()], unlabelled_texts=unlabelled_texts, **rows,
+                teacher_dir=str(fetch_model_dir(teacher)) if distillation and distillation.needs_teacher_model else None,
             )  # fmt: skip
         n_params = count_parameters(model)
         mlflow.log_metrics(
