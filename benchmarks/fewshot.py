@@ -65,8 +65,8 @@ def render(summary: dict, dataset: str, provenance_md: str) -> str:
                   f"| fine-tune, same k and seed | {100 * fine_tune:.2f} | | |"]  # fmt: skip
         for role in ("student_kd", "student_baseline"):
             row = distil[role]
-            lines.append(f"| {role} | {100 * row['accuracy']:.2f} | {row['params'] / 1e6:.2f}M | "
-                         f"{row['latency_batch1_ms']:.2f} |" if row.get("latency_batch1_ms") else "— |")  # fmt: skip
+            latency = f"{row['latency_batch1_ms']:.2f}" if row.get("latency_batch1_ms") else "—"
+            lines.append(f"| {role} | {100 * row['accuracy']:.2f} | {row['params'] / 1e6:.2f}M | {latency} |")
         lines += ["", f"The KD student keeps {kept} of the few-shot teacher's lift over fine-tuning (student "
                   f"without KD: {100 * base:.2f}%)."]  # fmt: skip
     return "\n".join(lines) + "\n"
