@@ -1,0 +1,92 @@
+"""Meta-KD's prototype (transferability) weights (Pan et al., 2021; issue #14, item 2).
+
+Each example ``i`` of domain ``d_i`` and class ``y_i`` is embedded by the teacher's encoder as the mean of
+its last hidden states over real tokens (padding never counts, unlike EasyNLP's average over the whole
+padded sequence). With ``c[y, d]`` the centroid (mean embedding) of class ``y`` in domain ``d``::
+
+    w_i = ½ · [ cos(h_i, c[y_i, d_i]) + cos(h_i, mean over d ≠ d_i of c[y_i, d]) ]
+
+No normalisation is applied: ``w_i`` is in [-1, 1], high for an example typical of its class both in
+its own domain and across the others (knowledge that transfers), so the (1 + w_i) weights of the
+student's stage 1 stay non-negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from landing.errors import UserError
+
+
+class DomainDataError(UserError, ValueError):
+    """Domains or classes that cannot give the centroids the weights need; the message names them."""
+
+
+def mean_over_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, tokens, width) → (batch, width): the mean over the positions the mask marks real."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@torch.no_grad()
+def encoder_embeddings(model, tokenizer, texts: Sequence[str], *, text_pairs: Sequence[str] | None = None,
+                       batch_size: int = 64, max_length: int = 128) -> np.ndarray:  # fmt: skip
+    """Mean-over-real-tokens embeddings of ``texts`` from ``model``'s encoder (``model.base_model``), in order."""
+    model.eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        args = [list(texts[start : start + batch_size])]
+        if text_pairs is not None:
+            args.append(list(text_pairs[start : start + batch_size]))
+        batch = tokenizer(*args, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        hidden = model.base_model(**batch).last_hidden_state
+        out.append(mean_over_tokens(hidden, batch["attention_mask"]).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), dtype=np.float32)
+
+
+def class_centroids(embeddings: np.ndarray, labels: Sequence, domains: Sequence,
+                    min_examples: int = 2) -> dict[tuple, np.ndarray]:  # fmt: skip
+    """(class, domain) → mean embedding; a domain with one class only, or a (class, domain) with fewer than
+    ``min_examples`` rows, is an error naming it."""
+    labels, domains = np.asarray(labels, dtype=object), np.asarray(domains, dtype=object)
+    centroids = {}
+    for domain in sorted(set(domains), key=str):
+        in_domain = domains == domain
+        classes = sorted(set(labels[in_domain]), key=str)
+        if len(classes) < 2:
+            raise DomainDataError(f"Meta-KD: domain {domain!r} has one class only ({classes[0]!r}); every domain needs "
+                                  "at least two")  # fmt: skip
+        for label in classes:
+            rows = in_domain & (labels == label)
+            if rows.sum() < min_examples:
+                raise DomainDataError(f"Meta-KD: domain {domain!r}, class {label!r}: {int(rows.sum())} example(s), "
+                                      f"fewer than the {min_examples} a centroid needs")  # fmt: skip
+            centroids[(label, domain)] = embeddings[rows].mean(0)
+    return centroids
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.clip(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12, None)
+    b = b / np.clip(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12, None)
+    return (a * b).sum(-1)
+
+
+def prototype_weights(embeddings: np.ndarray, labels: Sequence, domains: Sequence, min_examples: int = 2) -> np.ndarray:
+    """Each example's transferability weight (the module docstring's formula), in row order."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    labels_arr, domains_arr = np.asarray(labels, dtype=object), np.asarray(domains, dtype=object)
+    if len(set(domains_arr)) < 2:
+        raise DomainDataError(f"Meta-KD needs at least two domains; found {sorted(set(domains_arr), key=str)}")
+    centroids = class_centroids(embeddings, labels_arr, domains_arr, min_examples)
+    own = np.stack([centroids[(y, d)] for y, d in zip(labels_arr, domains_arr, strict=True)])
+    others = []
+    for y, d in zip(labels_arr, domains_arr, strict=True):
+        found = [c for (label, domain), c in centroids.items() if label == y and domain != d]
+        if not found:
+            raise DomainDataError(f"Meta-KD: class {y!r} occurs in domain {d!r} only; its cross-domain centroid "
+                                  "needs the class in another domain too")  # fmt: skip
+        others.append(np.mean(found, axis=0))
+    return 0.5 * (_cos(embeddings, own) + _cos(embeddings, np.stack(others)))
