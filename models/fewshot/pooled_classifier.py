@@ -24,6 +24,8 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as transformers_logging
 
+from landing.models.metakd import mean_over_tokens
+
 log = logging.getLogger(__name__)
 
 
@@ -54,9 +56,7 @@ class BertMeanPoolForSequenceClassification(BertPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True,
                         **{k: v for k, v in kwargs.items() if v is not None})  # fmt: skip
-        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-        # sentence-transformers' Pooling(mean): padding excluded, the count clamped so an empty row is 0, not NaN.
-        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = mean_over_tokens(out.last_hidden_state, attention_mask)  # sentence-transformers' Pooling(mean)
         return (F.normalize(pooled, p=2, dim=1) if self.config.normalize else pooled), out
 
     def embed(
