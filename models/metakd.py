@@ -90,3 +90,52 @@ def prototype_weights(embeddings: np.ndarray, labels: Sequence, domains: Sequenc
                                   "needs the class in another domain too")  # fmt: skip
         others.append(np.mean(found, axis=0))
     return 0.5 * (_cos(embeddings, own) + _cos(embeddings, np.stack(others)))
+
+
+# --- the meta-teacher's losses (issue #14, item 3) and the student's stage-1 weights (item 4) ------------
+def domain_expertise(teacher_logits: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
+    """The meta-teacher's confidence in each example's true label: softmax(logits)[y]."""
+    logits = np.asarray(teacher_logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return probs[np.arange(len(probs)), np.asarray(label_ids)]
+
+
+def stage1_weights(prototype: np.ndarray, expertise: np.ndarray) -> np.ndarray:
+    """Per-example weights of the student's stage 1: (1 + prototype weight) × domain expertise, both in [0, 2]×[0, 1]."""
+    return (1.0 + np.asarray(prototype)) * np.asarray(expertise)
+
+
+def shuffled_domains(domain_ids: Sequence[int], seed: int) -> np.ndarray:
+    """EasyNLP's domain-confusion targets: the domain labels permuted (seeded), so the domain head can only learn
+    the domain mix, and the loss pushes the pooled representation to carry no domain."""
+    return np.random.default_rng(seed).permutation(np.asarray(domain_ids))
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+def domain_loss(pooled: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-example domain loss on the pooled representation. ``confusion``: cross-entropy against shuffled domain
+    labels (EasyNLP); ``reversal``: against the true domains through a gradient-reversal layer (Ganin et al.)."""
+    if mode == "reversal":
+        pooled = _ReverseGradient.apply(pooled)
+    elif mode != "confusion":
+        raise ValueError(f"domain loss mode {mode!r}: expected confusion or reversal")
+    return torch.nn.functional.cross_entropy(head(pooled), targets, reduction="none")
+
+
+def meta_teacher_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, domain_term: torch.Tensor,
+                      domain_loss_weight: float) -> torch.Tensor:  # fmt: skip
+    """Σ w_i · CE_i / Σ w_i + domain_loss_weight · mean(domain term): the prototype weights apply per example,
+    before the reduction (EasyNLP reduces first, so its weighting collapses to a constant)."""
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    weighted = (weights * ce).sum() / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
+    return weighted + domain_loss_weight * domain_term.mean()

@@ -68,3 +68,33 @@ def test_domains_and_classes_that_cannot_give_centroids_are_named():
     labels = LABELS[:4] + ["pos", "pos", "mixed", "mixed"]
     with pytest.raises(DomainDataError, match="class 'neg' occurs in domain 'books' only"):
         prototype_weights(EMB, labels, DOMAINS)
+
+
+def test_stage1_weights_and_expertise_by_hand():
+    from landing.models.metakd import domain_expertise, stage1_weights
+
+    logits = np.array([[0.0, math.log(3.0)], [math.log(4.0), 0.0]])  # softmax: [.25, .75], [.8, .2]
+    expertise = domain_expertise(logits, [1, 1])
+    np.testing.assert_allclose(expertise, [0.75, 0.2])
+    np.testing.assert_allclose(stage1_weights(np.array([0.5, -1.0]), expertise), [1.125, 0.0])
+
+
+def test_per_example_weights_change_the_meta_teacher_loss_as_computed_by_hand():
+    from landing.models.metakd import domain_loss, meta_teacher_loss, shuffled_domains
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    weights = torch.tensor([1.0, 0.0, 2.0, 1.0])
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    zero = torch.zeros(4)
+    expected = (ce[0] + 2 * ce[2] + ce[3]) / 4
+    torch.testing.assert_close(meta_teacher_loss(logits, labels, weights, zero, 0.5), expected)
+    assert not torch.allclose(meta_teacher_loss(logits, labels, torch.ones(4), zero, 0.5), expected)
+    head = torch.nn.Linear(3, 2)
+    pooled = torch.randn(4, 3, requires_grad=True)
+    targets = torch.as_tensor(shuffled_domains([0, 0, 1, 1], seed=1))
+    assert sorted(targets.tolist()) == [0, 0, 1, 1]  # a permutation of the domain labels
+    confusion = domain_loss(pooled, head, targets, "confusion")
+    (grad_c,) = torch.autograd.grad(confusion.sum(), pooled)
+    (grad_r,) = torch.autograd.grad(domain_loss(pooled, head, targets, "reversal").sum(), pooled)
+    torch.testing.assert_close(grad_r, -grad_c)  # gradient reversal: the same loss, the encoder pushed the other way
