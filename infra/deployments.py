@@ -31,10 +31,11 @@ ENTRYPOINTS = {
     "promote": "landing.flows.promote.promote",
     "retrain": "landing.flows.retrain.retrain",
     "fewshot": "landing.flows.fewshot.fewshot",
+    "metakd": "landing.flows.metakd.metakd",
 }
 # The run-config flow each deployed flow takes (retrain re-runs distill).
 CONFIG_FLOW = {"distill": "distill", "compress": "compress", "promote": "promote", "retrain": "distill",
-               "fewshot": "fewshot"}  # fmt: skip
+               "fewshot": "fewshot", "metakd": "metakd"}  # fmt: skip
 
 
 def dataset_resource_id(dataset: str) -> str:
@@ -47,7 +48,7 @@ class DeploymentSpec(StrictModel):
 
     name: str = Field(min_length=1)
     config: Path = Field(description="run config (YAML), relative to the deployments file")
-    flow: Literal["distill", "compress", "promote", "retrain", "fewshot"] | None = Field(
+    flow: Literal["distill", "compress", "promote", "retrain", "fewshot", "metakd"] | None = Field(
         None, description="default: the config's flow"
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value, as `landing run --set`")

@@ -401,14 +401,53 @@ class FewshotRunConfig(TrainingRunConfig):
         return self
 
 
+class MetaKDConfig(StrictModel):
+    """Meta-KD (Pan et al., 2021): prototype weights → meta-teacher on every domain → per target domain a student
+    in two stages (intermediate layers, then soft labels)."""
+
+    domain_column: str = Field("domain", description="the contract's field that names each row's domain")
+    target_domains: list[str] | None = Field(None, description="default: every domain in the training table")
+    min_examples: int = Field(2, ge=1, description="rows a (domain, class) needs for its centroid")
+    domain_loss_weight: float = Field(0.5, ge=0)
+    domain_loss: Literal["confusion", "reversal"] = Field(
+        "confusion", description="confusion: against shuffled domain labels (EasyNLP); reversal: gradient reversal"
+    )
+    stage1: DistillationConfig = Field(default_factory=lambda: KDParams(type="hidden_mse+attention_mse"))
+    stage2: DistillationConfig = Field(default_factory=lambda: KDParams(type="vanilla_kd", temperature=2.0, alpha=1.0))
+
+
+class MetakdRunConfig(TrainingRunConfig):
+    """``metakd``: the Meta-KD student per target domain against, in the same run, the student without KD and
+    vanilla KD from a teacher of the target domain alone and from a teacher of every domain."""
+
+    flow: Literal["metakd"] = "metakd"
+    name: str = "metakd"
+    teacher: TeacherConfig
+    student: StudentConfig
+    metakd: MetaKDConfig = MetaKDConfig()
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig, description="the vanilla-KD baselines")
+    latency_samples: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _domains_and_models(self) -> MetakdRunConfig:
+        column = self.metakd.domain_column
+        if column not in self.data.contract.extra_field_names:
+            raise ValueError(f"metakd.domain_column: {column!r} is not a field of data.contract.input_schema without a "
+                             f"role (found {self.data.contract.extra_field_names})")  # fmt: skip
+        if isinstance(self.student.model, WordStudentModel) or isinstance(self.teacher.model, PromptModel):
+            raise ValueError("metakd matches transformer layers: the teacher and student must be transformers")
+        return self
+
+
 class AugmentRunConfig(DistillRunConfig):
     """``landing augment``: a distill config's data and augmentation steps alone (teacher and student unused)."""
 
     flow: Literal["augment"] = "augment"  # type: ignore[assignment]
 
 
-RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig | FewshotRunConfig
+RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig | FewshotRunConfig | MetakdRunConfig
 FLOW_CONFIGS: dict[str, type[StrictModel]] = {
+    "metakd": MetakdRunConfig,
     "augment": AugmentRunConfig,
     "fewshot": FewshotRunConfig,
     "distill": DistillRunConfig,

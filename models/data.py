@@ -27,10 +27,11 @@ class EncodedTable(Dataset):
         teacher_logits: np.ndarray | None = None,
         example_weights: Sequence[float] | None = None,
         with_row_index: bool = False,
+        domain_ids: Sequence[int] | None = None,
     ) -> None:
         n = len(texts)
         optional = (("text_pairs", text_pairs), ("labels", labels), ("teacher_logits", teacher_logits),
-                    ("example_weights", example_weights))  # fmt: skip
+                    ("example_weights", example_weights), ("domain_ids", domain_ids))  # fmt: skip
         for name, values in optional:
             if values is not None and len(values) != n:
                 raise ValueError(f"{name}: {len(values)} rows for {n} texts")
@@ -39,6 +40,7 @@ class EncodedTable(Dataset):
         self.labels = list(labels) if labels is not None else None
         self.teacher_logits = teacher_logits
         self.example_weights = list(example_weights) if example_weights is not None else None
+        self.domain_ids = list(domain_ids) if domain_ids is not None else None  # Meta-KD's domain targets
         self.with_row_index = with_row_index  # for a collator that looks rows up elsewhere (online teacher)
 
     def __len__(self) -> int:
@@ -52,6 +54,8 @@ class EncodedTable(Dataset):
             item["teacher_logits"] = self.teacher_logits[i]
         if self.example_weights is not None:
             item["example_weights"] = self.example_weights[i]
+        if self.domain_ids is not None:
+            item["domain_ids"] = self.domain_ids[i]
         if self.with_row_index:
             item["row"] = i
         return item
@@ -66,7 +70,10 @@ class KDCollator:
     def __call__(self, features: list[dict]) -> dict:
         teacher = [f.pop("teacher_logits") for f in features if "teacher_logits" in f]
         weights = [f.pop("example_weights") for f in features if "example_weights" in f]
+        domains = [f.pop("domain_ids") for f in features if "domain_ids" in f]
         batch = self.pad(features)
+        if domains:
+            batch["domain_ids"] = torch.tensor(domains, dtype=torch.long)
         if teacher:
             batch["teacher_logits"] = torch.tensor(np.stack(teacher), dtype=torch.float32)
         if weights:

@@ -139,3 +139,46 @@ def meta_teacher_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     weighted = (weights * ce).sum() / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
     return weighted + domain_loss_weight * domain_term.mean()
+
+
+# --- training the meta-teacher -------------------------------------------------------------------------
+def fit_meta_teacher(
+    spec: dict, labels: Sequence[str], texts: Sequence[str], label_ids: Sequence[int], weights: Sequence[float],
+    domain_ids: Sequence[int], n_domains: int, params, checkpoint_dir, *, seed: int, domain_loss_weight: float,
+    mode: str = "confusion", callbacks=None,
+):  # fmt: skip
+    """The meta-teacher: ``spec`` fine-tuned on every domain with the prototype-weighted loss plus
+    ``domain_loss_weight`` × the domain loss of a domain head on its pooled (mean over real tokens) last
+    hidden states. The head is only the loss's and is not saved: the teacher is a plain classifier."""
+    from transformers import Trainer
+
+    from landing.models.data import EncodedTable, KDCollator
+    from landing.models.loading import build_classifier
+    from landing.models.training import TrainResult, last_complete_checkpoint, training_arguments
+
+    model, tokenizer = build_classifier(spec, list(labels), seed=seed)
+    targets = shuffled_domains(domain_ids, seed) if mode == "confusion" else np.asarray(domain_ids)
+    data = EncodedTable(tokenizer, texts, params.max_seq_length, labels=label_ids, example_weights=weights,
+                        domain_ids=[int(d) for d in targets])  # fmt: skip
+    head = torch.nn.Linear(model.config.hidden_size, n_domains)
+
+    class MetaTeacherTrainer(Trainer):
+        def create_optimizer(self, model=None):
+            optimizer = super().create_optimizer(model)
+            optimizer.add_param_group({"params": list(head.parameters()), "weight_decay": 0.0})
+            return optimizer
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels_, weights_, domains_ = (inputs.pop(k) for k in ("labels", "example_weights", "domain_ids"))
+            outputs = model(**inputs, output_hidden_states=True)
+            pooled = mean_over_tokens(outputs.hidden_states[-1], inputs["attention_mask"])
+            term = domain_loss(pooled, head.to(pooled.device), domains_, mode)
+            loss = meta_teacher_loss(outputs.logits, labels_, weights_, term, domain_loss_weight)
+            return (loss, outputs) if return_outputs else loss
+
+    trainer = MetaTeacherTrainer(model=model, args=training_arguments(params, checkpoint_dir, seed), train_dataset=data,
+                                 data_collator=KDCollator(tokenizer), processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
+    resume = last_complete_checkpoint(checkpoint_dir)
+    output = trainer.train(resume_from_checkpoint=resume)
+    return model, tokenizer, TrainResult(output.global_step, float(output.training_loss),
+                                         float(output.metrics.get("train_runtime", 0.0)), resume)  # fmt: skip

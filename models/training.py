@@ -228,7 +228,7 @@ def fit_classifier(
     teacher_logits: np.ndarray | None = None, distillation: KDParams | None = None,
     callbacks: list[TrainerCallback] | None = None, ddp_backend: str | None = None,
     online_teacher: TeacherLogitsFn | None = None, unlabelled_texts: Sequence[str] | None = None,
-    teacher_dir: str | None = None,
+    teacher_dir: str | None = None, example_weights: Sequence[float] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
     """Build ``spec`` (same seed, same start), encode the rows and train it: one step's whole training.
 
@@ -238,8 +238,11 @@ def fit_classifier(
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
     if spec["kind"] == "contrastive":  # SetFit-style: its own two-stage loop, not the Trainer
         return model, tokenizer, _fit_contrastive(model, tokenizer, spec, texts, label_ids, params, seed)
+    if example_weights is not None and distillation is None:
+        raise ValueError("example weights apply to the distillation losses; this training has none")
     dataset = EncodedTable(tokenizer, texts, params.max_seq_length, text_pairs=text_pairs, labels=label_ids,
-                           teacher_logits=teacher_logits, with_row_index=online_teacher is not None)  # fmt: skip
+                           teacher_logits=teacher_logits, with_row_index=online_teacher is not None,
+                           example_weights=example_weights)  # fmt: skip
     unlabelled = EncodedTable(tokenizer, unlabelled_texts, params.max_seq_length) if unlabelled_texts else None
     teacher_model = _teacher_for_layers(teacher_dir, tokenizer) if distillation and distillation.needs_teacher_model else None
     result = train_classifier(model, tokenizer, dataset, params, checkpoint_dir, seed=seed,

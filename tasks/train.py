@@ -80,22 +80,30 @@ def train_model(
     teacher: ArtifactManifest | None = None,
     distillation: KDParams | None = None,
     masked_lm: ArtifactManifest | None = None,
+    init_from: ArtifactManifest | None = None,
 ) -> ArtifactManifest:
     """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits.
 
     A prompt spec without ``mlm_model`` takes ``masked_lm`` (an mlm_adapt result); its auxiliary MLM loss
-    reads the transfer rows' text."""
+    reads the transfer rows' text. ``init_from``: start from that saved model's weights (Meta-KD's stage 2
+    from stage 1). A labelled table with an ``example_weight`` column weights its rows' losses."""
     texts, pairs, y, soft = _training_rows(role, labels, train, transfer, logits, teacher, distillation)
     fingerprint = {
         "role": role, "spec": spec, "training": asdict(training), "seed": ctx.seed, "train": train.sha256,
         "transfer": transfer and transfer.sha256, "logits": logits and logits.sha256,
         "distillation": distillation and asdict(distillation), "masked_lm": masked_lm and masked_lm.sha256,
+        "init_from": init_from and init_from.sha256,
     }  # fmt: skip
     unlabelled_texts = None
     if spec["kind"] == "prompt":
         spec, unlabelled_texts = _prompt_inputs(spec, masked_lm, transfer)
+    if init_from is not None:
+        spec = {"kind": "pretrained", "name_or_path": str(fetch_model_dir(init_from))}
+    weights = _example_weights(train, len(texts))
     with step_run(ctx.parent_run_id, role):
         log_params({"role": role, "model": spec, "training": asdict(training), "seed": ctx.seed})
+        if init_from is not None:
+            log_params({"init_from": teacher_identity(init_from)})  # the saved model this training started from
         if distillation is not None:
             log_params({"distillation": asdict(distillation), "teacher": teacher_identity(teacher)})
         if distillation is not None and distillation.teacher_labels == "hard":  # the argmax became labels
@@ -119,21 +127,29 @@ def train_model(
         else:
             model, tokenizer, result = fit_classifier(
                 spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), seed=ctx.seed,
-                callbacks=[MlflowMetricsCallback()], unlabelled_texts=unlabelled_texts, **rows,
+                callbacks=[MlflowMetricsCallback()], unlabelled_texts=unlabelled_texts, example_weights=weights, **rows,
                 teacher_dir=str(fetch_model_dir(teacher)) if distillation and distillation.needs_teacher_model else None,
             )  # fmt: skip
-        n_params = count_parameters(model)
-        mlflow.log_metrics(
-            {"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
-             "train_rows": len(texts), "parameters": n_params, "global_step": result.global_step}
-        )  # fmt: skip
-        if result.resumed_from:
-            mlflow.set_tag("landing.resumed_from", result.resumed_from)
-        out = scratch_dir(ctx.run_key, "models", role)
-        sha = save_classifier(model, tokenizer, out)
-        uri = publish_dir(out, ctx.key("models", role))
-        model_uri = log_classifier(model, tokenizer)
-        run_id = mlflow.active_run().info.run_id
+        return publish_trained(role, model, tokenizer, result, training, labels, len(texts), ctx)
+
+
+def publish_trained(
+    role: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, result: TrainResult,
+    training: TrainingParams, labels: list[str], rows: int, ctx: RunContext,
+) -> ArtifactManifest:  # fmt: skip
+    """Inside a step's MLflow run: its training metrics, the model saved (safetensors), published and logged."""
+    n_params = count_parameters(model)
+    mlflow.log_metrics(
+        {"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
+         "train_rows": rows, "parameters": n_params, "global_step": result.global_step}
+    )  # fmt: skip
+    if result.resumed_from:
+        mlflow.set_tag("landing.resumed_from", result.resumed_from)
+    out = scratch_dir(ctx.run_key, "models", role)
+    sha = save_classifier(model, tokenizer, out)
+    uri = publish_dir(out, ctx.key("models", role))
+    model_uri = log_classifier(model, tokenizer)
+    run_id = mlflow.active_run().info.run_id
     return ArtifactManifest(
         uri=uri, sha256=sha, kind="model",
         metadata={"role": role, "parameters": n_params, "labels": labels, "mlflow_model_uri": model_uri,
@@ -141,6 +157,15 @@ def train_model(
                   "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s,
                   "global_step": result.global_step},
     )  # fmt: skip
+
+
+def _example_weights(train: DatasetManifest, rows: int) -> list[float] | None:
+    """The labelled table's ``example_weight`` column (transfer rows after it weigh 1), or None without one."""
+    frame = fetch_dataset(train)
+    if "example_weight" not in frame:
+        return None
+    weights = [float(w) for w in frame["example_weight"]]
+    return weights + [1.0] * (rows - len(weights))
 
 
 def _prompt_inputs(

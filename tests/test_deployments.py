@@ -42,7 +42,7 @@ def test_shipped_deployment_files_load_with_valid_run_configs(path):
     order = [d.name for d in spec.in_dependency_order()]
     for d in spec.deployments:
         params = deployment_parameters(d)
-        assert params["config"]["flow"] in ("distill", "compress", "promote", "fewshot")
+        assert params["config"]["flow"] in ("distill", "compress", "promote", "fewshot", "metakd")
         assert Path(params["config_dir"]).is_dir()
         if d.after:  # upstream deployments are created first: their ids go into the trigger
             assert order.index(d.after) < order.index(d.name)
