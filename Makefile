@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs benchmark-augment benchmark-fewshot up down status clean help
+.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs benchmark-augment benchmark-fewshot benchmark-metakd up down status clean help
 DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker to run
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
@@ -20,7 +20,7 @@ help:
 	@echo "make up         start Prefect server + worker (:4200), MLflow (:5000) and an S3 server (:9000) on 127.0.0.1"
 	@echo "make down       stop exactly what make up started;  make status: show them"
 	@echo "make benchmark  KD benchmark on SST-2 (3 seeds), then the compression benchmark (writes benchmarks/results/)"
-	@echo "make benchmark-augment / benchmark-fewshot   augmentation (SST-2) and few-shot (SST-2, BBC News) benchmarks"
+	@echo "make benchmark-augment / -fewshot / -metakd   augmentation (SST-2), few-shot (SST-2, BBC News), Meta-KD (Amazon)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ benchmark-augment: install
 benchmark-fewshot: install
 	$(BIN)/pip install --quiet ".[bench]"
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/fewshot.py
+
+# Meta-KD on the Amazon multi-domain reviews (all four domains, 3 seeds).
+benchmark-metakd: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/metakd_blitzer.py
 
 clean:
 	rm -rf .landing runs .pytest_cache
