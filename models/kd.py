@@ -61,18 +61,21 @@ class RegisteredLoss:
     fn: Callable[[DistillBatch, KDParams], torch.Tensor]
     needs_hidden_states: bool = False
     needs_attentions: bool = False
+    needs_teacher_outputs: bool = False  # the teacher's hidden states / attentions too: the teacher runs per batch
 
 
 KD_LOSSES: dict[str, RegisteredLoss] = {}
 
 
-def register_kd_loss(name: str, *, needs_hidden_states: bool = False, needs_attentions: bool = False):
-    """Add a per-example loss ``fn(batch, params) -> Tensor[batch]`` to the registry under ``name``."""
+def register_kd_loss(name: str, *, needs_hidden_states: bool = False, needs_attentions: bool = False,
+                     needs_teacher_outputs: bool = False):  # fmt: skip
+    """Add a per-example loss ``fn(batch, params) -> Tensor[batch]`` to the registry under ``name``; the flags say
+    which outputs it reads (the student's, and with ``needs_teacher_outputs`` the teacher's as well)."""
 
     def decorate(fn):
         if name in KD_LOSSES:
             raise ValueError(f"distillation loss {name!r} is already registered")
-        KD_LOSSES[name] = RegisteredLoss(fn, needs_hidden_states, needs_attentions)
+        KD_LOSSES[name] = RegisteredLoss(fn, needs_hidden_states, needs_attentions, needs_teacher_outputs)
         return fn
 
     return decorate

@@ -81,7 +81,7 @@ def _require(batch: DistillBatch, field: str) -> None:
                              "(the trainer runs the teacher alongside the student for these losses)")  # fmt: skip
 
 
-@register_kd_loss("hidden_mse", needs_hidden_states=True)
+@register_kd_loss("hidden_mse", needs_hidden_states=True, needs_teacher_outputs=True)
 def hidden_mse(batch: DistillBatch, params: KDParams) -> torch.Tensor:
     """Per example: the mean over mapped layers of the squared error per real token, averaged over the width."""
     _require(batch, "hidden_states")
@@ -115,7 +115,7 @@ def _query_key_mask(batch: DistillBatch, like: torch.Tensor) -> tuple[torch.Tens
     return mask, mask.unsqueeze(2) * mask.unsqueeze(1)  # (batch, queries), (batch, queries, keys)
 
 
-@register_kd_loss("attention_mse", needs_attentions=True)
+@register_kd_loss("attention_mse", needs_attentions=True, needs_teacher_outputs=True)
 def attention_mse(batch: DistillBatch, params: KDParams) -> torch.Tensor:
     """Per example: squared error of the head-averaged attention probabilities over real (query, key) pairs."""
     losses = []
@@ -125,7 +125,7 @@ def attention_mse(batch: DistillBatch, params: KDParams) -> torch.Tensor:
     return torch.stack(losses).mean(0)
 
 
-@register_kd_loss("attention_kl", needs_attentions=True)
+@register_kd_loss("attention_kl", needs_attentions=True, needs_teacher_outputs=True)
 def attention_kl(batch: DistillBatch, params: KDParams) -> torch.Tensor:
     """Per example: KL(teacher ‖ student) of each real query's (head-averaged) attention, averaged over queries."""
     losses = []

@@ -151,7 +151,7 @@ class KDParams:
     @property
     def needs_teacher_model(self) -> bool:
         """Whether a loss reads the teacher's hidden states or attentions (so the teacher runs per batch)."""
-        return any(loss.needs_hidden_states or loss.needs_attentions for loss, _ in self.losses())
+        return any(loss.needs_teacher_outputs for loss, _ in self.losses())
 
     @property
     def loss_names(self) -> list[str]:
