@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from landing.errors import UserError
 
@@ -73,6 +73,11 @@ class TableContract(BaseModel):
     id_column: str | None = None
     format: Literal["csv", "tsv", "jsonl"] | None = None
     has_header: bool = True
+    skip_first_line: bool = Field(
+        False, description="EasyNLP's --skip_first_line: columns by input_schema order, the first line ignored"
+    )
+    strip: bool = Field(True, description="strip spaces around each field (EasyNLP keeps them: the easynlp command "
+                        "reads tables with strip off)")
     encoding: str = "utf-8"
 
     @field_validator("input_schema")
@@ -114,6 +119,8 @@ class TableContract(BaseModel):
         used = [c for c in roles.values() if c is not None]
         if len(set(used)) != len(used):
             raise ValueError(f"first_sequence/second_sequence/label_column/id_column must be distinct, found {used}")
+        if self.skip_first_line and self.has_header:
+            raise ValueError("skip_first_line reads columns by input_schema order; set has_header to false with it")
         clash = [n for n in self.extra_field_names if n in RESERVED_NAMES]
         if clash:
             raise ValueError(f"schema fields {clash} collide with canonical column names {sorted(RESERVED_NAMES)}")

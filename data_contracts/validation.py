@@ -130,13 +130,16 @@ class _Feed:
         return out
 
 
-def _delimited_rows(lines: Iterator[_Line], fmt: str) -> Iterator[tuple[list[_Line], list[str] | None, str | None]]:
+def _delimited_rows(
+    lines: Iterator[_Line], fmt: str, strip: bool = True
+) -> Iterator[tuple[list[_Line], list[str] | None, str | None]]:
     """Yield (physical lines, fields, csv error) per logical row; blank lines are skipped."""
+    clean = str.strip if strip else (lambda f: f)
     if fmt == "tsv":
         for item in lines:
             text = item[1].rstrip("\r\n")
             if text.strip():
-                yield [item], [f.strip() for f in text.split("\t")], None
+                yield [item], [clean(f) for f in text.split("\t")], None
         return
     feed = _Feed(lines)
     reader = csv.reader(feed)
@@ -150,13 +153,15 @@ def _delimited_rows(lines: Iterator[_Line], fmt: str) -> Iterator[tuple[list[_Li
             continue
         consumed = feed.take()
         if row:
-            yield consumed, [f.strip() for f in row], None
+            yield consumed, [clean(f) for f in row], None
 
 
 def _parse_delimited(path: Path, src: str, contract: TableContract, fmt: str, require_label: bool) -> Iterator[_Record]:
     names = [f.name for f in contract.fields]
-    rows = _delimited_rows(_decoded_lines(path, src, contract.encoding), fmt)
+    rows = _delimited_rows(_decoded_lines(path, src, contract.encoding), fmt, contract.strip)
     columns = names
+    if contract.skip_first_line:
+        next(rows, None)
     if contract.has_header:
         first = next(rows, None)
         if first is None:
@@ -208,10 +213,10 @@ def _parse_jsonl(path: Path, src: str, contract: TableContract) -> Iterator[_Rec
         yield rec
 
 
-def _as_str(v: Any) -> str | None:
-    """Scalar → stripped string; None for values that cannot be text (lists, dicts, bools)."""
+def _as_str(v: Any, strip: bool = True) -> str | None:
+    """Scalar → (stripped) string; None for values that cannot be text (lists, dicts, bools)."""
     if isinstance(v, str):
-        return v.strip()
+        return v.strip() if strip else v
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     return str(v)
@@ -273,10 +278,10 @@ def _check(rec: _Record, src: str, contract: TableContract, require_label: bool,
             issue("a value" if name not in ("text", "text_pair") else "non-empty text", "no value" if v is None else "no such key")
             continue
         if name in ("text", "text_pair", "label", "id"):
-            s = _as_str(v)
+            s = _as_str(v, contract.strip)
             if s is None:
                 issue("a string", repr(v))
-            elif not s:
+            elif not s.strip():
                 issue({"text": "non-empty text", "text_pair": "non-empty text", "label": "a label", "id": "an id"}[name], repr(s))
             elif "\x00" in s:  # a binary file read as text, or a broken export; no tokenizer wants it
                 issue("text without NUL (\\x00) characters", f"one at character {s.index(chr(0)) + 1}")

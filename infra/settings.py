@@ -55,6 +55,9 @@ class LandingSettings(BaseSettings):
     lock_timeout_s: float = Field(
         3600.0, description="how long a run waits for another run on the same state_dir; -1 = no limit, 0 = refuse"
     )
+    model_aliases: Path | None = Field(
+        None, description="YAML file of 'name: path' lines: model names the easynlp command line resolves"
+    )
     use_stack: bool = Field(True, description="use the stack `make up` started under state_dir while it runs")
 
     @field_validator("state_dir", mode="after")

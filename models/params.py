@@ -62,6 +62,8 @@ class TrainingParams:
     max_seq_length: int = Field(128, ge=8, le=512)
     save_checkpoint_steps: int = Field(500, gt=0)
     logging_steps: int = Field(50, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="gradients clipped to this global norm")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="batches whose gradients add up to one optimizer step")
     max_steps: int = Field(-1, description="overrides epochs when > 0")
     distributed: Launch = Field(
         default_factory=Launch, description="torchrun DDP; batch_size stays the global batch, split across processes"

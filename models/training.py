@@ -150,6 +150,8 @@ def training_arguments(
         per_device_train_batch_size=per_device_batch_size(params.batch_size, world_size()),
         learning_rate=params.learning_rate,
         weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
         warmup_steps=params.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
         save_strategy="steps",
         save_steps=params.save_checkpoint_steps,

@@ -375,7 +375,7 @@ def fit_word_student(
     and train in seconds to minutes on a CPU, so mid-run checkpoints (save_checkpoint_steps) and
     resumption are not needed: a crashed run is simply re-run. The rest is Trainer's defaults and the
     same knobs: AdamW (weight_decay not on biases), linear warmup (warmup_ratio) and decay, gradient
-    norm clipped to 1.0, batch_size rows per step, epochs or max_steps, max_seq_length, seed. One process
+    norm clipped to max_grad_norm, batch_size rows per step, epochs or max_steps, max_seq_length, seed. One process
     only (no torchrun / DDP).
     """
     n = len(texts)
@@ -383,6 +383,8 @@ def fit_word_student(
         raise ValueError(f"texts ({n} rows) and labels ({len(labels)} rows) must be non-empty and the same length")
     if params.distributed.world_size > 1:
         raise ValueError("word students train in one process; training.distributed must be the default")
+    if params.gradient_accumulation_steps > 1:
+        raise ValueError("word students take one batch per optimizer step; gradient_accumulation_steps must be 1")
     num_labels = len(model.config["labels"])
     teacher = None
     if kd is not None:
@@ -436,7 +438,7 @@ def fit_word_student(
                 loss = distillation_loss(batch, kd)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
             optimizer.step()
             scheduler.step()
             step += 1

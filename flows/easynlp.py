@@ -1,0 +1,97 @@
+"""One flow per ``easynlp`` command (``landing.easynlp_cli``): train, evaluate, predict, data_augmentation.
+
+Each is a Prefect flow run with its MLflow parent run, like the YAML flows; the tables pass the same data
+contracts (EasyNLP's input_schema), and training goes through the same cached ``train`` step.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from landing.config import SplitConfig, prompt_fields
+from landing.data_contracts.manifest import DatasetManifest
+from landing.easynlp_config import (
+    EasynlpAugmentConfig,
+    EasynlpCommand,
+    EasynlpEvaluateConfig,
+    EasynlpPredictConfig,
+    EasynlpTrainConfig,
+)
+from landing.tasks.augment import augment_rows
+from landing.tasks.context import RunContext
+from landing.tasks.data import download_table, split_tables, validate_table
+from landing.tasks.easynlp import (
+    evaluate_checkpoint,
+    import_teacher_logits,
+    predict_to_file,
+    write_augmented_rows,
+    write_checkpoint,
+)
+from landing.tasks.evaluate import evaluate_accuracy
+from landing.tasks.tracking import publish_summary, tracked_run
+from landing.tasks.train import train_model
+
+
+def _read(config: EasynlpCommand, index: int, name: str, ctx: RunContext, *, labelled: bool) -> DatasetManifest:
+    """``--tables`` entry ``index``, validated against the command's schema: every row, in file order."""
+    contract = config.contract if labelled else config.contract.without_label()
+    raw = download_table(name, config.tables[index], ".", ctx)
+    return validate_table(name, raw, contract, False, None, ctx)
+
+
+def _summary(config: EasynlpCommand, ctx: RunContext, **parts) -> dict:
+    return {"flow": f"easynlp-{config.mode}", "app_name": config.app_name, "mlflow_run_id": ctx.parent_run_id,
+            "prefect_flow_run_id": ctx.flow_run_id, **parts}  # fmt: skip
+
+
+@flow(name="easynlp-train", log_prints=True)
+def easynlp_train(config: EasynlpTrainConfig, output_dir: str) -> dict:
+    """Train on ``tables[0]`` (all of it, as EasyNLP does: nothing is selected, so no validation split is taken),
+    with teacher logits when distilling; report on ``tables[-1]``; write ``checkpoint_dir``."""
+    with tracked_run(config) as ctx:
+        train_rows = _read(config, 0, "train", ctx, labelled=True)
+        eval_rows = _read(config, -1, "eval", ctx, labelled=True)
+        splits = split_tables(train_rows, eval_rows, None, SplitConfig(validation_size=0), ctx)
+        spec = config.model.model_dump(mode="json")
+        if spec["kind"] == "prompt":
+            spec["field_names"] = prompt_fields(config.contract)
+        logits = teacher = None
+        if config.logits is not None:
+            logits, teacher = import_teacher_logits(config.logits, train_rows, config.labels, ctx)
+        model = train_model("model", spec, config.training, config.labels, splits["train"], ctx,
+                            logits=logits, teacher=teacher, distillation=config.distillation)  # fmt: skip
+        evaluation = evaluate_accuracy("model", model, splits["eval"], ctx)
+        checkpoint = write_checkpoint(model, config.checkpoint_dir, splits["eval"], {"argv": config.argv}, ctx)
+        summary = _summary(config, ctx, eval=evaluation, checkpoint=checkpoint, train_rows=splits["train"].rows,
+                           data={name: m.model_dump() for name, m in splits.items()})  # fmt: skip
+        return publish_summary(ctx, summary, output_dir)
+
+
+@flow(name="easynlp-evaluate", log_prints=True)
+def easynlp_evaluate(config: EasynlpEvaluateConfig, output_dir: str) -> dict:
+    with tracked_run(config) as ctx:
+        table = _read(config, -1, "eval", ctx, labelled=True)
+        result = evaluate_checkpoint(config.checkpoint_path, table, config.sequence_length, config.batch_size, ctx)
+        return publish_summary(ctx, _summary(config, ctx, eval=result), output_dir)
+
+
+@flow(name="easynlp-predict", log_prints=True)
+def easynlp_predict(config: EasynlpPredictConfig, output_dir: str) -> dict:
+    with tracked_run(config) as ctx:
+        table = _read(config, 0, "predict", ctx, labelled=False)
+        result = predict_to_file(config, table, ctx)
+        return publish_summary(ctx, _summary(config, ctx, predict=result), output_dir)
+
+
+@flow(name="easynlp-augment", log_prints=True)
+def easynlp_augment(config: EasynlpAugmentConfig, output_dir: str) -> dict:
+    with tracked_run(config) as ctx:
+        table = _read(config, 0, "augment", ctx, labelled=config.contract.label_column is not None)
+        augmented = augment_rows(table, config.augmentation, None, ctx)
+        aug = config.augmentation
+        keep = (aug.mlm_da or aug.eda).keep_originals
+        fields = [f.name for f in config.contract.fields]
+        result = write_augmented_rows(table, augmented, fields, config.columns, keep, config.outputs, ctx)
+        return publish_summary(ctx, _summary(config, ctx, augment=result), output_dir)
+
+

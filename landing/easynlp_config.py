@@ -1,0 +1,92 @@
+"""The run configs of ``easynlp`` commands: what ``landing.easynlp_cli`` builds from EasyNLP's flags, and the
+``easynlp-*`` flows take. They reuse the YAML configs' pieces (contract, tables, training, distillation,
+prompt and augmentation knobs), so each knob is declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from landing.config import AugmentationConfig, PretrainedModel, PromptModel, StrictModel, TableConfig
+from landing.data_contracts.schema import TableContract
+from landing.models.params import KDParams, TrainingParams
+
+App = Literal["text_classify", "text_match", "data_augmentation"]
+OutputColumn = Literal["predictions", "probabilities", "logits", "output"]
+
+
+class EasynlpCommand(StrictModel):
+    """What every command has: the MLflow experiment and run name, the seed, the tables and how to read them."""
+
+    experiment: str = "easynlp"
+    name: str
+    seed: int
+    app_name: App
+    argv: list[str] = Field(description="the command as typed (secrets never are: EasyNLP has no secret flags)")
+    contract: TableContract
+    tables: list[TableConfig] = Field(min_length=1)
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="the user's column name → its column in the validated (canonical) table"
+    )
+
+
+class TeacherLogitsFile(StrictModel):
+    """``logits_saved_path``: a predict file of the teacher, joined to the training rows by id when it has our
+    sidecar, else by position (then its line count must equal the training table's row count)."""
+
+    path: str
+    columns: list[str] = Field(min_length=1, description="its tab-separated columns, in input_schema's names")
+    logits_name: str
+    width: int = Field(gt=0)
+    teacher_model: str | None = Field(None, description="the teacher's checkpoint (intermediate-layer losses read it)")
+
+
+class EasynlpTrainConfig(EasynlpCommand):
+    """``--mode=train``: fine-tune (or few-shot, or distil) on ``tables[0]``, report on ``tables[-1]``."""
+
+    mode: Literal["train"] = "train"
+    model: Annotated[PretrainedModel | PromptModel, Field(discriminator="kind")]
+    training: TrainingParams
+    distillation: KDParams | None = None
+    logits: TeacherLogitsFile | None = None
+    checkpoint_dir: str
+    labels: list[str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _distillation_has_logits(self) -> EasynlpTrainConfig:
+        if (self.distillation is None) != (self.logits is None):
+            raise ValueError("distillation and its logits file come together (enable_distillation=True)")
+        if self.distillation is not None and self.distillation.needs_teacher_model and not self.logits.teacher_model:
+            raise ValueError(f"type={self.distillation.type}: intermediate-layer losses need the teacher model; add "
+                             "teacher_model_path=<the teacher's --checkpoint_dir> to --user_defined_parameters")  # fmt: skip
+        return self
+
+
+class EasynlpPredictConfig(EasynlpCommand):
+    """``--mode=predict``: label ``tables[0]`` with ``checkpoint_path``, in EasyNLP's output format."""
+
+    mode: Literal["predict"] = "predict"
+    checkpoint_path: str
+    outputs: str
+    output_schema: list[OutputColumn] = Field(min_length=1)
+    append_cols: list[str] = Field(default_factory=list)
+    sequence_length: int = Field(ge=8, le=512)
+    batch_size: int = Field(gt=0)
+
+
+class EasynlpEvaluateConfig(EasynlpCommand):
+    """``--mode=evaluate``: accuracy and macro-F1 of ``checkpoint_path`` on ``tables[-1]``."""
+
+    mode: Literal["evaluate"] = "evaluate"
+    checkpoint_path: str
+    sequence_length: int = Field(ge=8, le=512)
+    batch_size: int = Field(gt=0)
+
+
+class EasynlpAugmentConfig(EasynlpCommand):
+    """``--app_name=data_augmentation``: the rows of ``tables[0]`` and their copies, in the input schema's order."""
+
+    mode: Literal["predict"] = "predict"
+    outputs: str
+    augmentation: AugmentationConfig
