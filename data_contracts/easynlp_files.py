@@ -25,21 +25,15 @@ SIDECAR_SUFFIX = ".ids.json"
 SIDECAR_FORMAT = "landing-easynlp-ids/1"
 
 
-def softmax32(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, as EasyNLP's models compute their ``probabilities`` output."""
-    z = np.asarray(logits, dtype=np.float32)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
 def _joined(values: np.ndarray) -> str:
     return ",".join(str(v) for v in np.asarray(values, dtype=np.float32))  # numpy's shortest float32 repr
 
 
-def prediction_columns(logits: np.ndarray, labels: list[str]) -> list[dict[str, str]]:
-    """Per row, every output column as EasyNLP writes it."""
+def prediction_columns(logits: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> list[dict[str, str]]:
+    """Per row, every output column as EasyNLP writes it. ``probabilities``: torch's float32 softmax of the
+    logits, as EasyNLP's models output them (numpy's differs in the last digit now and then)."""
     logits = np.asarray(logits, dtype=np.float32)
-    probabilities = softmax32(logits)
+    probabilities = np.asarray(probabilities, dtype=np.float32)
     rows = []
     for row_logits, row_probs in zip(logits, probabilities, strict=True):
         ranked = np.argsort(-row_probs, kind="stable")
@@ -49,9 +43,10 @@ def prediction_columns(logits: np.ndarray, labels: list[str]) -> list[dict[str, 
     return rows
 
 
-def prediction_lines(logits: np.ndarray, labels: list[str], output_schema: list[str], appended: list[list[str]]) -> list[str]:
+def prediction_lines(logits: np.ndarray, probabilities: np.ndarray, labels: list[str], output_schema: list[str],
+                     appended: list[list[str]]) -> list[str]:  # fmt: skip
     """The lines of a predict ``--outputs`` file (newline included): output columns, then appended columns."""
-    columns = prediction_columns(logits, labels)
+    columns = prediction_columns(logits, probabilities, labels)
     return ["\t".join([row[c] for c in output_schema] + extra) + "\n" for row, extra in zip(columns, appended, strict=True)]
 
 

@@ -90,8 +90,7 @@ def easynlp_augment(config: EasynlpAugmentConfig, output_dir: str) -> dict:
         augmented = augment_rows(table, config.augmentation, None, ctx)
         aug = config.augmentation
         keep = (aug.mlm_da or aug.eda).keep_originals
-        fields = [f.name for f in config.contract.fields]
-        result = write_augmented_rows(table, augmented, fields, config.columns, keep, config.outputs, ctx)
+        result = write_augmented_rows(table, augmented, config.columns, keep, config.outputs, ctx)
         return publish_summary(ctx, _summary(config, ctx, augment=result), output_dir)
 
 

@@ -126,7 +126,9 @@ def parse_user_defined(text: str | None) -> dict[str, str]:
     for token in tokens:
         key, sep, value = token.partition("=")
         if not sep or not key:
-            raise EasynlpUsageError(f"--user_defined_parameters: {token!r} is not key=value")
+            after = f" (it follows {tokens[tokens.index(token) - 1]!r}: quote a value with spaces, as key=\"a b\")" \
+                if tokens.index(token) > 0 else ""  # fmt: skip
+            raise EasynlpUsageError(f"--user_defined_parameters: {token!r} is not key=value{after}")
         if key in out:
             raise EasynlpUsageError(f"--user_defined_parameters: {key} given twice ({out[key]!r} and {value!r})")
         out[key] = value

@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from prefect import task
 
 from landing.data_contracts.easynlp_files import LogitsColumns, prediction_lines, read_teacher_file, write_sidecar
@@ -148,7 +149,9 @@ def predict_to_file(config: EasynlpPredictConfig, table: DatasetManifest, ctx: R
         pairs = list(frame["text_pair"]) if "text_pair" in frame else None
         logits = predict_logits(model, tokenizer, list(frame["text"]), text_pairs=pairs, batch_size=config.batch_size,
                                 max_length=config.sequence_length, desc="predict")  # fmt: skip
-        lines = prediction_lines(logits, labels, config.output_schema, _appended(frame, config.append_cols, config.columns))
+        probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        appended = _appended(frame, config.append_cols, config.columns)
+        lines = prediction_lines(logits, probabilities, labels, config.output_schema, appended)
         outputs = Path(config.outputs)
         outputs.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(outputs) as tmp:
@@ -179,11 +182,12 @@ def evaluate_checkpoint(checkpoint_path: str, table: DatasetManifest, sequence_l
 
 
 @task(name="easynlp-write-augmented")
-def write_augmented_rows(original: DatasetManifest, augmented: DatasetManifest, fields: list[str],
-                         columns: dict[str, str], keep_originals: bool, outputs: str, ctx: RunContext) -> dict:  # fmt: skip
+def write_augmented_rows(original: DatasetManifest, augmented: DatasetManifest, columns: dict[str, str],
+                         keep_originals: bool, outputs: str, ctx: RunContext) -> dict:  # fmt: skip
     """The data_augmentation app's ``--outputs``: per input row (in order) the row itself (unless
     ``append_original=False``) and then its copies, each in the input schema's column order, no header; the
-    other columns copied from the source row. Where each line came from goes to ``<outputs>.ids.json``."""
+    other columns copied from the source row. ``columns``: the input schema's columns (in order) → their names in
+    the validated table. Where each line came from goes to ``<outputs>.provenance.jsonl``."""
     rows = fetch_dataset(original).to_dict(orient="records")
     copies: dict[str, list[dict]] = {}
     for copy in fetch_dataset(augmented).to_dict(orient="records"):
@@ -194,7 +198,7 @@ def write_augmented_rows(original: DatasetManifest, augmented: DatasetManifest, 
         written.add(row["id"])
         for out in ([{**row, "strategy": "original", "source_id": row["id"]}] if keep_originals else []) + made:
             merged = {**row, **{k: out[k] for k in ("text", "text_pair") if k in out}}
-            lines.append("\t".join(_field(merged[columns[name]]) for name in fields) + "\n")
+            lines.append("\t".join(_field(merged[column]) for column in columns.values()) + "\n")
             provenance.append({"id": out["id"], "source_id": out["source_id"], "strategy": out["strategy"]})
     path = Path(outputs)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,116 @@
+"""EasyNLP's knowledge-distillation chain through the ``easynlp`` script alone, on tiny models: teacher train →
+data_augmentation → predict logits → student train with KD → predict; one-sequence rows and an MRPC slice.
+Each command is a Prefect flow run (the session's API) with an MLflow run (sqlite) and S3 artifacts (moto)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+MRPC = ROOT.parent / "shared/data/mrpc/train.tsv"
+SCRIPT = Path(sys.executable).parent / "easynlp"
+ONE = "--input_schema=sent:str:1,label:str:1 --first_sequence=sent".split()
+PAIR = ("--app_name=text_match --input_schema=label:str:1,id:str:1,id2:str:1,sent1:str:1,sent2:str:1 "
+        "--first_sequence=sent1 --second_sequence=sent2 --skip_first_line").split()  # fmt: skip
+TRAIN = "--epoch_num=1 --sequence_length=32 --micro_batch_size=8 --label_name=label --label_enumerate_values=0,1".split()
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def easynlp(cwd: Path, *argv: str) -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run([str(SCRIPT), *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stderr
+
+
+def _one_sequence_tables(folder: Path) -> tuple[str, str]:
+    rows = "".join(f"{'a fine warm film' if i % 2 else 'a dull cold film'} number {i}\t{i % 2}\n" for i in range(40))
+    (folder / "train.tsv").write_text(rows)
+    (folder / "dev.tsv").write_text("good and warm\t1\nbad and cold\t0\nfine\t1\ndull\t0\n")
+    return "train.tsv", "dev.tsv"
+
+
+def _mrpc_tables(folder: Path) -> tuple[str, str]:
+    lines = MRPC.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    (folder / "train.tsv").write_text("".join(lines[:41]))  # the header (skipped) and 40 pairs
+    (folder / "dev.tsv").write_text(lines[0] + "".join(lines[41:49]))
+    (folder / "dev_body.tsv").write_text("".join(lines[41:49]))  # for commands that also read a headerless table
+    return "train.tsv", "dev.tsv"
+
+
+def _chain(folder: Path, schema: list[str], tiny_mlm: Path) -> dict:
+    """The documented chain; returns what the test checks."""
+    train, dev = _one_sequence_tables(folder) if schema is ONE else _mrpc_tables(folder)
+    skipped = schema.count("--skip_first_line")
+    base = f"pretrain_model_name_or_path={tiny_mlm}"
+    easynlp(folder, "--mode=train", f"--tables={train},{dev}", *schema, *TRAIN, "--checkpoint_dir=teacher",
+            f"--user_defined_parameters={base}")  # fmt: skip
+    easynlp(folder, "--app_name=data_augmentation", "--mode=predict", f"--tables={train}", "--outputs=aug.tsv",
+            *[f for f in schema if not f.startswith("--app_name")], "--label_name=label",
+            f"--user_defined_parameters={base} type=mlm_da expansion_rate=2 mask_proportion=0.25")  # fmt: skip
+    # The augmented table is written without a header, so the next commands read headerless tables only.
+    schema, dev = [s for s in schema if s != "--skip_first_line"], "dev_body.tsv" if schema is PAIR else dev
+    easynlp(folder, "--mode=predict", "--tables=aug.tsv", "--outputs=teacher/pred.tsv", *schema, "--output_schema=logits",
+            "--checkpoint_path=teacher", "--sequence_length=32")  # fmt: skip
+    kd_schema = [s + ",logits:float:2" if s.startswith("--input_schema") else s for s in schema]
+    easynlp(folder, "--mode=train", f"--tables=aug.tsv,{dev}", *kd_schema, *TRAIN, "--checkpoint_dir=student",
+            f"--user_defined_parameters={base}\n enable_distillation=True type=vanilla_kd logits_name=logits\n"
+            " logits_saved_path=teacher/pred.tsv temperature=5 alpha=0.2")  # fmt: skip
+    easynlp(folder, "--mode=predict", f"--tables={dev}", "--outputs=student_pred.tsv", *schema,
+            "--output_schema=predictions,probabilities,logits", "--checkpoint_path=student", "--append_cols=label")  # fmt: skip
+    return {"train_rows": len((folder / train).read_text().splitlines()[skipped:]),
+            "aug": (folder / "aug.tsv").read_text().splitlines(),
+            "logits": (folder / "teacher/pred.tsv").read_text().splitlines(),
+            "predictions": (folder / "student_pred.tsv").read_text().splitlines()}  # fmt: skip
+
+
+@pytest.mark.parametrize("schema", [ONE, pytest.param(PAIR, marks=pytest.mark.skipif(
+    not MRPC.exists(), reason="needs ../shared/data/mrpc"))], ids=["one-sequence", "mrpc-pairs"])  # fmt: skip
+def test_the_kd_chain_runs_through_the_easynlp_script(flow_env, tiny_mlm, schema):
+    got = _chain(flow_env, schema, tiny_mlm)
+    assert len(got["aug"]) > got["train_rows"]  # the originals and their copies
+    width = 2 if schema is ONE else 5
+    assert all(len(line.split("\t")) == width for line in got["aug"])  # the input schema's columns, in order
+    assert len(got["logits"]) == len(got["aug"]) and all(len(ln.split(",")) == 2 for ln in got["logits"])
+    assert (flow_env / "teacher/pred.tsv.ids.json").is_file()
+    dev_rows = 4 if schema is ONE else 8
+    assert len(got["predictions"]) == dev_rows
+    for line in got["predictions"]:
+        label, probabilities, logits, gold = line.split("\t")
+        assert label in ("0", "1") and gold in ("0", "1")
+        assert abs(sum(float(p) for p in probabilities.split(",")) - 1) < 1e-5 and len(logits.split(",")) == 2
+    student = (flow_env / "student")
+    assert {"model.safetensors", "model.onnx", "landing_model.json", "label_mapping.json"} <= {p.name for p in student.iterdir()}
+
+    client = MlflowClient(f"sqlite:///{flow_env / 'state/mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="tags.`mlflow.runName` = 'import-teacher-logits'")  # fmt: skip
+    assert runs and runs[0].data.params["join"] == "id"  # our logits file carries ids
+
+
+def test_a_positional_logits_file_needs_one_line_per_row(flow_env, tiny_mlm):
+    _one_sequence_tables(flow_env)
+    (flow_env / "pred.tsv").write_text("0.1,0.2\n" * 39)  # as from EasyNLP (no ids), one line short
+    argv = ["--mode=train", "--tables=train.tsv,dev.tsv", "--input_schema=sent:str:1,label:str:1,logits:float:2",
+            "--first_sequence=sent", *TRAIN, "--checkpoint_dir=student",
+            f"--user_defined_parameters=pretrain_model_name_or_path={tiny_mlm} enable_distillation=True "
+            "logits_name=logits logits_saved_path=pred.tsv"]  # fmt: skip
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run([str(SCRIPT), *argv], cwd=flow_env, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "pred.tsv: 39 lines, but the training table has 40 rows" in done.stderr
+    assert "Traceback" not in done.stderr and not (flow_env / "student").exists()
+    (flow_env / "pred.tsv").write_text("0.1,0.2\n" * 40)  # the right count: joined by position
+    easynlp(flow_env, *argv)
+    assert (flow_env / "student/model.onnx").is_file()
