@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs benchmark-augment benchmark-fewshot benchmark-metakd up down status clean help
+.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs benchmark-augment benchmark-fewshot benchmark-metakd benchmark-easynlp up down status clean help
 DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker to run
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
@@ -21,6 +21,7 @@ help:
 	@echo "make down       stop exactly what make up started;  make status: show them"
 	@echo "make benchmark  KD benchmark on SST-2 (3 seeds), then the compression benchmark (writes benchmarks/results/)"
 	@echo "make benchmark-augment / -fewshot / -metakd   augmentation (SST-2), few-shot (SST-2, BBC News), Meta-KD (Amazon)"
+	@echo "make benchmark-easynlp   EasyNLP's KD chain on MRPC as easynlp commands"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +88,9 @@ benchmark-fewshot: install
 # Meta-KD on the Amazon multi-domain reviews (all four domains, 3 seeds).
 benchmark-metakd: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/metakd_blitzer.py
+
+benchmark-easynlp: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/easynlp_mrpc.py
 
 clean:
 	rm -rf .landing runs .pytest_cache
