@@ -20,7 +20,7 @@ from landing.data_contracts.logits import LogitsFileError, TeacherLogits, write_
 from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
 from landing.easynlp_config import EasynlpPredictConfig, TeacherLogitsFile
 from landing.files import atomic_path, sha256_file
-from landing.infra.tracking import log_params, step_run
+from landing.infra.tracking import log_dataset, log_params, step_run
 from landing.models.data import label_ids
 from landing.models.loading import load_classifier, weights_sha256
 from landing.models.metrics import classification_metrics
@@ -54,6 +54,9 @@ def import_teacher_logits(
     if read.labels is not None and read.labels != labels:
         raise LogitsFileError(f"logits_saved_path={path}: the teacher's labels are {read.labels}, this command's "
                               f"label_enumerate_values are {labels}")  # fmt: skip
+    if read.model and source.teacher_model and read.model != checkpoint_identity(Path(source.teacher_model)):
+        raise LogitsFileError(f"logits_saved_path={path} was predicted by {read.model}, but teacher_model_path is "
+                              f"{checkpoint_identity(Path(source.teacher_model))}; give the teacher that wrote it")  # fmt: skip
     ids = read.ids if read.ids is not None else list(frame["id"])
     keep = sorted({ids[i]: i for i in reversed(range(len(ids)))}.values())  # a duplicated row: its first line
     teacher = _teacher_manifest(source, path)
@@ -146,6 +149,7 @@ def predict_to_file(config: EasynlpPredictConfig, table: DatasetManifest, ctx: R
     frame = fetch_dataset(table)
     started = time.perf_counter()
     with step_run(ctx.parent_run_id, "easynlp-predict"):
+        log_dataset(frame, name=table.name, source_uri=table.uri, digest=table.sha256, context="prediction")
         pairs = list(frame["text_pair"]) if "text_pair" in frame else None
         logits = predict_logits(model, tokenizer, list(frame["text"]), text_pairs=pairs, batch_size=config.batch_size,
                                 max_length=config.sequence_length, desc="predict")  # fmt: skip
@@ -171,6 +175,7 @@ def evaluate_checkpoint(checkpoint_path: str, table: DatasetManifest, sequence_l
     model_dir, model, tokenizer, labels = _checkpoint_model(checkpoint_path)
     frame = fetch_dataset(table)
     with step_run(ctx.parent_run_id, "easynlp-evaluate"):
+        log_dataset(frame, name=table.name, source_uri=table.uri, digest=table.sha256, context="evaluation")
         pairs = list(frame["text_pair"]) if "text_pair" in frame else None
         logits = predict_logits(model, tokenizer, list(frame["text"]), text_pairs=pairs, batch_size=batch_size,
                                 max_length=sequence_length, desc="evaluate")  # fmt: skip
@@ -209,6 +214,8 @@ def write_augmented_rows(original: DatasetManifest, augmented: DatasetManifest, 
         Path(tmp).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in provenance), encoding="utf-8")
     counts = pd.Series([p["strategy"] for p in provenance]).value_counts().to_dict()
     with step_run(ctx.parent_run_id, "easynlp-write-augmented"):
+        log_dataset(fetch_dataset(original), name=original.name, source_uri=original.uri, digest=original.sha256,
+                    context="augmentation")  # fmt: skip
         log_params({"outputs": str(path), "append_original": keep_originals})
         mlflow.log_metrics({"rows_in": len(rows), "rows_out": len(lines), **{f"rows_{k}": v for k, v in counts.items()}})
     return {"outputs": str(path), "rows_in": len(rows), "rows_out": len(lines), "by_strategy": counts,

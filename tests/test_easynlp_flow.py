@@ -4,6 +4,7 @@ Each command is a Prefect flow run (the session's API) with an MLflow run (sqlit
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny_runs import run_landing
 
 ROOT = Path(__file__).resolve().parents[1]
 MRPC = ROOT.parent / "shared/data/mrpc/train.tsv"
@@ -67,7 +69,9 @@ def _chain(folder: Path, schema: list[str], tiny_mlm: Path) -> dict:
             " logits_saved_path=teacher/pred.tsv temperature=5 alpha=0.2")  # fmt: skip
     easynlp(folder, "--mode=predict", f"--tables={dev}", "--outputs=student_pred.tsv", *schema,
             "--output_schema=predictions,probabilities,logits", "--checkpoint_path=student", "--append_cols=label")  # fmt: skip
-    return {"train_rows": len((folder / train).read_text().splitlines()[skipped:]),
+    evaluated = easynlp(folder, "--mode=evaluate", f"--tables={dev}", *schema, "--label_name=label",
+                        "--checkpoint_path=student", "--sequence_length=32")  # fmt: skip
+    return {"train_rows": len((folder / train).read_text().splitlines()[skipped:]), "evaluated": evaluated,
             "aug": (folder / "aug.tsv").read_text().splitlines(),
             "logits": (folder / "teacher/pred.tsv").read_text().splitlines(),
             "predictions": (folder / "student_pred.tsv").read_text().splitlines()}  # fmt: skip
@@ -88,8 +92,17 @@ def test_the_kd_chain_runs_through_the_easynlp_script(flow_env, tiny_mlm, schema
         label, probabilities, logits, gold = line.split("\t")
         assert label in ("0", "1") and gold in ("0", "1")
         assert abs(sum(float(p) for p in probabilities.split(",")) - 1) < 1e-5 and len(logits.split(",")) == 2
-    student = (flow_env / "student")
+    student = flow_env / "student"
     assert {"model.safetensors", "model.onnx", "landing_model.json", "label_mapping.json"} <= {p.name for p in student.iterdir()}
+    accuracy = sum(line.split("\t")[0] == line.split("\t")[-1] for line in got["predictions"]) / dev_rows
+    assert f"eval: accuracy {100 * accuracy:.2f}%" in got["evaluated"]  # evaluate agrees with predict
+    if schema is ONE:  # the checkpoint is also an ONNX bundle for `landing predict`
+        (flow_env / "dev.csv").write_text("sent\ngood and warm\nbad and cold\nfine\ndull\n")
+        code, out = run_landing(["predict", "--model", str(student), "--input", "dev.csv", "--output", "out.jsonl",
+                                 "--text-column", "sent"], flow_env)  # fmt: skip
+        assert code == 0, out
+        onnx_labels = [json.loads(line)["label"] for line in (flow_env / "out.jsonl").read_text().splitlines()]
+        assert onnx_labels == [line.split("\t")[0] for line in got["predictions"]]
 
     client = MlflowClient(f"sqlite:///{flow_env / 'state/mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
