@@ -412,7 +412,11 @@ class MetaKDConfig(StrictModel):
     domain_loss: Literal["confusion", "reversal"] = Field(
         "confusion", description="confusion: against shuffled domain labels (EasyNLP); reversal: gradient reversal"
     )
-    stage1: DistillationConfig = Field(default_factory=lambda: KDParams(type="hidden_mse+attention_mse"))
+    stage1: DistillationConfig = Field(
+        default_factory=lambda: KDParams(type="hidden_mse+attention_mse+pooled_mse"),
+        description="hidden states, attentions and the domain representation (pooled_mse: the pooled vector the "
+        "meta-teacher's domain head reads)",
+    )
     stage2: DistillationConfig = Field(default_factory=lambda: KDParams(type="vanilla_kd", temperature=2.0, alpha=1.0))
 
 

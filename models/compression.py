@@ -28,7 +28,7 @@ from landing.models.onnx_predictor import OnnxClassifier
 from landing.models.params import CompressionParams
 from landing.models.qat import prepare_qat, remove_qat
 from landing.models.quantize import QUANTIZERS
-from landing.models.training import TrainingParams, TrainResult, train_classifier
+from landing.models.training import TrainingParams, TrainResult, layer_teacher, train_classifier
 from landing.models.vocab_pruning import prune_vocabulary
 from landing.models.width_pruning import make_importance_batches, prune_width
 
@@ -36,12 +36,16 @@ from landing.models.width_pruning import make_importance_batches, prune_width
 def distil_from_soft_targets(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], labels: list[int],
     soft: np.ndarray, training: TrainingParams, cfg: CompressionParams, checkpoint_dir: Path, *, seed: int,
-    callbacks: list[TrainerCallback] | None = None,
+    callbacks: list[TrainerCallback] | None = None, teacher_dir: Path | None = None,
 ) -> TrainResult:  # fmt: skip
-    """KD (``cfg.recover_distillation``) from precomputed soft targets on labelled + transfer rows, in place."""
+    """KD (``cfg.recover_distillation``) from precomputed soft targets on labelled + transfer rows, in place.
+    Intermediate-layer losses also run the saved unpruned model (``teacher_dir``) alongside."""
     data = EncodedTable(tokenizer, texts, cfg.max_seq_length, labels=labels, teacher_logits=soft)
+    teacher = None
+    if cfg.recover_distillation.needs_teacher_model:
+        teacher = layer_teacher(None if teacher_dir is None else str(teacher_dir), tokenizer)
     return train_classifier(model, tokenizer, data, training, checkpoint_dir, seed=seed,
-                            distillation=cfg.recover_distillation, callbacks=callbacks)  # fmt: skip
+                            distillation=cfg.recover_distillation, callbacks=callbacks, teacher_model=teacher)  # fmt: skip
 
 
 def prune(
@@ -75,13 +79,13 @@ def prune(
 def quantization_aware_training(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], labels: list[int],
     soft: np.ndarray, cfg: CompressionParams, checkpoint_dir: Path, *, reduce_range: bool, seed: int,
-    callbacks: list[TrainerCallback] | None = None,
+    callbacks: list[TrainerCallback] | None = None, teacher_dir: Path | None = None,
 ) -> TrainResult:  # fmt: skip
     """Fine-tune under INT8 fake quantization, distilling as recovery does; the model ends FP32 again,
     rounded to the INT8 grid (the FP32 reference of the INT8 parity check is then what INT8 computes)."""
     handle = prepare_qat(model, embeddings=cfg.qat_embeddings_on, reduce_range=reduce_range)
     result = distil_from_soft_targets(model, tokenizer, texts, labels, soft, cfg.qat, cfg, checkpoint_dir,
-                                      seed=seed, callbacks=callbacks)  # fmt: skip
+                                      seed=seed, callbacks=callbacks, teacher_dir=teacher_dir)  # fmt: skip
     remove_qat(handle, rounded=True)
     return result
 

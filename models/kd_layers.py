@@ -59,13 +59,21 @@ def check_models(params: KDParams, student, teacher) -> dict[int, int]:
     return mapping
 
 
+POOLED = "pooled"  # the projection key of pooled_mse
+
+
 def projections(params: KDParams, student, teacher) -> nn.ModuleDict:
-    """One linear map per mapped layer when the hidden widths differ (empty when they are equal)."""
+    """One linear map per mapped layer (and one for the pooled representation) when the hidden widths differ;
+    empty when they are equal."""
     width_s, width_t = student.config.hidden_size, teacher.config.hidden_size
-    if width_s == width_t or not any(name.startswith("hidden_") for name in params.loss_names):
+    if width_s == width_t:
         return nn.ModuleDict()
-    mapping = check_models(params, student, teacher)
-    return nn.ModuleDict({str(s): nn.Linear(width_s, width_t) for s in mapping})
+    maps = {}
+    if any(name.startswith("hidden_") for name in params.loss_names):
+        maps |= {str(s): nn.Linear(width_s, width_t) for s in check_models(params, student, teacher)}
+    if "pooled_mse" in params.loss_names:
+        maps[POOLED] = nn.Linear(width_s, width_t)
+    return nn.ModuleDict(maps)
 
 
 def _token_mask(batch: DistillBatch, like: torch.Tensor) -> torch.Tensor:
@@ -97,6 +105,20 @@ def hidden_mse(batch: DistillBatch, params: KDParams) -> torch.Tensor:
         error = ((h.float() - teacher[t].float()) ** 2).mean(-1)  # (batch, tokens)
         losses.append((error * mask).sum(1) / tokens)
     return torch.stack(losses).mean(0)
+
+
+@register_kd_loss("pooled_mse", needs_hidden_states=True, needs_teacher_outputs=True)
+def pooled_mse(batch: DistillBatch, params: KDParams) -> torch.Tensor:
+    """Per example: squared error of the last hidden states' mean over real tokens, averaged over the width. In
+    Meta-KD this is the domain representation, the pooled vector the meta-teacher's domain head reads."""
+    _require(batch, "hidden_states")
+    student, teacher = batch.student.hidden_states[-1], batch.teacher.hidden_states[-1]
+    mask = _token_mask(batch, student).unsqueeze(-1)
+    tokens = mask.sum(1).clamp(min=1)
+    pooled_s, pooled_t = (student.float() * mask).sum(1) / tokens, (teacher.float() * mask).sum(1) / tokens
+    if batch.projections is not None and POOLED in batch.projections:
+        pooled_s = batch.projections[POOLED](pooled_s)  # linear, so projecting the mean = the mean of projections
+    return ((pooled_s - pooled_t) ** 2).mean(-1)
 
 
 def _attention_pairs(batch: DistillBatch, params: KDParams):

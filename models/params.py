@@ -249,8 +249,9 @@ class CompressionParams:
         return {k: v for k, v in asdict(self).items() if k not in QAT_ONLY_SETTINGS}
 
     @model_validator(mode="after")
-    def _recovery_is_logits_only(self) -> CompressionParams:
-        if self.recover_distillation.needs_teacher_model:
-            raise ValueError("recover_distillation: intermediate-layer losses are not available in compression "
-                             "recovery (its teacher is the uncompressed student's logits); use vanilla_kd")  # fmt: skip
+    def _intermediate_recovery_keeps_the_vocabulary(self) -> CompressionParams:
+        if self.recover_distillation.needs_teacher_model and "vocab" in self.strategy_list:
+            raise ValueError(f"recover_distillation.type {self.recover_distillation.type!r}: intermediate-layer losses "
+                             "run the unpruned student alongside on the same input ids, which vocabulary pruning "
+                             "renumbers; drop vocab from the strategies or use logits-only losses (vanilla_kd)")  # fmt: skip
         return self

@@ -246,7 +246,7 @@ def fit_classifier(
                            teacher_logits=teacher_logits, with_row_index=online_teacher is not None,
                            example_weights=example_weights)  # fmt: skip
     unlabelled = EncodedTable(tokenizer, unlabelled_texts, params.max_seq_length) if unlabelled_texts else None
-    teacher_model = _teacher_for_layers(teacher_dir, tokenizer) if distillation and distillation.needs_teacher_model else None
+    teacher_model = layer_teacher(teacher_dir, tokenizer) if distillation and distillation.needs_teacher_model else None
     result = train_classifier(model, tokenizer, dataset, params, checkpoint_dir, seed=seed,
                               distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend,
                               online_teacher=online_teacher, unlabelled=unlabelled, teacher_model=teacher_model)  # fmt: skip
@@ -265,7 +265,7 @@ def _fit_contrastive(model, tokenizer, spec: dict, texts, label_ids, params: Tra
                        resumed_from=None)  # fmt: skip
 
 
-def _teacher_for_layers(teacher_dir: str | None, student_tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def layer_teacher(teacher_dir: str | None, student_tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """The saved teacher for the intermediate losses, with eager attention (the attention probabilities are
     returned), refused when its vocabulary differs from the student's: the two read the same input ids."""
     from transformers import AutoModelForSequenceClassification

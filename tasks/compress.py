@@ -100,7 +100,7 @@ def prune_student(
                        "pruning": cfg.pruning, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
         result = distil_from_soft_targets(model, tokenizer, texts, y, soft, cfg.recover, cfg,
                                           checkpoint_dir("pruned", fingerprint), seed=ctx.seed,
-                                          callbacks=[MlflowMetricsCallback()])  # fmt: skip
+                                          callbacks=[MlflowMetricsCallback()], teacher_dir=fetch_model_dir(student))  # fmt: skip
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
         mlflow.log_metric("recover_runtime_s", result.train_runtime_s)
         uri, sha, model_uri = _publish_model(model, tokenizer, "pruned", ctx)  # what its ONNX variants come from
@@ -132,6 +132,7 @@ def quantization_aware_training(
         result = compression.quantization_aware_training(
             student, tokenizer, texts, y, soft, cfg, checkpoint_dir("qat", fingerprint),
             reduce_range=reduce_range(cfg), seed=ctx.seed, callbacks=[MlflowMetricsCallback()],
+            teacher_dir=fetch_model_dir(unpruned),
         )  # fmt: skip
         mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
         uri, sha, model_uri = _publish_model(student, tokenizer, "qat", ctx)  # fake quantizers removed

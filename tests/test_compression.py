@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from landing.models.compression import build_onnx_variant, prune, quantization_aware_training, score_onnx
+from landing.models.compression import (
+    build_onnx_variant,
+    distil_from_soft_targets,
+    prune,
+    quantization_aware_training,
+    score_onnx,
+)
 from landing.models.loading import build_classifier, save_classifier
 from landing.models.params import CompressionParams, TrainingParams
 from landing.models.qat import is_qat_prepared
@@ -58,3 +64,19 @@ def test_qat_leaves_a_plain_model_on_the_int8_grid(tmp_path):
                                          reduce_range=False, seed=1)  # fmt: skip
     assert result.global_step == 3 and np.isfinite(result.train_loss)
     assert not is_qat_prepared(model)  # fake quantizers removed: a plain model for the usual export
+
+
+def test_recovery_with_intermediate_losses_runs_the_unpruned_model_alongside(tmp_path):
+    model, tokenizer = build_classifier(TINY, LABELS, seed=2)
+    save_classifier(model, tokenizer, tmp_path / "unpruned")
+    soft = np.random.default_rng(2).normal(size=(len(TEXTS), 2)).astype("f4")
+    cfg = CompressionParams(strategies="depth+dynamic_int8", keep_layers=[1], max_seq_length=16, recover=QUICK,
+                            recover_distillation={"type": "vanilla_kd+hidden_mse", "layer_map": {1: 2}})  # fmt: skip
+    pruned, tokenizer, _ = prune(model, tokenizer, TEXTS, soft, cfg)
+    with pytest.raises(ValueError, match="needs the saved teacher model"):
+        distil_from_soft_targets(pruned, tokenizer, TEXTS, Y, soft, cfg.recover, cfg, tmp_path / "a", seed=2)
+    result = distil_from_soft_targets(pruned, tokenizer, TEXTS, Y, soft, cfg.recover, cfg, tmp_path / "b", seed=2,
+                                      teacher_dir=tmp_path / "unpruned")  # fmt: skip
+    assert result.global_step == 3 and np.isfinite(result.train_loss)
+    with pytest.raises(ValidationError, match="vocabulary pruning renumbers"):
+        CompressionParams(strategies="vocab+dynamic_int8", recover_distillation={"type": "vanilla_kd+hidden_mse"})

@@ -14,6 +14,7 @@ from landing.models.kd_layers import (
     attention_mse,
     check_models,
     hidden_mse,
+    pooled_mse,
     projections,
     resolved_layer_map,
 )
@@ -148,3 +149,23 @@ def test_distill_flow_with_intermediate_layer_losses(prefect_api, flow_env):
     bad = write_config(flow_env, distillation={"type": "vanilla_kd+hidden_mse", "layer_map": {5: 1}})
     code, output = run_landing(["run", str(bad), "--output-dir", str(flow_env / "bad")], flow_env)
     assert code == 1 and "student layer 5 does not exist" in output and "Traceback" not in output
+
+
+def test_pooled_mse_is_the_domain_representation_over_real_tokens(tok):
+    teacher, student = bert(tok, hidden=48, layers=4, heads=4, seed=1), bert(tok, hidden=32, layers=2, seed=2)
+    params = KDParams(type="vanilla_kd+pooled_mse")
+    maps = projections(params, student, teacher)
+    assert set(maps) == {"pooled"}  # only the pooled vector needs a projection for this loss
+    short = tok(["a fine film", "dull"], padding=True, return_tensors="pt")
+    long = tok(["a fine film", "dull"], padding="max_length", max_length=24, return_tensors="pt")
+    with torch.no_grad():
+        same = outputs(teacher, short)
+        assert torch.allclose(pooled_mse(DistillBatch(same, same, torch.tensor([0, 1]), short["attention_mask"]), params),
+                              torch.zeros(2), atol=1e-6)  # fmt: skip
+        values = [pooled_mse(DistillBatch(outputs(student, b), outputs(teacher, b), torch.tensor([0, 1]),
+                                          b["attention_mask"], projections=maps), params) for b in (short, long)]  # fmt: skip
+        s_last, t_last = outputs(student, short).hidden_states[-1][1], outputs(teacher, short).hidden_states[-1][1]
+        real = short["attention_mask"][1].bool()
+        by_hand = ((maps["pooled"](s_last[real].mean(0)) - t_last[real].mean(0)) ** 2).mean()
+    torch.testing.assert_close(values[0], values[1], atol=1e-5, rtol=1e-5)  # padding never counts
+    torch.testing.assert_close(values[0][1], by_hand, atol=1e-6, rtol=1e-5)
