@@ -47,9 +47,9 @@ def import_teacher_logits(
     frame = fetch_dataset(train_rows)  # the training table as read, in file order, before deduplication
     if read.ids is None and len(read.logits) != len(frame):
         raise LogitsFileError(
-            f"logits_saved_path={path}: {len(read.logits)} lines, but the training table has {len(frame)} rows. A file without ids (no {path.name}.ids.json from this "
-            "project's predict, as from EasyNLP) is joined by position, so it needs exactly one line per row; "
-            "predict the teacher on the same table again"
+            f"logits_saved_path={path}: {len(read.logits)} lines, but the training table has {len(frame)} rows. "
+            f"A file without ids (no {path.name}.ids.json from this project's predict, as from EasyNLP) is joined "
+            "by position, so it needs exactly one line per row; predict the teacher on the same table again"
         )
     if read.labels is not None and read.labels != labels:
         raise LogitsFileError(f"logits_saved_path={path}: the teacher's labels are {read.labels}, this command's "
