@@ -22,7 +22,7 @@ PAIR = ("--app_name=text_match --input_schema=label:str:1,id:str:1,id2:str:1,sen
         "--first_sequence=sent1 --second_sequence=sent2 --skip_first_line").split()  # fmt: skip
 TRAIN = "--epoch_num=1 --sequence_length=32 --micro_batch_size=8 --label_name=label --label_enumerate_values=0,1".split()
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
 
 
 def easynlp(cwd: Path, *argv: str) -> str:
