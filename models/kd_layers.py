@@ -9,6 +9,7 @@ tokens only (padding never counts) and over the hidden width; when the widths di
 linear projection per mapped layer (student width → teacher width, trained with the student, not
 saved with it) comes first. Attention MSE compares the attention probabilities of real query and key
 positions, averaged over heads; ``attention_kl`` is KL(teacher ‖ student) per query row instead.
+``pooled_mse`` compares the last hidden states' mean over real tokens (Meta-KD's domain representation).
 Each loss returns one value per example, so example weights apply before reduction.
 
 The teacher runs alongside the student on the same input ids, so both must share one vocabulary
