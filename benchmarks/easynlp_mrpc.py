@@ -120,7 +120,9 @@ def main() -> None:
         run["mlflow_run_id"] = summary["mlflow_run_id"]
         runs.append(run)
         print(f"{name}: {wall:.1f} s", {k: v for k, v in run.items() if k in ("accuracy", "macro_f1")}, flush=True)
-    info = provenance(threads=None)
+    import torch
+
+    info = provenance(threads=torch.get_num_threads())  # every command runs with torch's default, as here
     table = render(runs, provenance_markdown(info), args.epochs)
     (RESULTS / "easynlp_mrpc.md").write_text(table)
     (RESULTS / "easynlp_mrpc.json").write_text(json.dumps({"provenance": info, "runs": runs}, indent=2))
