@@ -46,8 +46,9 @@ def _summary(config: EasynlpCommand, ctx: RunContext, **parts) -> dict:
 
 @flow(name="easynlp-train", log_prints=True)
 def easynlp_train(config: EasynlpTrainConfig, output_dir: str) -> dict:
-    """Train on ``tables[0]`` (all of it, as EasyNLP does: nothing is selected, so no validation split is taken),
-    with teacher logits when distilling; report on ``tables[-1]``; write ``checkpoint_dir``."""
+    """Train on ``tables[0]`` (all of it, as EasyNLP does: nothing is selected, so no validation split is taken;
+    deduplicated and without eval rows, as every flow), with teacher logits when distilling; report on
+    ``tables[-1]``; write ``checkpoint_dir``."""
     with tracked_run(config) as ctx:
         train_rows = _read(config, 0, "train", ctx, labelled=True)
         eval_rows = _read(config, -1, "eval", ctx, labelled=True)
