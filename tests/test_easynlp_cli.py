@@ -190,3 +190,14 @@ def test_the_script_is_installed_and_lists_apps_and_keys():
         assert word in out
     bad = subprocess.run([str(script), "--mode=train", "--learning_rat=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "did you mean --learning_rate?" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_intermediate_layer_types_need_the_teacher_model(tables, tiny_mlm):
+    argv = [f"--tables={tables / 'train.tsv'},{tables / 'dev.tsv'}", "--input_schema=sent:str:1,label:str:1,logits:float:2",
+            "--first_sequence=sent", "--label_name=label", "--label_enumerate_values=0,1", f"--checkpoint_dir={tables / 'out'}"]  # fmt: skip
+    kd = (f"pretrain_model_name_or_path={tiny_mlm} enable_distillation=True type=vanilla_kd+hidden_mse "
+          f"logits_name=logits logits_saved_path={tables / 'pred.tsv'}")  # fmt: skip
+    with pytest.raises(EasynlpUsageError, match="intermediate-layer losses need the teacher model; add teacher_model_path"):
+        build_config(build_parser().parse_args(argv), argv, parse_user_defined(kd))
+    config = build_config(build_parser().parse_args(argv), argv, parse_user_defined(f"{kd} teacher_model_path={tiny_mlm}"))
+    assert config.distillation.needs_teacher_model and config.logits.teacher_model == str(Path(tiny_mlm).resolve())
