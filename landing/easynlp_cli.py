@@ -16,11 +16,11 @@ import sys
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
+from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
 from landing.errors import DEBUG_VARIABLE, UserError, debug_enabled, user_error_in
 
 APPS = ("text_classify", "text_match", "data_augmentation")
 MODES = ("train", "evaluate", "predict")
-OUTPUT_COLUMNS = ("predictions", "probabilities", "logits", "output")
 FEWSHOT_TYPES = {"pet_fewshot": "pet", "cpt_fewshot": "cpt", "ptuning_fewshot": "ptuning"}
 AUGMENT_TYPES = ("mlm_da", "eda")
 # EasyNLP's names where the knob has another name here.

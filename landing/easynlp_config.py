@@ -9,11 +9,12 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from landing.config import AugmentationConfig, PretrainedModel, PromptModel, StrictModel, TableConfig
+from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
 from landing.data_contracts.schema import TableContract
 from landing.models.params import KDParams, TrainingParams
 
 App = Literal["text_classify", "text_match", "data_augmentation"]
-OutputColumn = Literal["predictions", "probabilities", "logits", "output"]
+OutputColumn = Literal[OUTPUT_COLUMNS]  # type: ignore[valid-type]  # Literal flattens the tuple
 
 
 class EasynlpCommand(StrictModel):
