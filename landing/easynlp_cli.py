@@ -387,6 +387,10 @@ def build_config(args, argv: list[str], udp: dict[str, str]):
 
     _check_keys(args.app_name, args.mode, udp)
     uris = _table_uris(args)
+    if len(uris) > 1 and (args.mode == "predict" or args.app_name == "data_augmentation"):
+        raise EasynlpUsageError(f"--tables: --mode={args.mode} reads one table, found {len(uris)} ({args.tables})")
+    if len(uris) > 1 and args.mode == "evaluate":
+        print(f"easynlp: --mode=evaluate: evaluating on the last table, {uris[-1]}", file=sys.stderr)
     try:
         if args.app_name == "data_augmentation":
             return c.EasynlpAugmentConfig(**_augment(args, argv, udp, uris))

@@ -153,6 +153,9 @@ def test_predict_columns_and_renamed_reserved_columns(tables, tiny_mlm):
     with pytest.raises(EasynlpUsageError, match=r"--output_schema: unknown column 'prediction' \(did you mean predictions\?\)"):
         argv[4] = "--output_schema=prediction"
         build_config(build_parser().parse_args(argv), argv, {})
+    argv[0] = f"--tables={tables / 'dev.tsv'},{tables / 'train.tsv'}"
+    with pytest.raises(EasynlpUsageError, match="--mode=predict reads one table, found 2"):
+        build_config(build_parser().parse_args(argv), argv, {})
 
 
 def test_data_augmentation_takes_easynlps_keys(tables, tiny_mlm):
