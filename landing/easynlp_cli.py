@@ -461,6 +461,10 @@ def _augment(args, argv: list[str], udp: dict[str, str], uris: list[str]) -> dic
     if args.mode != "predict":
         raise EasynlpUsageError(f"--app_name=data_augmentation runs with --mode=predict, found --mode={args.mode}")
     _require(args, "outputs")
+    if args.output_schema not in ("", "augmented_data") or args.append_cols:
+        raise EasynlpUsageError(f"--app_name=data_augmentation writes the input schema's columns: --output_schema is "
+                                f"augmented_data (or left out) and --append_cols is not taken; found "
+                                f"--output_schema={args.output_schema!r} --append_cols={args.append_cols!r}")  # fmt: skip
     kind = udp.get("type", "mlm_da")
     if kind not in AUGMENT_TYPES:
         raise EasynlpUsageError(f"--user_defined_parameters: type={kind}: data_augmentation types are "

@@ -170,6 +170,11 @@ def test_data_augmentation_takes_easynlps_keys(tables, tiny_mlm):
     assert (mlm.expansion_rate, mlm.mask_proportion, mlm.remove_blanks, mlm.keep_originals) == (10, 0.25, True, False)
     eda = build_config(build_parser().parse_args(argv), argv, parse_user_defined("type=eda strategies=unk:0.5,ngram:0.5"))
     assert eda.augmentation.eda.strategies == {"unk": 0.5, "ngram": 0.5}
+    argv.append("--output_schema=augmented_data")  # EasyNLP's documented value is taken
+    assert build_config(build_parser().parse_args(argv), argv, parse_user_defined("type=eda")).augmentation.eda
+    argv[-1] = "--output_schema=predictions"
+    with pytest.raises(EasynlpUsageError, match="--output_schema is augmented_data"):
+        build_config(build_parser().parse_args(argv), argv, parse_user_defined("type=eda"))
 
 
 def test_model_names_resolve_path_then_zoo_then_alias_file(tmp_path, monkeypatch, tiny_mlm):
