@@ -37,15 +37,22 @@ def main() -> None:
     try:
         app()
     except Exception as exc:  # typer re-raises what a command raised
-        user = user_error_in(exc) or _machine_or_service_failure(exc)
-        if user is None:
-            _report_bug()
-            sys.exit(1)
-        if debug_enabled():
-            raise
+        user = explained_or_exit(exc)
         err.print(f"[red]error:[/] {escape(str(user))}", highlight=False)
         err.print(f"(a traceback: --debug or {DEBUG_VARIABLE}=1)", style="dim", highlight=False)
         sys.exit(1)
+
+
+def explained_or_exit(exc: Exception) -> UserError:
+    """The user's mistake (or a machine or service failure) behind ``exc``, to be shown as one message. A bug
+    gets its traceback and the logs' places, then exit 1; with --debug the exception is re-raised."""
+    user = user_error_in(exc) or _machine_or_service_failure(exc)
+    if user is None:
+        _report_bug()
+        sys.exit(1)
+    if debug_enabled():
+        raise exc
+    return user
 
 
 def _report_bug() -> None:

@@ -17,7 +17,7 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
-from landing.errors import DEBUG_VARIABLE, UserError, debug_enabled, user_error_in
+from landing.errors import DEBUG_VARIABLE, UserError
 
 APPS = ("text_classify", "text_match", "data_augmentation")
 MODES = ("train", "evaluate", "predict")
@@ -547,7 +547,7 @@ def _report(summary: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     """The ``easynlp`` console script: a mistake in the command or its data ends it with one message (exit 2 for
     the command line, 1 for data or models); a bug keeps its traceback."""
-    from landing.cli import _machine_or_service_failure, _report_bug
+    from landing.cli import explained_or_exit
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in argv:
@@ -557,12 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
-        user = user_error_in(exc) or _machine_or_service_failure(exc)
-        if user is None:
-            _report_bug()
-            sys.exit(1)
-        if debug_enabled():
-            raise
+        user = explained_or_exit(exc)
         print(f"easynlp: error: {user}", file=sys.stderr)
         print(f"(a traceback: --debug or {DEBUG_VARIABLE}=1)", file=sys.stderr)
         sys.exit(2 if isinstance(user, EasynlpUsageError) else 1)
