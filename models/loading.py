@@ -19,6 +19,7 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -169,6 +170,11 @@ def keep_encoder_layers(model: PreTrainedModel, layers: Sequence[int], *, field:
     if bad or not layers:
         raise ValueError(f"{field}: {list(layers)} must be non-empty indices into the model's {depth} layers")
     model.base_model.encoder.layer = nn.ModuleList(copy.deepcopy(encoder_layers[i]) for i in layers)
+    for module in model.base_model.encoder.layer.modules():
+        if isinstance(getattr(module, "config", None), PretrainedConfig):
+            # deepcopy gave each kept layer a private config; sharing the model's lets later switches reach
+            # every layer (set_attn_implementation("eager"), without which SDPA layers return no attentions)
+            module.config = model.config
     model.config.num_hidden_layers = len(layers)
     if heads := getattr(model.config, "heads_per_layer", None):  # a width-pruned model: heads follow their layers
         model.config.heads_per_layer = [heads[i] for i in layers]

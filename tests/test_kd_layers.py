@@ -18,7 +18,7 @@ from landing.models.kd_layers import (
     projections,
     resolved_layer_map,
 )
-from landing.models.loading import load_tokenizer
+from landing.models.loading import keep_encoder_layers, load_tokenizer
 from landing.models.params import KDParams, TrainingParams
 from landing.models.training import train_classifier
 
@@ -169,3 +169,13 @@ def test_pooled_mse_is_the_domain_representation_over_real_tokens(tok):
         by_hand = ((maps["pooled"](s_last[real].mean(0)) - t_last[real].mean(0)) ** 2).mean()
     torch.testing.assert_close(values[0], values[1], atol=1e-5, rtol=1e-5)  # padding never counts
     torch.testing.assert_close(values[0][1], by_hand, atol=1e-6, rtol=1e-5)
+
+
+def test_kept_layers_follow_the_attention_switch_so_attention_losses_see_every_layer(tok):
+    """A teacher_layers student is loaded with SDPA; the KD trainer switches it to eager for attention losses."""
+    model = bert(tok, layers=3)
+    model.set_attn_implementation("sdpa")
+    student = keep_encoder_layers(model, [0, 2])
+    student.set_attn_implementation("eager")
+    batch = tok(["a short sentence", "another one here"], return_tensors="pt", padding=True)
+    assert len(student(**batch, output_attentions=True).attentions) == 2
