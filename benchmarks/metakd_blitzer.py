@@ -39,7 +39,8 @@ def render(runs: list[dict], provenance_md: str, overrides: list[str]) -> str:
     lines = ["# Meta-KD on the Amazon multi-domain reviews (accuracy %, mean ± sd over seeds; eval = dev.tsv)", "",
              provenance_md, "", f"Seeds: {', '.join(str(r['seed']) for r in runs)}. Config: "
              f"`configs/blitzer/metakd.yaml` with {', '.join(f'`{o}`' for o in overrides) or 'no overrides'}. "
-             "Eval = each domain's dev.tsv rows, only reported; checkpoints are chosen on the validation split.", "",
+             "Eval = each domain's dev.tsv rows, only reported; no setting is tuned in the run (the validation split "
+             "is held out, unused).", "",
              "| model | " + " | ".join(domains) + " | mean |", "| --- |" + " ---: |" * (len(domains) + 1)]  # fmt: skip
     for row in ROWS:
         cells = [_cell([100 * (r["mean"][row] if d is None else r["domains"][d][row]) for r in runs])
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip seeds whose result file already exists")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
+    from landing.files import atomic_write
     from landing.infra.provenance import provenance, provenance_markdown
     from landing.infra.settings import prepare_runtime_environment
 
@@ -82,7 +84,8 @@ def main() -> None:
             continue
         summary = run_seed(seed, args.overrides, args.state_dir)
         seed_file(seed).parent.mkdir(parents=True, exist_ok=True)
-        seed_file(seed).write_text(json.dumps(summary, indent=2))
+        with atomic_write(seed_file(seed)) as fh:  # --resume must never read a half-written seed
+            json.dump(summary, fh, indent=2)
         runs.append(summary)
     info = provenance(threads=1) | {"overrides": args.overrides, "seeds": args.seeds}
     table = render(runs, provenance_markdown(info), args.overrides)
