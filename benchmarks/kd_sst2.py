@@ -7,9 +7,10 @@ For each seed it runs ``distill`` and reads per-step wall time from the MLflow
 nested runs. With ``baseline.step_matched`` (on in the config) a no-KD student trained for the KD
 student's number of optimizer steps separates the teacher's signal from extra training. Every
 figure names its split (eval = dev.tsv, reported only; validation = held-out training rows, for
-selection). Writes ``benchmarks/results/kd_sst2.{md,json}`` with provenance at the top.
+selection). Writes ``benchmarks/results/<name>.{md,json}`` (default ``kd_sst2``) with provenance at the top;
+a recipe (``--set distillation.type=...``) gets its own ``--name`` so it never resumes another recipe's seeds.
 
-    python benchmarks/kd_sst2.py [--seeds 1 2 3] [--set key=value ...] [--resume] [--collect]
+    python benchmarks/kd_sst2.py [--seeds 1 2 3] [--set key=value ...] [--name NAME] [--resume] [--collect]
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def step_seconds(run_id: str) -> dict[str, float]:
     return {r.data.tags["landing.step"]: (r.info.end_time - r.info.start_time) / 1000 for r in children}
 
 
-def seed_file(seed: int) -> Path:
+def seed_file(name: str, seed: int) -> Path:
     """Each seed's result is kept as soon as it finishes, so an interrupted benchmark loses one seed at most."""
-    return RESULTS / "kd_sst2" / f"seed-{seed}.json"
+    return RESULTS / name / f"seed-{seed}.json"
 
 
 def collect_seed(seed: int, state_dir: Path) -> dict:
@@ -90,7 +91,7 @@ def _validation(r: dict, role: str) -> float:
     return r[role].get("validation", {}).get("accuracy", float("nan"))
 
 
-def render(runs: list[dict], provenance_md: str) -> str:
+def render(runs: list[dict], provenance_md: str, overrides: list[str]) -> str:
     roles = [(role, label) for role, label in ROLES if role in runs[0]]
     lines = [
         "# Low-resource KD on SST-2 (4,000 labelled + 20,000 unlabelled transfer; dev held out)",
@@ -100,7 +101,8 @@ def render(runs: list[dict], provenance_md: str) -> str:
         f"Seeds: {', '.join(str(r['seed']) for r in runs)}. Mean ± sd over seeds. Splits: **eval** = dev.tsv "
         f"({runs[0]['data']['eval']['rows']} rows), only ever reported; **validation** = "
         f"{runs[0]['data'].get('validation', {}).get('rows', 0)} labelled training rows held out of training, "
-        "the split anything is selected or tuned on.",
+        "the split anything is selected or tuned on. Config: `configs/sst2/benchmark.yaml` with "
+        f"{', '.join(f'`{o}`' for o in overrides) or 'no overrides'}.",
         "",
         "| model | parameters | optimizer steps | eval accuracy (%) | eval macro-F1 (%) | validation accuracy (%) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -143,8 +145,10 @@ def main() -> None:
     parser.add_argument("--collect", action="store_true",
                         help="do not run: read the seeds' finished runs from the state dir and render the table")
     parser.add_argument("--resume", action="store_true", help="skip seeds whose result file already exists")
+    parser.add_argument("--name", default="kd_sst2", help="results name: benchmarks/results/NAME.{md,json}")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
+    from landing.files import atomic_write
     from landing.infra.provenance import provenance, provenance_markdown
     from landing.infra.settings import prepare_runtime_environment
 
@@ -152,24 +156,25 @@ def main() -> None:
 
     runs = []
     for seed in args.seeds:
-        if args.resume and seed_file(seed).is_file():
-            runs.append(json.loads(seed_file(seed).read_text()))
+        if args.resume and seed_file(args.name, seed).is_file():
+            runs.append(json.loads(seed_file(args.name, seed).read_text()))
             continue
         if args.collect:
             summary = collect_seed(seed, args.state_dir)
         else:
             summary = run_seed(seed, args.overrides, args.state_dir)
             summary["seed"] = seed
-        seed_file(seed).parent.mkdir(parents=True, exist_ok=True)
-        seed_file(seed).write_text(json.dumps(summary, indent=2))
+        seed_file(args.name, seed).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(seed_file(args.name, seed)) as fh:  # --resume must never read a half-written seed
+            json.dump(summary, fh, indent=2)
         runs.append(summary)
         print(f"seed {seed} (eval split): " + ", ".join(
             f"{role} {summary[role]['accuracy']:.4f}" for role, _ in ROLES if role in summary), flush=True)  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = provenance(threads=1)
-    table = render(runs, provenance_markdown(info))
-    (RESULTS / "kd_sst2.md").write_text(table)
-    (RESULTS / "kd_sst2.json").write_text(
+    table = render(runs, provenance_markdown(info), args.overrides)
+    (RESULTS / f"{args.name}.md").write_text(table)
+    (RESULTS / f"{args.name}.json").write_text(
         json.dumps({"provenance": info, "overrides": args.overrides, "runs": runs}, indent=2)
     )
     print(table)
