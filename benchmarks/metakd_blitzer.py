@@ -1,10 +1,11 @@
 """Meta-KD benchmark (issue #14) through the real ``metakd`` flow: the Amazon multi-domain reviews, MiniLM-L6
 (meta-)teachers, the 2-layer student, all four domains as targets, 3 seeds. Every choice on the validation
-split; each domain's dev.tsv rows are only reported. Writes ``benchmarks/results/metakd_blitzer.{md,json}``;
-each seed's summary is kept as soon as it finishes (``--resume`` skips those), so an interrupted run loses
-one seed at most.
+split; each domain's dev.tsv rows are only reported. Writes ``benchmarks/results/<name>.{md,json}`` (default
+``metakd_blitzer``); each seed's summary is kept as soon as it finishes (``--resume`` skips those), so an
+interrupted run loses one seed at most. A variant (``--set metakd.domain_loss=reversal``) gets its own ``--name``
+so it never resumes or overwrites another variant's seeds.
 
-    python benchmarks/metakd_blitzer.py [--seeds 1 2 3] [--set KEY=VALUE ...] [--resume]
+    python benchmarks/metakd_blitzer.py [--seeds 1 2 3] [--set KEY=VALUE ...] [--name NAME] [--resume]
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ VANILLA = ("student, KD from teacher (domain)", "student, KD from teacher (all)"
 METAKD = "student, Meta-KD"
 
 
-def seed_file(seed: int) -> Path:
-    return RESULTS / "metakd_blitzer" / f"seed-{seed}.json"
+def seed_file(name: str, seed: int) -> Path:
+    return RESULTS / name / f"seed-{seed}.json"
 
 
 def _cell(values: list[float]) -> str:
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".landing-benchmark-metakd")
     parser.add_argument("--resume", action="store_true", help="skip seeds whose result file already exists")
+    parser.add_argument("--name", default="metakd_blitzer", help="results name: benchmarks/results/NAME.{md,json}")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
     from landing.files import atomic_write
@@ -79,18 +81,19 @@ def main() -> None:
     prepare_runtime_environment()
     runs = []
     for seed in args.seeds:
-        if args.resume and seed_file(seed).is_file():
-            runs.append(json.loads(seed_file(seed).read_text()))
+        path = seed_file(args.name, seed)
+        if args.resume and path.is_file():
+            runs.append(json.loads(path.read_text()))
             continue
         summary = run_seed(seed, args.overrides, args.state_dir)
-        seed_file(seed).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(seed_file(seed)) as fh:  # --resume must never read a half-written seed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as fh:  # --resume must never read a half-written seed
             json.dump(summary, fh, indent=2)
         runs.append(summary)
     info = provenance(threads=1) | {"overrides": args.overrides, "seeds": args.seeds}
     table = render(runs, provenance_markdown(info), args.overrides)
-    (RESULTS / "metakd_blitzer.md").write_text(table)
-    (RESULTS / "metakd_blitzer.json").write_text(json.dumps({"provenance": info, "runs": runs}, indent=2))
+    (RESULTS / f"{args.name}.md").write_text(table)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"provenance": info, "runs": runs}, indent=2))
     print(table)
 
 
