@@ -1,6 +1,6 @@
 """Meta-KD benchmark (issue #14) through the real ``metakd`` flow: the Amazon multi-domain reviews, MiniLM-L6
-(meta-)teachers, the 2-layer student, all four domains as targets, 3 seeds. Every choice on the validation
-split; each domain's dev.tsv rows are only reported. Writes ``benchmarks/results/<name>.{md,json}`` (default
+(meta-)teachers, the 2-layer student, all four domains as targets, 3 seeds. Nothing is tuned in the run
+(the validation split is held out); each domain's dev.tsv rows are only reported. Writes ``benchmarks/results/<name>.{md,json}`` (default
 ``metakd_blitzer``); each seed's summary is kept as soon as it finishes (``--resume`` skips those), so an
 interrupted run loses one seed at most. A variant (``--set metakd.domain_loss=reversal``) gets its own ``--name``
 so it never resumes or overwrites another variant's seeds.
