@@ -11,6 +11,7 @@ blank lines, which JSONL files seldom have, so its numbers are record numbers).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -62,12 +63,7 @@ class InputTable:
     path: Path
     format: str
     columns: Columns
-    chunks: Iterator[pd.DataFrame]
-
-    @property
-    def first_line(self) -> int:
-        """The file line of row 0: below the header of a CSV/TSV, line 1 of a JSONL file."""
-        return 1 if self.format == "jsonl" else 2
+    chunks: Iterator[pd.DataFrame]  # indexed by the file line each row was read from
 
 
 def table_format(path: Path) -> str:
@@ -93,24 +89,49 @@ def open_input(path: Path, columns: Columns, *, chunk_rows: int = CHUNK_ROWS) ->
 
 
 def _read_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The table's chunks, with pandas' read errors turned into messages naming the file
+    """The table's chunks, indexed by file line, with read errors turned into messages naming the file
     (only the reading is inside ``try``: an error while a chunk is labelled is not the input's)."""
     try:
         if fmt == "jsonl":
-            reader = pd.read_json(path, lines=True, dtype=False, encoding="utf-8", chunksize=chunk_rows)
-        else:
-            tsv = fmt == "tsv"
-            reader = pd.read_csv(path, sep="\t" if tsv else ",", quoting=3 if tsv else 0, dtype=str,
-                                 keep_default_na=False, skip_blank_lines=False, encoding="utf-8",
-                                 chunksize=chunk_rows)  # fmt: skip
+            yield from _jsonl_chunks(path, chunk_rows)
+            return
+        tsv = fmt == "tsv"
+        reader = pd.read_csv(path, sep="\t" if tsv else ",", quoting=3 if tsv else 0, dtype=str,
+                             keep_default_na=False, skip_blank_lines=False, encoding="utf-8",
+                             chunksize=chunk_rows)  # fmt: skip
         with reader:
-            yield from reader
+            for chunk in reader:  # blank lines are rows here, so row i is line i + 2 (below the header)
+                yield chunk.set_axis(chunk.index + 2)
     except FileNotFoundError:
         raise PredictInputError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise PredictInputError(_first_undecodable(path)) from None
     except (ValueError, pd.errors.ParserError) as exc:
         raise PredictInputError(f"{path}: not a readable {fmt} table: {exc}") from None
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """JSON Lines records by file line. By hand, not ``pd.read_json(lines=True)``: pandas drops blank lines
+    without saying where, so every later row's line number would be off by the blanks above it."""
+    records: list[dict] = []
+    lines: list[int] = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PredictInputError(f"{path}:{number}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+            if not isinstance(record, dict):
+                raise PredictInputError(f"{path}:{number}: expected a JSON object, found {type(record).__name__}")
+            records.append(record)
+            lines.append(number)
+            if len(records) == chunk_rows:
+                yield pd.DataFrame.from_records(records, index=lines)
+                records, lines = [], []
+    if records:
+        yield pd.DataFrame.from_records(records, index=lines)
 
 
 def _first_undecodable(path: Path) -> str:
@@ -138,12 +159,12 @@ class EmptyTexts:
         self.lines: list[int] = []
         self.count = 0
 
-    def add(self, texts: list[str], first_line: int) -> None:
-        for i, text in enumerate(texts):
+    def add(self, texts: list[str], lines: list[int]) -> None:
+        for text, line in zip(texts, lines, strict=True):
             if not text.strip():
                 self.count += 1
                 if len(self.lines) < SHOWN_LINES:
-                    self.lines.append(first_line + i)
+                    self.lines.append(line)
 
     def error(self, table: InputTable) -> PredictInputError:
         more = self.count - len(self.lines)
@@ -171,7 +192,7 @@ def write_predictions(classifier: OnnxClassifier, table: InputTable, output: Pat
     with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         for chunk in table.chunks:
             texts = _column(chunk, cols.text)
-            empty.add(texts, table.first_line + done)
+            empty.add(texts, chunk.index.tolist())
             if not empty.count:
                 pairs = _column(chunk, cols.pair) if cols.pair else None
                 ids = _column(chunk, cols.id) if cols.id else None

@@ -6,6 +6,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,21 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 from landing.infra.s3_server import S3Server, s3_server  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.shared_data("sst2/train.tsv")``: the test needs that file of ../shared/data. Missing, it
+    fails in CI (``CI=true``), where the headline end-to-end tests must not vanish from a green run, and
+    skips with the path it looked for elsewhere."""
+    for mark in item.iter_markers("shared_data"):
+        missing = [str(SHARED_DATA / rel) for rel in mark.args if not (SHARED_DATA / rel).exists()]
+        if missing:
+            message = f"needs shared data, not found: {', '.join(missing)}"
+            if os.environ.get("CI", "").lower() in ("true", "1"):
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

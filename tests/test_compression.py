@@ -1,7 +1,10 @@
 """models/compression.py without Prefect or MLflow: strategy names, pruning, QAT and an ONNX variant on a tiny BERT."""
 
+import copy
+
 import numpy as np
 import pytest
+import torch
 from pydantic import TypeAdapter, ValidationError
 
 from landing.models.compression import (
@@ -75,8 +78,16 @@ def test_recovery_with_intermediate_losses_runs_the_unpruned_model_alongside(tmp
     pruned, tokenizer, _ = prune(model, tokenizer, TEXTS, soft, cfg)
     with pytest.raises(ValueError, match="needs the saved teacher model"):
         distil_from_soft_targets(pruned, tokenizer, TEXTS, Y, soft, cfg.recover, cfg, tmp_path / "a", seed=2)
-    result = distil_from_soft_targets(pruned, tokenizer, TEXTS, Y, soft, cfg.recover, cfg, tmp_path / "b", seed=2,
-                                      teacher_dir=tmp_path / "unpruned")  # fmt: skip
-    assert result.global_step == 3 and np.isfinite(result.train_loss)
+    other_teacher, _ = build_classifier(TINY, LABELS, seed=3)
+    save_classifier(other_teacher, tokenizer, tmp_path / "other")
+    recovered = {}
+    for teacher in ("unpruned", "other"):  # same student, seed and soft targets: only the layer teacher differs
+        student = copy.deepcopy(pruned)
+        result = distil_from_soft_targets(student, tokenizer, TEXTS, Y, soft, cfg.recover, cfg, tmp_path / teacher,
+                                          seed=2, teacher_dir=tmp_path / teacher)  # fmt: skip
+        assert result.global_step == 3 and np.isfinite(result.train_loss)
+        recovered[teacher] = torch.cat([p.detach().flatten() for p in student.parameters()])
+    # A recovery that ignored the unpruned model would train both copies to the same weights.
+    assert not torch.allclose(recovered["unpruned"], recovered["other"])
     with pytest.raises(ValidationError, match="vocabulary pruning renumbers"):
         CompressionParams(strategies="vocab+dynamic_int8", recover_distillation={"type": "vanilla_kd+hidden_mse"})

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs/smoke/distill.yaml"
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not (ROOT.parent / "shared/data/sst2/train.tsv").exists(), reason="needs ../shared/data"),
+    pytest.mark.shared_data("sst2/train.tsv", "sst2/dev.tsv"),
 ]
 
 

@@ -77,8 +77,7 @@ def _chain(folder: Path, schema: list[str], tiny_mlm: Path) -> dict:
             "predictions": (folder / "student_pred.tsv").read_text().splitlines()}  # fmt: skip
 
 
-@pytest.mark.parametrize("schema", [ONE, pytest.param(PAIR, marks=pytest.mark.skipif(
-    not MRPC.exists(), reason="needs ../shared/data/mrpc"))], ids=["one-sequence", "mrpc-pairs"])  # fmt: skip
+@pytest.mark.parametrize("schema", [ONE, pytest.param(PAIR, marks=pytest.mark.shared_data("mrpc/train.tsv"))], ids=["one-sequence", "mrpc-pairs"])  # fmt: skip
 def test_the_kd_chain_runs_through_the_easynlp_script(flow_env, tiny_mlm, schema):
     got = _chain(flow_env, schema, tiny_mlm)
     assert len(got["aug"]) > got["train_rows"]  # the originals and their copies

@@ -23,7 +23,7 @@ SST2 = ROOT.parent / "shared/data/sst2"
 SHADOWING_PACKAGES = ("models", "flows", "tasks", "infra", "data_contracts")
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not (SST2 / "train.tsv").exists(), reason="needs ../shared/data"),
+    pytest.mark.shared_data("sst2/train.tsv", "sst2/dev.tsv"),
 ]
 
 

@@ -116,6 +116,19 @@ def test_missing_values_in_jsonl_count_as_empty_texts(classifier, tmp_path):
         stream(classifier, source, tmp_path / "out.jsonl", chunk_rows=2)
 
 
+def test_jsonl_blank_lines_keep_the_file_line_numbers(classifier, tmp_path):
+    """Blank lines are skipped, never counted as rows: the empty text below them is named by its own line."""
+    (source := tmp_path / "in.jsonl").write_text('{"text": "fine"}\n\n\n{"text": "good"}\n  \n{"text": ""}\n')
+    with pytest.raises(PredictInputError, match=r"line\(s\) 6$"):
+        stream(classifier, source, tmp_path / "out.jsonl", chunk_rows=2)
+    (broken := tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n\n{"text": \n')
+    with pytest.raises(PredictInputError, match=r"broken.jsonl:3: not valid JSON"):
+        stream(classifier, broken, tmp_path / "out.jsonl")
+    (listed := tmp_path / "listed.jsonl").write_text('{"text": "fine"}\n["a"]\n')
+    with pytest.raises(PredictInputError, match=r"listed.jsonl:2: expected a JSON object, found list"):
+        stream(classifier, listed, tmp_path / "out.jsonl")
+
+
 def test_header_only_input_gives_a_header_only_output(classifier, tmp_path):
     (source := tmp_path / "in.csv").write_text("text\n")
     assert stream(classifier, source, out := tmp_path / "out.csv") == 0

@@ -221,7 +221,7 @@ def test_canonical_roundtrip_and_schema(tmp_path):
     assert not (tmp_path / "bad.jsonl").exists()
 
 
-@pytest.mark.skipif(not SST2_DEV.exists(), reason="shared SST-2 data not present")
+@pytest.mark.shared_data("sst2/dev.tsv")
 def test_real_sst2_dev():
     t = read_table(SST2_DEV, contract())
     assert len(t.frame) == 872 and set(t.frame.label) == {"0", "1"} and t.rejects == 0
