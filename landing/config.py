@@ -594,7 +594,7 @@ def _check_masked_lm(config: StrictModel, path: Path) -> None:
 def _check_label_words(config: StrictModel, spec: PromptModel, words: dict[str, str]) -> None:
     """The words against the tokenizer of the masked LM (mlm_adapt keeps its base model's vocabulary)."""
     from landing.models.fewshot.prompt_model import encode_label_words  # torch: only for prompt configs
-    from landing.models.loading import load_tokenizer
+    from landing.models.pretrained import load_tokenizer
 
     baseline = getattr(config, "baseline", None)
     name = spec.mlm_model or getattr(config, "mlm_base", None) or getattr(getattr(baseline, "model", None), "name_or_path", None)

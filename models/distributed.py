@@ -27,9 +27,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from transformers import TrainerCallback
 
 from landing.files import atomic_write
-from landing.models.kd import KDParams
 from landing.models.loading import save_classifier
-from landing.models.params import Launch
+from landing.models.params import KDParams, Launch
 from landing.models.training import TrainingParams, TrainResult, fit_classifier, world_size
 
 OUTPUT_TAIL_LINES = 40

@@ -22,71 +22,26 @@ temperature ``T`` alone, so its loss (and gradients) shrink as ``T`` grows; at
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from landing.models.params import KDParams
+# The intermediate-layer losses (hidden_mse, attention_mse, attention_kl, pooled_mse) register themselves on
+# import: this module is the whole catalogue, so a config validated against it knows every built-in loss.
+import landing.models.kd_layers  # noqa: F401
+from landing.models.kd_registry import (  # noqa: F401  (the registry's names, for the losses' users)
+    IGNORE_LABEL,
+    KD_LOSSES,
+    DistillBatch,
+    ForwardOutputs,
+    RegisteredLoss,
+    get_kd_loss,
+    register_kd_loss,
+)
 
-IGNORE_LABEL = -100
-
-
-@dataclass(frozen=True)
-class ForwardOutputs:
-    """What one model's forward pass gives the losses; absent fields are None."""
-
-    logits: torch.Tensor
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass(frozen=True)
-class DistillBatch:
-    """One batch as every distillation loss sees it."""
-
-    student: ForwardOutputs
-    teacher: ForwardOutputs
-    labels: torch.Tensor  # IGNORE_LABEL marks unlabelled rows
-    attention_mask: torch.Tensor | None = None
-    example_weights: torch.Tensor | None = None
-    projections: torch.nn.ModuleDict | None = None  # student layer → width projection (models/kd_layers.py)
-
-
-@dataclass(frozen=True)
-class RegisteredLoss:
-    """A per-example loss and the outputs it needs (so the trainer asks the model for them)."""
-
-    fn: Callable[[DistillBatch, KDParams], torch.Tensor]
-    needs_hidden_states: bool = False
-    needs_attentions: bool = False
-    needs_teacher_outputs: bool = False  # the teacher's hidden states / attentions too: the teacher runs per batch
-
-
-KD_LOSSES: dict[str, RegisteredLoss] = {}
-
-
-def register_kd_loss(name: str, *, needs_hidden_states: bool = False, needs_attentions: bool = False,
-                     needs_teacher_outputs: bool = False):  # fmt: skip
-    """Add a per-example loss ``fn(batch, params) -> Tensor[batch]`` to the registry under ``name``; the flags say
-    which outputs it reads (the student's, and with ``needs_teacher_outputs`` the teacher's as well)."""
-
-    def decorate(fn):
-        if name in KD_LOSSES:
-            raise ValueError(f"distillation loss {name!r} is already registered")
-        KD_LOSSES[name] = RegisteredLoss(fn, needs_hidden_states, needs_attentions, needs_teacher_outputs)
-        return fn
-
-    return decorate
-
-
-def get_kd_loss(name: str) -> RegisteredLoss:
-    try:
-        return KD_LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(KD_LOSSES)}") from None
-
+if TYPE_CHECKING:
+    from landing.models.params import KDParams
 
 def distillation_loss(batch: DistillBatch, params: KDParams) -> torch.Tensor:
     """The weighted sum of the configured losses, averaged over examples (weighted when the batch has weights)."""
@@ -121,7 +76,3 @@ def vanilla_kd_loss(
 @register_kd_loss("vanilla_kd")
 def _vanilla_kd(batch: DistillBatch, params: KDParams) -> torch.Tensor:
     return vanilla_kd_per_example(batch.student.logits, batch.teacher.logits, batch.labels, params)
-
-
-# The intermediate-layer losses register themselves here too (hidden_mse, attention_mse, attention_kl).
-import landing.models.kd_layers  # noqa: E402, F401

@@ -18,12 +18,16 @@ The teacher runs alongside the student on the same input ids, so both must share
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from landing.errors import UserError
-from landing.models.kd import DistillBatch, register_kd_loss
-from landing.models.params import KDParams
+from landing.models.kd_registry import DistillBatch, register_kd_loss
+
+if TYPE_CHECKING:
+    from landing.models.params import KDParams
 
 
 class LayerMapError(UserError, ValueError):

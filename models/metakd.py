@@ -19,16 +19,11 @@ import numpy as np
 import torch
 
 from landing.errors import UserError
+from landing.models.pooling import mean_over_tokens
 
 
 class DomainDataError(UserError, ValueError):
     """Domains or classes that cannot give the centroids the weights need; the message names them."""
-
-
-def mean_over_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(batch, tokens, width) → (batch, width): the mean over the positions the mask marks real."""
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 @torch.no_grad()

@@ -78,14 +78,14 @@ def _load_for_mlm(base_name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTo
     from transformers.utils import logging as transformers_logging
 
     from landing.models.augment.mlm import MLM_HEAD_PREFIXES, has_mlm_head
-    from landing.models.loading import _from_pretrained, load_tokenizer
     from landing.models.model_files import ModelFilesError
+    from landing.models.pretrained import checked_from_pretrained, load_tokenizer
 
     had_head = has_mlm_head(base_name_or_path)
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the new head's MISSING table is expected, said below in one line
     try:
-        model, info = _from_pretrained(AutoModelForMaskedLM.from_pretrained, base_name_or_path,
+        model, info = checked_from_pretrained(AutoModelForMaskedLM.from_pretrained, base_name_or_path,
                                        output_loading_info=True, use_safetensors=True)  # fmt: skip
     except ValueError as exc:  # a config transformers has no masked-LM class for
         raise ModelFilesError(f"mlm_adapt: {base_name_or_path!r} cannot be loaded as a masked LM ({exc})") from None
@@ -113,9 +113,9 @@ def embeddings_tied(model: PreTrainedModel) -> bool:
 def freeze_for_adaptation(model: PreTrainedModel, train_layers: int) -> list[str]:
     """Train only the top ``train_layers`` encoder layers and the MLM head (not the tied decoder, which is
     the input embeddings); returns the names of the trainable parameters."""
-    from landing.models.loading import _encoder_layers
+    from landing.models.pretrained import encoder_layers
 
-    layers = _encoder_layers(model)
+    layers = encoder_layers(model)
     if train_layers > len(layers):
         raise ValueError(f"mlm_adapt.train_layers: {train_layers} > the model's {len(layers)} encoder layers")
     prefix = model.base_model_prefix + "."

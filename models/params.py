@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass as validated_dataclass
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 if TYPE_CHECKING:
-    from landing.models.kd import RegisteredLoss
+    from landing.models.kd_registry import RegisteredLoss
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))

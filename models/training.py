@@ -23,9 +23,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from landing.models.data import EncodedTable, KDCollator, OnlineTeacherCollator, TeacherLogitsFn
-from landing.models.kd import DistillBatch, ForwardOutputs, KDParams, distillation_loss
+from landing.models.kd import DistillBatch, ForwardOutputs, distillation_loss
 from landing.models.loading import build_classifier
-from landing.models.params import TrainingParams
+from landing.models.params import KDParams, TrainingParams
 
 log = logging.getLogger(__name__)
 # What Trainer._save_checkpoint writes; trainer_state.json comes last, after the optimizer and RNG state.
@@ -271,7 +271,8 @@ def layer_teacher(teacher_dir: str | None, student_tokenizer: PreTrainedTokenize
     from transformers import AutoModelForSequenceClassification
 
     from landing.models.kd_layers import same_vocabulary
-    from landing.models.loading import load_tokenizer, register_model_classes
+    from landing.models.loading import register_model_classes
+    from landing.models.pretrained import load_tokenizer
 
     if teacher_dir is None:
         raise ValueError("intermediate-layer distillation needs the saved teacher model")

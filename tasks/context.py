@@ -101,7 +101,7 @@ MODEL_KEYS = ("name_or_path", "mlm_model", "mlm_base", "tokenizer", "base")  # w
 def _local_model_dirs(node: Any) -> set[str]:
     """Every local model directory a step's parameters name (offline aliases resolved): its files, not its
     path, are what the result depends on, so a model replaced in place re-runs the step."""
-    from landing.models.loading import resolve_name_or_path
+    from landing.models.pretrained import resolve_name_or_path
 
     found: set[str] = set()
     if isinstance(node, dict):

@@ -24,9 +24,9 @@ from landing.infra.teacher_server import serving_teacher
 from landing.infra.tracking import log_classifier, log_params, step_run
 from landing.models.data import label_ids
 from landing.models.distributed import process_group_backend, train_distributed
-from landing.models.kd import IGNORE_LABEL, KDParams
+from landing.models.kd import IGNORE_LABEL
 from landing.models.loading import count_parameters, load_classifier, save_classifier
-from landing.models.params import OnlineTeacher
+from landing.models.params import KDParams, OnlineTeacher
 from landing.models.training import TrainingParams, TrainResult, fit_classifier
 from landing.models.word_students import WORD_STUDENTS
 from landing.tasks.context import (

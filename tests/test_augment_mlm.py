@@ -21,8 +21,8 @@ from landing.models.augment.mlm import (
     remove_cjk_blanks,
     words_to_mask,
 )
-from landing.models.loading import load_tokenizer
 from landing.models.model_files import ModelFilesError
+from landing.models.pretrained import load_tokenizer
 
 ZH_TEXTS = ["我非常喜欢这个手机，屏幕很清晰！", "电脑的质量不好，服务态度也很差。", "这家酒店的早餐非常丰富"]
 ZH_EXTRA = "价格便宜外卖送达速度快味道好"

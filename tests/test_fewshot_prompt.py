@@ -14,7 +14,7 @@ from landing.models.fewshot.prompt_model import (
     prompt_classifier_from_mlm,
     register_prompt_model,
 )
-from landing.models.loading import load_tokenizer
+from landing.models.pretrained import load_tokenizer
 
 LABELS = ["neg", "pos"]
 WORDS = {"neg": "terrible", "pos": "wonderfully"}  # one and several WordPiece tokens

@@ -16,8 +16,8 @@ from landing.models.fewshot.patterns import parse_pattern, verbalizer
 from landing.models.fewshot.prompt_model import prompt_classifier_from_mlm, register_prompt_model
 from landing.models.fewshot.prompt_training import PromptTrainer, gold_word_mlm_loss, symmetric_kl
 from landing.models.kd import IGNORE_LABEL
-from landing.models.loading import load_tokenizer
 from landing.models.params import TrainingParams
+from landing.models.pretrained import load_tokenizer
 from landing.models.training import train_classifier, training_arguments
 
 LABELS = ["neg", "pos"]

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from landing.models.kd import IGNORE_LABEL, KDParams, get_kd_loss, register_kd_loss, vanilla_kd_loss
+from landing.models.kd import IGNORE_LABEL, get_kd_loss, register_kd_loss, vanilla_kd_loss
+from landing.models.params import KDParams
 
 
 def _softmax(xs, t):

@@ -18,8 +18,9 @@ from landing.models.kd_layers import (
     projections,
     resolved_layer_map,
 )
-from landing.models.loading import keep_encoder_layers, load_tokenizer
+from landing.models.loading import keep_encoder_layers
 from landing.models.params import KDParams, TrainingParams
+from landing.models.pretrained import load_tokenizer
 from landing.models.training import train_classifier
 
 LAYERS = "vanilla_kd+hidden_mse+attention_mse"

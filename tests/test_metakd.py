@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from landing.models.loading import load_tokenizer
 from landing.models.metakd import (
     DomainDataError,
     class_centroids,
     encoder_embeddings,
-    mean_over_tokens,
     prototype_weights,
 )
+from landing.models.pooling import mean_over_tokens
+from landing.models.pretrained import load_tokenizer
 
 # Two domains (books, dvd), two classes; 2-D embeddings so the cosines can be worked out by hand.
 EMB = np.array([[1.0, 0.0], [1.0, 1.0],   # books, pos

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from landing.models.augment.mlm import has_mlm_head, load_masked_lm
-from landing.models.loading import load_tokenizer
 from landing.models.mlm_adapt import MlmAdaptParams, adapt_masked_lm
+from landing.models.pretrained import load_tokenizer
 
 TEXTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog played in the garden",
          "the mat is on the floor of the house", "a dog is a good friend", "the film was good and the cast great"]  # fmt: skip

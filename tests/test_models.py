@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from landing.models.data import EncodedTable, label_ids
-from landing.models.kd import IGNORE_LABEL, KDParams
+from landing.models.kd import IGNORE_LABEL
 from landing.models.loading import build_classifier, count_parameters, load_classifier, save_classifier, weights_sha256
 from landing.models.metrics import classification_metrics
+from landing.models.params import KDParams
 from landing.models.predict import predict_logits
 from landing.models.training import TrainingParams, train_classifier
 

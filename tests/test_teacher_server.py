@@ -8,9 +8,8 @@ import pytest
 from landing.infra.teacher_client import TeacherClient, TeacherServiceError
 from landing.infra.teacher_server import serving_teacher
 from landing.models.data import EncodedTable, KDCollator, OnlineTeacherCollator
-from landing.models.kd import KDParams
 from landing.models.loading import build_classifier, load_classifier, save_classifier
-from landing.models.params import OnlineTeacher, TrainingParams
+from landing.models.params import KDParams, OnlineTeacher, TrainingParams
 from landing.models.predict import predict_logits
 from landing.models.training import fit_classifier
 

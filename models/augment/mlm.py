@@ -267,7 +267,7 @@ def has_mlm_head(name_or_path: str) -> bool:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from landing.models.loading import resolve_name_or_path
+    from landing.models.pretrained import resolve_name_or_path
 
     path = resolve_name_or_path(name_or_path)
     local = looks_like_path(path)
@@ -292,7 +292,7 @@ def load_masked_lm(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokeni
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as transformers_logging
 
-    from landing.models.loading import _from_pretrained, load_tokenizer
+    from landing.models.pretrained import checked_from_pretrained, load_tokenizer
 
     if not has_mlm_head(name_or_path):
         raise ModelFilesError(f"{name_or_path!r} has no masked-LM head (no *ForMaskedLM architecture with its "
@@ -301,7 +301,7 @@ def load_masked_lm(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokeni
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        model, info = _from_pretrained(AutoModelForMaskedLM.from_pretrained, name_or_path,
+        model, info = checked_from_pretrained(AutoModelForMaskedLM.from_pretrained, name_or_path,
                                        output_loading_info=True, use_safetensors=True)  # fmt: skip
     finally:
         transformers_logging.set_verbosity(verbosity)

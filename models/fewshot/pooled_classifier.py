@@ -24,7 +24,8 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as transformers_logging
 
-from landing.models.metakd import mean_over_tokens
+from landing.models.pooling import mean_over_tokens
+from landing.models.pretrained import label_maps, load_tokenizer, resolve_name_or_path
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,6 @@ def mean_pool_from_encoder(
 ) -> tuple[BertMeanPoolForSequenceClassification, PreTrainedTokenizerBase]:
     """The pretrained BERT encoder at ``name_or_path`` (a directory or offline alias; safetensors) with a
     fresh head for ``labels``; the encoder's own pooler, unused by mean pooling, is dropped."""
-    # Imported here: models.loading imports this module to register the architecture.
-    from landing.models.loading import label_maps, load_tokenizer, resolve_name_or_path
-
     path = resolve_name_or_path(name_or_path)
     config = MeanPoolConfig(normalize=normalize, **_bert_fields(path), **label_maps(labels))
     verbosity = transformers_logging.get_verbosity()
