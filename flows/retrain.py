@@ -1,7 +1,7 @@
 """The ``retrain`` flow: ``distill`` again, on a pushed data version when a trigger names one.
 
 Deployed with a cron schedule and a trigger on ``landing.data.pushed`` events (see
-infra/deployments.py); its completion is what triggers the ``promote`` deployment.
+landing/deployments.py); its completion is what triggers the ``promote`` deployment.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The table is checked against a run config's data contract (when given), stored once per
 content hash under ``datasets/<name>/<sha256>/`` in the object store, and only then a
 ``landing.data.pushed`` event is emitted; deployments with ``on_data_push: <name>`` (see
-infra/deployments.py) start retraining on exactly that version (URI + hash).
+landing/deployments.py) start retraining on exactly that version (URI + hash).
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ from pathlib import Path
 
 from landing.data_contracts.schema import TableContract
 from landing.files import sha256_file
-from landing.infra.deployments import DATA_PUSHED_EVENT, dataset_resource_id
 from landing.infra.object_store import open_store
 from landing.infra.settings import LandingSettings, get_settings
+
+DATA_PUSHED_EVENT = "landing.data.pushed"
+
+
+def dataset_resource_id(dataset: str) -> str:
+    """The Prefect event resource a dataset's pushes are about (what data triggers match on)."""
+    return f"landing.dataset.{dataset}"
+
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

@@ -142,7 +142,7 @@ def run(
     _quiet_console_logs()
     out = output_dir or Path("runs") / cfg.name
     with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: no_cache}):
-        summary = FLOWS[cfg.flow](config=cfg, config_dir=str(config.resolve().parent), output_dir=str(out))
+        summary = FLOWS[cfg.flow].run(config=cfg, config_dir=str(config.resolve().parent), output_dir=str(out))
     if "teacher" in summary:
         _report(summary)
     if "report_markdown" in summary:
@@ -167,7 +167,7 @@ def augment(
     from landing.infra.augmented_tables import write_augmented_table
 
     _quiet_console_logs()
-    summary = FLOWS["augment"](config=cfg, config_dir=str(config.resolve().parent), output_dir=str(output.parent))
+    summary = FLOWS["augment"].run(config=cfg, config_dir=str(config.resolve().parent), output_dir=str(output.parent))
     rows = write_augmented_table(summary["augmented"], cfg.data.contract, output)
     console.print(f"{rows} augmented rows written to {output} (manifest {output}.manifest.json)", highlight=False)
 
@@ -237,7 +237,7 @@ def deploy(
 ) -> None:
     """Create or update the Prefect deployments FILE declares (schedules, data and completion triggers)."""
     from landing.config import ConfigError
-    from landing.infra.deployments import deploy_all, load_deployments
+    from landing.deployments import deploy_all, load_deployments
 
     _runtime()
     try:

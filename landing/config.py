@@ -9,7 +9,7 @@ object store, state directory) is *not* here: it comes from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -450,14 +450,8 @@ class AugmentRunConfig(DistillRunConfig):
 
 
 RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig | FewshotRunConfig | MetakdRunConfig
-FLOW_CONFIGS: dict[str, type[StrictModel]] = {
-    "metakd": MetakdRunConfig,
-    "augment": AugmentRunConfig,
-    "fewshot": FewshotRunConfig,
-    "distill": DistillRunConfig,
-    "compress": CompressRunConfig,
-    "promote": PromoteRunConfig,
-}
+# Flow name → its run config, from each config's own `flow:` field (declared once, there).
+FLOW_CONFIGS: dict[str, type[StrictModel]] = {cls.model_fields["flow"].default: cls for cls in get_args(RunConfig)}
 
 
 class ConfigError(UserError, ValueError):

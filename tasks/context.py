@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -45,8 +45,9 @@ KEYED_LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx")
 
 
 def package_roots() -> dict[str, Path]:
-    """Each code package and the folder its sources are read from."""
-    return {pkg: Path(importlib.import_module(pkg).__file__).resolve().parent for pkg in CODE_PACKAGES}
+    """Each code package and the folder its sources are read from: found, not imported (a task must not
+    import the flows above it to hash their files)."""
+    return {pkg: Path(importlib.util.find_spec(pkg).origin).resolve().parent for pkg in CODE_PACKAGES}
 
 
 @functools.cache

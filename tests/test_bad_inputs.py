@@ -440,7 +440,8 @@ def test_a_bug_keeps_its_traceback_and_says_where_the_logs_are(tmp_path, monkeyp
     def broken_flow(**_):
         raise RuntimeError("an internal mistake")
 
-    monkeypatch.setitem(landing.flows.FLOWS, "distill", broken_flow)
+    entry = landing.flows.FLOWS["distill"]
+    monkeypatch.setitem(landing.flows.FLOWS, "distill", landing.flows.FlowEntry(entry.name, entry.config, broken_flow))
     monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
     code, output = _invoke(["run", str(_config(tmp_path, Case("bug")))], monkeypatch, capsys)
     flat = " ".join(output.split())

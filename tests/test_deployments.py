@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 
 from landing.config import ConfigError
-from landing.infra.deployments import (
-    DATA_PUSHED_EVENT,
-    FLOW_RUN_COMPLETED_EVENT,
-    dataset_resource_id,
-    deployment_parameters,
-    deployment_triggers,
-    load_deployments,
-)
+from landing.deployments import FLOW_RUN_COMPLETED_EVENT, deployment_parameters, deployment_triggers, load_deployments
+from landing.infra.datasets import DATA_PUSHED_EVENT, dataset_resource_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke"

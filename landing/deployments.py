@@ -22,25 +22,11 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from landing.config import ConfigError, StrictModel, load_config
+from landing.flows import FLOWS
+from landing.infra.datasets import DATA_PUSHED_EVENT, dataset_resource_id
 
-DATA_PUSHED_EVENT = "landing.data.pushed"
 FLOW_RUN_COMPLETED_EVENT = "prefect.flow-run.Completed"
-ENTRYPOINTS = {
-    "distill": "landing.flows.distill.distill",
-    "compress": "landing.flows.compress.compress",
-    "promote": "landing.flows.promote.promote",
-    "retrain": "landing.flows.retrain.retrain",
-    "fewshot": "landing.flows.fewshot.fewshot",
-    "metakd": "landing.flows.metakd.metakd",
-}
-# The run-config flow each deployed flow takes (retrain re-runs distill).
-CONFIG_FLOW = {"distill": "distill", "compress": "compress", "promote": "promote", "retrain": "distill",
-               "fewshot": "fewshot", "metakd": "metakd"}  # fmt: skip
-
-
-def dataset_resource_id(dataset: str) -> str:
-    """The Prefect event resource a dataset's pushes are about (what data triggers match on)."""
-    return f"landing.dataset.{dataset}"
+DEPLOYABLE_FLOWS = sorted(set(FLOWS) - {"augment"})  # augment writes a table for the user: run, not deployed
 
 
 class DeploymentSpec(StrictModel):
@@ -48,9 +34,7 @@ class DeploymentSpec(StrictModel):
 
     name: str = Field(min_length=1)
     config: Path = Field(description="run config (YAML), relative to the deployments file")
-    flow: Literal["distill", "compress", "promote", "retrain", "fewshot", "metakd"] | None = Field(
-        None, description="default: the config's flow"
-    )
+    flow: Literal[tuple(DEPLOYABLE_FLOWS)] | None = Field(None, description="default: the config's flow")  # type: ignore[valid-type]
     overrides: dict[str, Any] = Field(default_factory=dict, description="key.path: value, as `landing run --set`")
     cron: str | None = Field(None, description="schedule, e.g. '0 3 * * 1' (Mondays 03:00)")
     timezone: str = "UTC"
@@ -115,10 +99,11 @@ def load_deployments(path: str | Path) -> DeploymentsFile:
         d.config = (path.parent / d.config).resolve()
         run_config = _run_config(d)
         d.flow = d.flow or run_config.flow
-        if CONFIG_FLOW[d.flow] != run_config.flow:
+        takes = FLOWS[d.flow].config
+        if type(run_config) is not takes:
             raise ConfigError(
-                f"{path}: deployment {d.name!r}: flow {d.flow} takes a {CONFIG_FLOW[d.flow]} config, "
-                f"but {d.config} is a {run_config.flow} config"
+                f"{path}: deployment {d.name!r}: flow {d.flow} takes a {takes.model_fields['flow'].default} "
+                f"config, but {d.config} is a {run_config.flow} config"
             )
     return spec
 
@@ -162,13 +147,6 @@ def deployment_triggers(spec: DeploymentSpec, deployment_ids: dict[str, str]) ->
     return triggers
 
 
-def _flow(name: str):
-    import importlib
-
-    module, _, attr = ENTRYPOINTS[name].rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
 def deploy_all(spec: DeploymentsFile, work_pool: str | None = None) -> dict[str, str]:
     """Create or update every deployment on the Prefect API in settings; returns name → deployment id."""
     import prefect
@@ -177,7 +155,7 @@ def deploy_all(spec: DeploymentsFile, work_pool: str | None = None) -> dict[str,
 
     ids: dict[str, str] = {}
     for d in spec.in_dependency_order():
-        deployment = _flow(d.flow).to_deployment(
+        deployment = FLOWS[d.flow].run.to_deployment(
             name=d.name,
             schedules=[CronSchedule(cron=d.cron, timezone=d.timezone)] if d.cron else None,
             parameters=deployment_parameters(d),
