@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from landing.config import AugmentationConfig, PretrainedModel, PromptModel, StrictModel, TableConfig
 from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
 from landing.data_contracts.schema import TableContract
-from landing.models.params import KDParams, TrainingParams
+from landing.models.params import KDParams, SeqLength, TrainingParams
 
 App = Literal["text_classify", "text_match", "data_augmentation"]
 OutputColumn = Literal[OUTPUT_COLUMNS]  # type: ignore[valid-type]  # Literal flattens the tuple
@@ -72,7 +72,7 @@ class EasynlpPredictConfig(EasynlpCommand):
     outputs: str
     output_schema: list[OutputColumn] = Field(min_length=1)
     append_cols: list[str] = Field(default_factory=list)
-    sequence_length: int = Field(ge=8, le=512)
+    sequence_length: SeqLength
     batch_size: int = Field(gt=0)
 
 
@@ -81,7 +81,7 @@ class EasynlpEvaluateConfig(EasynlpCommand):
 
     mode: Literal["evaluate"] = "evaluate"
     checkpoint_path: str
-    sequence_length: int = Field(ge=8, le=512)
+    sequence_length: SeqLength
     batch_size: int = Field(gt=0)
 
 

@@ -25,17 +25,17 @@ from landing.models.metrics import classification_metrics
 from landing.models.onnx_export import check_parity_argmax, check_parity_fp32, convert_to_ort, export_onnx
 from landing.models.onnx_fusion import fuse_exported_model
 from landing.models.onnx_predictor import OnnxClassifier
-from landing.models.params import CompressionParams
+from landing.models.params import CompressionParams, TrainerParams
 from landing.models.qat import prepare_qat, remove_qat
 from landing.models.quantize import QUANTIZERS
-from landing.models.training import TrainingParams, TrainResult, layer_teacher, train_classifier
+from landing.models.training import TrainResult, layer_teacher, train_classifier
 from landing.models.vocab_pruning import prune_vocabulary
 from landing.models.width_pruning import make_importance_batches, prune_width
 
 
 def distil_from_soft_targets(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], labels: list[int],
-    soft: np.ndarray, training: TrainingParams, cfg: CompressionParams, checkpoint_dir: Path, *, seed: int,
+    soft: np.ndarray, training: TrainerParams, cfg: CompressionParams, checkpoint_dir: Path, *, seed: int,
     callbacks: list[TrainerCallback] | None = None, teacher_dir: Path | None = None,
 ) -> TrainResult:  # fmt: skip
     """KD (``cfg.recover_distillation``) from precomputed soft targets on labelled + transfer rows, in place.

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated_dataclass
 
+from landing.models.params import SeqLength
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -45,7 +47,7 @@ class MlmAdaptParams:
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     train_layers: int = Field(2, ge=0, description="top encoder layers trained with the head; 0: the head only")
     mask_probability: float = Field(0.15, gt=0, lt=1, description="share of tokens selected for masking")
-    max_seq_length: int = Field(128, ge=8, le=512)
+    max_seq_length: SeqLength = 128
     logging_steps: int = Field(50, gt=0)
 
 

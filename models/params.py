@@ -9,7 +9,7 @@ models/quantize.py) are imported when a value is validated, so reading the schem
 from __future__ import annotations
 
 from dataclasses import asdict, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass as validated_dataclass
@@ -17,6 +17,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 if TYPE_CHECKING:
     from landing.models.kd_registry import RegisteredLoss
+
+# Tokens a row is cut to: one type for every step that encodes text (BERT-sized position tables: at most 512).
+SeqLength = Annotated[int, Field(ge=8, le=512)]
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -50,8 +53,8 @@ class Launch:
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class TrainingParams:
-    """The training knobs a run config exposes (``training:``); everything else keeps Trainer's defaults."""
+class TrainerParams:
+    """The optimisation knobs of one Trainer run; everything else keeps Trainer's defaults."""
 
     epochs: float = Field(3.0, gt=0)
     batch_size: int = Field(32, gt=0, description="the global batch, split across distributed processes")
@@ -59,12 +62,29 @@ class TrainingParams:
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_seq_length: int = Field(128, ge=8, le=512)
     save_checkpoint_steps: int = Field(500, gt=0)
     logging_steps: int = Field(50, gt=0)
     max_grad_norm: float = Field(1.0, gt=0, description="gradients clipped to this global norm")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches whose gradients add up to one optimizer step")
     max_steps: int = Field(-1, description="overrides epochs when > 0")
+
+
+@validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class RecoveryParams(TrainerParams):
+    """``compression.recover``: KD after pruning. It runs in the compress step's own process, on the rows as
+    ``compression.max_seq_length`` encodes them, so it has no length or torchrun knob of its own."""
+
+
+@validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class QATParams(TrainerParams):
+    """``compression.qat``: the fake-quantized fine-tuning, in process and at ``compression.max_seq_length``."""
+
+
+@validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class TrainingParams(TrainerParams):
+    """The training knobs a run config exposes (``training:``): a Trainer run, its row length and torchrun."""
+
+    max_seq_length: SeqLength = 128
     distributed: Launch = Field(
         default_factory=Launch, description="torchrun DDP; batch_size stays the global batch, split across processes"
     )
@@ -191,16 +211,16 @@ class CompressionParams:
     keep_characters: bool = Field(
         True, description="vocab, dropped_tokens=pieces: keep every seen character's pieces, so no word becomes [UNK]"
     )
-    max_seq_length: int = Field(128, ge=8, le=512)
+    max_seq_length: SeqLength = Field(128, description="every compression step's row length (recovery and QAT too)")
     keep_layers: list[int] | None = Field(
         None, description="depth: the student's encoder layers to keep, in order, e.g. [1] (layer dropping)"
     )
     width_multiplier: float = Field(0.5, gt=0, le=1)
     importance_rows: int = Field(512, gt=0, description="training rows used to rank heads and neurons")
-    recover: TrainingParams = field(default_factory=lambda: TrainingParams(epochs=2, learning_rate=1e-4))
+    recover: RecoveryParams = field(default_factory=lambda: RecoveryParams(epochs=2, learning_rate=1e-4))
     recover_distillation: KDParams = field(default_factory=lambda: KDParams(temperature=2.0, alpha=0.5))
-    qat: TrainingParams = Field(
-        default_factory=lambda: TrainingParams(epochs=1, learning_rate=2e-5),
+    qat: QATParams = Field(
+        default_factory=lambda: QATParams(epochs=1, learning_rate=2e-5),
         description="qat: the fake-quantized fine-tuning (KD as recover)",
     )
     qat_embeddings: bool = Field(True, description="qat: also fake-quantize the embedding tables per row")

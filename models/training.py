@@ -25,7 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from landing.models.data import EncodedTable, KDCollator, OnlineTeacherCollator, TeacherLogitsFn
 from landing.models.kd import DistillBatch, ForwardOutputs, distillation_loss
 from landing.models.loading import build_classifier
-from landing.models.params import KDParams, TrainingParams
+from landing.models.params import KDParams, TrainerParams, TrainingParams
 
 log = logging.getLogger(__name__)
 # What Trainer._save_checkpoint writes; trainer_state.json comes last, after the optimizer and RNG state.
@@ -141,7 +141,7 @@ def per_device_batch_size(batch_size: int, processes: int) -> int:
 
 
 def training_arguments(
-    params: TrainingParams, output_dir: Path, seed: int, ddp_backend: str | None = None
+    params: TrainerParams, output_dir: Path, seed: int, ddp_backend: str | None = None
 ) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -176,7 +176,7 @@ def train_classifier(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     train: EncodedTable,
-    params: TrainingParams,
+    params: TrainerParams,  # the row length is the encoded table's; torchrun is the caller's
     checkpoint_dir: Path,
     *,
     seed: int,

@@ -120,8 +120,8 @@ def test_compression_steps_appended_to_distill(prefect_api, flow_env, s3_env, as
         "data.train.max_rows=400", "data.split.train_size=150", "data.split.transfer_size=150",
         "latency.runs=5", "latency.warmup=1", "latency.seq_lens=[16]",
         "compression={strategies: vocab+qat+int8_embeddings, max_vocab_size: 1500, max_seq_length: 48,"
-        " recover: {epochs: 1, max_seq_length: 48, learning_rate: 0.003},"
-        " qat: {epochs: 1, max_seq_length: 48, learning_rate: 0.001}, int8_min_agreement: 0.8}",
+        " recover: {epochs: 1, learning_rate: 0.003},"
+        " qat: {epochs: 1, learning_rate: 0.001}, int8_min_agreement: 0.8}",
         "registered_model=smoke-student",
     ])  # fmt: skip
     out = flow_env / "out"

@@ -15,7 +15,7 @@ from landing.models.compression import (
     score_onnx,
 )
 from landing.models.loading import build_classifier, save_classifier
-from landing.models.params import CompressionParams, TrainingParams
+from landing.models.params import CompressionParams, QATParams, RecoveryParams
 from landing.models.qat import is_qat_prepared
 
 TINY = {
@@ -25,7 +25,7 @@ TINY = {
 LABELS = ["0", "1"]
 TEXTS = [f"review number {i} was {'good' if i % 2 else 'bad'}" for i in range(24)]
 Y = [i % 2 for i in range(24)]
-QUICK = TrainingParams(epochs=1, batch_size=8, max_seq_length=16, save_checkpoint_steps=50, logging_steps=5)
+QUICK = dict(epochs=1, batch_size=8, save_checkpoint_steps=50, logging_steps=5)
 
 
 def test_strategy_names_come_from_the_registries():
@@ -37,14 +37,18 @@ def test_strategy_names_come_from_the_registries():
         CompressionParams(strategies="qat+static_int8")
     # From YAML-shaped data, as a run config gives it: nested knobs are the same dataclasses.
     parsed = TypeAdapter(CompressionParams).validate_python({"recover": {"epochs": 1}, "recover_distillation": {"alpha": 1}})
-    assert isinstance(parsed.recover, TrainingParams) and parsed.recover_distillation.alpha == 1
+    assert isinstance(parsed.recover, RecoveryParams) and parsed.recover_distillation.alpha == 1
+    # Recovery and QAT run in process on compression.max_seq_length: a length or torchrun of their own is refused.
+    for step, key in (("recover", "max_seq_length"), ("qat", "max_seq_length"), ("recover", "distributed")):
+        with pytest.raises(ValidationError, match=rf"{step}\.{key}[\s\S]*Unexpected keyword argument"):
+            TypeAdapter(CompressionParams).validate_python({step: {key: 64}})
     assert "qat" not in parsed.pruning_fingerprint() and "recover" in parsed.pruning_fingerprint()
 
 
 def test_prune_then_quantize_a_variant_that_passed_its_parity_checks(tmp_path):
     model, tokenizer = build_classifier(TINY, LABELS, seed=0)
     cfg = CompressionParams(strategies="width+dynamic_int8", width_multiplier=0.5, max_seq_length=16,
-                            importance_rows=16, recover=QUICK, int8_min_agreement=0.8)  # fmt: skip
+                            importance_rows=16, recover=RecoveryParams(**QUICK), int8_min_agreement=0.8)  # fmt: skip
     soft = np.random.default_rng(0).normal(size=(len(TEXTS), 2)).astype("f4")
     pruned, tokenizer, stats = prune(model, tokenizer, TEXTS, soft, cfg)
     assert stats["params_after"] < stats["params_before"]
@@ -62,7 +66,7 @@ def test_prune_then_quantize_a_variant_that_passed_its_parity_checks(tmp_path):
 def test_qat_leaves_a_plain_model_on_the_int8_grid(tmp_path):
     model, tokenizer = build_classifier(TINY, LABELS, seed=1)
     soft = np.random.default_rng(1).normal(size=(len(TEXTS), 2)).astype("f4")
-    cfg = CompressionParams(strategies="qat+dynamic_int8", max_seq_length=16, qat=QUICK)
+    cfg = CompressionParams(strategies="qat+dynamic_int8", max_seq_length=16, qat=QATParams(**QUICK))
     result = quantization_aware_training(model, tokenizer, TEXTS, Y, soft, cfg, tmp_path / "ckpt",
                                          reduce_range=False, seed=1)  # fmt: skip
     assert result.global_step == 3 and np.isfinite(result.train_loss)
@@ -73,7 +77,7 @@ def test_recovery_with_intermediate_losses_runs_the_unpruned_model_alongside(tmp
     model, tokenizer = build_classifier(TINY, LABELS, seed=2)
     save_classifier(model, tokenizer, tmp_path / "unpruned")
     soft = np.random.default_rng(2).normal(size=(len(TEXTS), 2)).astype("f4")
-    cfg = CompressionParams(strategies="depth+dynamic_int8", keep_layers=[1], max_seq_length=16, recover=QUICK,
+    cfg = CompressionParams(strategies="depth+dynamic_int8", keep_layers=[1], max_seq_length=16, recover=RecoveryParams(**QUICK),
                             recover_distillation={"type": "vanilla_kd+hidden_mse", "layer_map": {1: 2}})  # fmt: skip
     pruned, tokenizer, _ = prune(model, tokenizer, TEXTS, soft, cfg)
     with pytest.raises(ValueError, match="needs the saved teacher model"):

@@ -73,6 +73,7 @@ def test_unreachable_tracking_server_fails_before_any_work(tmp_path, monkeypatch
 def test_prune_drops_layers_before_width_and_recovers(ctx, publish_table, tmp_path):
     from landing.config import CompressionConfig
     from landing.models.loading import build_classifier, load_classifier, save_classifier
+    from landing.models.params import RecoveryParams
     from landing.tasks.compress import import_model, prune_student
     from landing.tasks.context import fetch_model_dir
 
@@ -81,7 +82,7 @@ def test_prune_drops_layers_before_width_and_recovers(ctx, publish_table, tmp_pa
     student = import_model(str(tmp_path / "student"), "student", 16, ctx)
     train = publish_table(ctx, "train", [f"text number {i}" for i in range(16)], ["0", "1"] * 8)
     cfg = CompressionConfig(strategies="depth+width+dynamic_int8", keep_layers=[2, 0], max_seq_length=16,
-                            importance_rows=16, recover=TRAINING)  # fmt: skip
+                            importance_rows=16, recover=RecoveryParams(epochs=1, batch_size=8, logging_steps=1))  # fmt: skip
     pruned = prune_student.fn(student, {"train": train}, cfg, ctx)
     stats = pruned.metadata["pruning"]
     assert (stats["depth.layers_before"], stats["depth.layers_after"]) == (3, 2)

@@ -42,6 +42,7 @@ from pydantic.dataclasses import dataclass as validated_dataclass
 
 from landing.models.augment.rows import AugmentResult, check_output_ids, progress_bar, validate_rows
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
+from landing.models.params import SeqLength
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +97,7 @@ class MlmAugmentParams:
                                  "## continuation token, so does the fill (WordPiece)")  # fmt: skip
     word_fills_only: bool = Field(True, description="fills are tokens with a letter, digit or CJK character: a word is "
                                   "not replaced by punctuation")  # fmt: skip
-    max_seq_length: int = Field(128, ge=8, le=512, description="tokens per row seen by the model; the rest is kept as is")
+    max_seq_length: SeqLength = Field(128, description="tokens per row seen by the model; the rest is kept as is")
     batch_size: int = Field(32, gt=0, description="copies per forward pass")
     record_fills: bool = Field(False, description="add mlm_fills (each masked word, its fill and their tokens) to copies")
 
