@@ -14,7 +14,7 @@ DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
 help:
-	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~15 min on 2 cores)"
+	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~7 min on 2 cores)"
 	@echo "make test       venv + install + lint (ruff, layer contracts) + the whole test suite (unit + integration)"
 	@echo "make smoke      the whole distill flow on tiny random BERTs (< 3 min)"
 	@echo "make up         start Prefect server + worker (:4200), MLflow (:5000) and an S3 server (:9000) on 127.0.0.1"
