@@ -28,7 +28,7 @@ from landing.models.augment.mlm import MlmAugmentParams
 from landing.models.fewshot.params import ContrastiveParams, PromptParams
 from landing.models.mlm_adapt import MlmAdaptParams
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
-from landing.models.params import CompressionParams, KDParams, Launch, TrainingParams
+from landing.models.params import CompressionParams, KDParams, LatencyParams, Launch, TrainingParams
 
 
 class StrictModel(BaseModel):
@@ -211,12 +211,10 @@ class LatencyTargetConfig(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict, description="arguments of the target (host, user, ...)")
 
 
-class LatencyConfig(StrictModel):
+class LatencyConfig(LatencyParams):
+    """``latency:``: where to time (targets) and how often to repeat the comparison, on top of how to time."""
+
     targets: list[LatencyTargetConfig] = Field(default_factory=lambda: [LatencyTargetConfig()])
-    seq_lens: list[int] = Field(default_factory=lambda: [16, 32])
-    threads: int = Field(1, gt=0)
-    warmup: int = Field(20, ge=0)
-    runs: int = Field(200, gt=0)
     rounds: int = Field(5, gt=0, description="interleaved rounds per comparison table; each a fresh process per variant")
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from landing.models.params import LatencyParams
+
 
 @torch.inference_mode()
 def batch1_latency_ms(
@@ -72,24 +74,21 @@ def fixed_length_latency_ms(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
-    seq_lens: Sequence[int],
-    *,
-    runs: int = 200,
-    warmup: int = 20,
-    threads: int = 1,
+    params: LatencyParams,
 ) -> dict[str, dict[str, float]]:
-    """Batch-1 PyTorch forward time at exact sequence lengths, on real text (``fixed_length_inputs``)."""
+    """PyTorch forward time at exact sequence lengths, on real text (``fixed_length_inputs``), ``params.batch``
+    copies of the row a run, as the ONNX targets time them."""
     model.eval()
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(params.threads)
     out = {}
     try:
-        for seq in seq_lens:
-            batch = fixed_length_inputs(tokenizer, texts, seq)
-            for _ in range(warmup):
+        for seq in params.seq_lens:
+            batch = {k: v.repeat(params.batch, 1) for k, v in fixed_length_inputs(tokenizer, texts, seq).items()}
+            for _ in range(params.warmup):
                 model(**batch)
             timings = []
-            for _ in range(runs):
+            for _ in range(params.runs):
                 start = time.perf_counter()
                 model(**batch)
                 timings.append((time.perf_counter() - start) * 1000)
@@ -101,7 +100,7 @@ def fixed_length_latency_ms(
 
 
 def fixed_length_latency_in_fresh_process(
-    model_dir: Path, texts: Sequence[str], seq_lens: Sequence[int], *, runs: int, warmup: int, threads: int
+    model_dir: Path, texts: Sequence[str], params: LatencyParams
 ) -> dict[str, dict[str, float]]:
     """``fixed_length_latency_ms`` in a new Python process, as the ONNX rows are timed.
 
@@ -112,8 +111,7 @@ def fixed_length_latency_in_fresh_process(
         texts_file = Path(tmp, "texts.txt")
         texts_file.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
         argv = [sys.executable, "-m", "landing.models.latency", "--model-dir", str(model_dir), "--texts-file", str(texts_file),
-                "--seq-lens", ",".join(map(str, seq_lens)), "--runs", str(runs), "--warmup", str(warmup),
-                "--threads", str(threads)]  # fmt: skip
+                "--params", params.model_dump_json()]  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"PyTorch latency of {model_dir} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -126,17 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Batch-1 PyTorch latency at fixed lengths; one JSON line on stdout.")
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--texts-file", required=True)
-    parser.add_argument("--seq-lens", required=True, help="comma-separated")
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--params", required=True, help="LatencyParams as JSON")
     args = parser.parse_args(argv)
     model, tokenizer = load_classifier(args.model_dir)
     texts = [line for line in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-    seq_lens = [int(s) for s in args.seq_lens.split(",")]
-    result = fixed_length_latency_ms(
-        model, tokenizer, texts, seq_lens, runs=args.runs, warmup=args.warmup, threads=args.threads
-    )
+    result = fixed_length_latency_ms(model, tokenizer, texts, LatencyParams.model_validate_json(args.params))
     print(json.dumps(result))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, field
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass as validated_dataclass
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -105,6 +105,19 @@ class TrainingParams(TrainerParams):
             )
             raise ValidationError.from_exception_data(type(self).__name__, [detail])
         return self
+
+
+class LatencyParams(BaseModel):
+    """How one model is timed, on any target: every ``LatencyTarget.measure`` takes these, and the run config's
+    ``latency:`` block extends them with its targets and rounds. A model (BaseModel, not a dataclass) for that."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seq_lens: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, description="token lengths timed")
+    threads: int = Field(1, gt=0, description="intra-op threads")
+    warmup: int = Field(20, ge=0, description="untimed runs first (onnxruntime_perf_test does its own one)")
+    runs: int = Field(200, gt=0, description="timed runs per length")
+    batch: int = Field(1, gt=0, description="rows per run")
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))

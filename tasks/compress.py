@@ -202,9 +202,7 @@ def measure_latency(
         model_dir = fetch_model_dir(model)
 
         def run() -> dict[str, float]:
-            timings = fixed_length_latency_in_fresh_process(
-                model_dir, texts, latency.seq_lens, runs=latency.runs, warmup=latency.warmup, threads=latency.threads
-            )
+            timings = fixed_length_latency_in_fresh_process(model_dir, texts, latency)
             last[name] = {"runtime": "pytorch", "threads": latency.threads, "results": {
                 seq: {"model_only": t, "model_only_inputs": "text", "end_to_end": None} for seq, t in timings.items()
             }}  # fmt: skip
@@ -216,10 +214,8 @@ def measure_latency(
         bundle = _local_dir(variant["uri"])
 
         def run() -> dict[str, float]:
-            report = runner.measure(
-                bundle / variant["model_file"], seq_lens=latency.seq_lens, threads=latency.threads,
-                warmup=latency.warmup, runs=latency.runs, tokenizer_json=bundle / "tokenizer.json", texts=texts,
-            )  # fmt: skip
+            report = runner.measure(bundle / variant["model_file"], latency, tokenizer_json=bundle / "tokenizer.json",
+                                    texts=texts)  # fmt: skip
             last[variant["name"]] = report.to_json()
             return {str(seq): report.p50(seq) for seq in latency.seq_lens}
 

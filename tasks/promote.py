@@ -134,10 +134,8 @@ def evaluate_candidate(
             )["accuracy"]
             mlflow.log_metric("validation_accuracy", validation)
         runner = make_target({"kind": target_cfg.kind, **target_cfg.options})
-        report = runner.measure(
-            classifier.model_file, seq_lens=seq_lens, threads=latency.threads, warmup=latency.warmup,
-            runs=latency.runs, tokenizer_json=bundle / TOKENIZER_FILE, texts=texts[:LATENCY_TEXTS],
-        )  # fmt: skip
+        report = runner.measure(classifier.model_file, latency.model_copy(update={"seq_lens": seq_lens}),
+                                tokenizer_json=bundle / TOKENIZER_FILE, texts=texts[:LATENCY_TEXTS])  # fmt: skip
         p50 = {str(s): report.p50(s) for s in seq_lens}
         mlflow.log_metrics({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                             **{f"p50_ms_seq{s}": v for s, v in p50.items()}})  # fmt: skip

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from landing.infra.latency import AdbTarget, LatencyTargetError, make_target, parse_perf_test_output
+from landing.models.params import LatencyParams
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adb"
 
 FAKE_ADB = f"""#!{sys.executable}
 import json, os, re, sys
+from landing.models.params import LatencyParams
 args = sys.argv[1:]
 with open(os.environ["FAKE_ADB_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
@@ -84,7 +86,7 @@ def test_parse_old_format_and_garbage() -> None:
 def test_build_commands(files: tuple[Path, Path]) -> None:
     binary, model = files
     target = AdbTarget("R58M123", perf_test_binary=binary)
-    cmds = target.build_commands(model, seq_lens=(16, 32), threads=2, runs=50)
+    cmds = target.build_commands(model, LatencyParams(seq_lens=[16, 32], threads=2, runs=50))
     assert all(c[:3] == ["adb", "-s", "R58M123"] for c in cmds)
     assert cmds[1] == ["adb", "-s", "R58M123", "push", str(binary), "/data/local/tmp/landing/onnxruntime_perf_test"]
     assert ["adb", "-s", "R58M123", "push", str(model), "/data/local/tmp/landing/model.ort"] in cmds
@@ -94,18 +96,18 @@ def test_build_commands(files: tuple[Path, Path]) -> None:
     assert "-f sequence:32" in cmds[-1][-1]
     # fixed-shape exports: one model per seq_len, no free-dimension overrides
     fixed = AdbTarget(perf_test_binary=binary, seq_dim=None, batch_dim=None)
-    cmds = fixed.build_commands({16: model, 32: model.with_name("s32.ort")}, seq_lens=(16, 32))
+    cmds = fixed.build_commands({16: model, 32: model.with_name("s32.ort")}, LatencyParams(seq_lens=[16, 32]))
     assert cmds[0][:2] == ["adb", "shell"]
     assert cmds[-1][-1].endswith("-I -s model_s32.ort") and "-f" not in cmds[-1][-1].split()
     with pytest.raises(LatencyTargetError, match="fixed-shape"):
-        fixed.build_commands(model, seq_lens=(16, 32))
+        fixed.build_commands(model, LatencyParams(seq_lens=[16, 32]))
 
 
 def test_measure_through_fake_adb(fake_adb: tuple[Path, Path], files: tuple[Path, Path]) -> None:
     adb, log = fake_adb
     binary, model = files
     target = make_target({"kind": "adb", "serial": "R58M123", "perf_test_binary": binary, "adb": str(adb)})
-    report = target.measure(model, seq_lens=(16, 32), threads=1, runs=200)
+    report = target.measure(model, LatencyParams(seq_lens=[16, 32], threads=1, runs=200))
     assert report.target_name == "adb:R58M123" and report.machine == "aarch64"
     assert report.p50(16) == pytest.approx(2.65339) and report.p50(32) == pytest.approx(5.31458)
     assert report.results[32].model_only.p99_ms == pytest.approx(10.297)
@@ -113,7 +115,7 @@ def test_measure_through_fake_adb(fake_adb: tuple[Path, Path], files: tuple[Path
     assert report.results[16].end_to_end is None and "model only" in report.results[16].end_to_end_reason
     assert report.peak_rss_bytes == 44986368 and report.model_bytes == 1004
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert calls == [c[1:] for c in target.build_commands(model, seq_lens=(16, 32), runs=200)]
+    assert calls == [c[1:] for c in target.build_commands(model, LatencyParams(seq_lens=[16, 32], runs=200))]
 
 
 def test_no_device_is_a_clear_error(
@@ -122,7 +124,7 @@ def test_no_device_is_a_clear_error(
     adb, _ = fake_adb
     monkeypatch.setenv("FAKE_ADB_NO_DEVICE", "1")
     with pytest.raises(LatencyTargetError, match="adb:default-device.*no usable Android device"):
-        AdbTarget(perf_test_binary=files[0], adb=str(adb)).measure(files[1], seq_lens=(16,))
+        AdbTarget(perf_test_binary=files[0], adb=str(adb)).measure(files[1], LatencyParams(seq_lens=[16]))
 
 
 def test_missing_binary_and_adb(tmp_path: Path, files: tuple[Path, Path]) -> None:
@@ -130,4 +132,4 @@ def test_missing_binary_and_adb(tmp_path: Path, files: tuple[Path, Path]) -> Non
     with pytest.raises(LatencyTargetError, match="onnxruntime_perf_test binary not found"):
         AdbTarget(perf_test_binary=tmp_path / "missing").measure(model)
     with pytest.raises(LatencyTargetError, match="'/nonexistent/adb' not found"):
-        AdbTarget(perf_test_binary=binary, adb="/nonexistent/adb").measure(model, seq_lens=(16,))
+        AdbTarget(perf_test_binary=binary, adb="/nonexistent/adb").measure(model, LatencyParams(seq_lens=[16]))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from landing.infra.latency import BENCH_SCRIPT, HostTarget, LatencyReport, LatencyTargetError, SshTarget, make_target
+from landing.models.params import LatencyParams
 
 
 def check_report(report: LatencyReport, seq_lens: tuple[int, ...], runs: int, *, end_to_end: bool) -> None:
@@ -29,7 +30,7 @@ def check_report(report: LatencyReport, seq_lens: tuple[int, ...], runs: int, *,
 def test_host_measures_model_only_and_end_to_end(tiny_onnx: tuple[Path, Path]) -> None:
     model, tokenizer_json = tiny_onnx
     report = HostTarget().measure(
-        model, seq_lens=(16, 32), warmup=3, runs=20, tokenizer_json=tokenizer_json,
+        model, LatencyParams(seq_lens=[16, 32], warmup=3, runs=20), tokenizer_json=tokenizer_json,
         texts=["a fine film", "dull and\nlong", "the plot is thin but the acting is great"],
     )
     assert report.target_name == report.target == "host"
@@ -40,7 +41,7 @@ def test_host_measures_model_only_and_end_to_end(tiny_onnx: tuple[Path, Path]) -
 
 
 def test_host_without_tokenizer_reports_why_end_to_end_is_missing(tiny_onnx: tuple[Path, Path]) -> None:
-    report = HostTarget().measure(tiny_onnx[0], seq_lens=(16,), warmup=1, runs=5)
+    report = HostTarget().measure(tiny_onnx[0], LatencyParams(seq_lens=[16], warmup=1, runs=5))
     res = report.results[16]
     assert res.end_to_end is None and "tokenizer" in res.end_to_end_reason
     assert res.model_only_inputs == "random ids"  # said, not hidden
@@ -51,7 +52,7 @@ def test_host_without_tokenizer_reports_why_end_to_end_is_missing(tiny_onnx: tup
 def test_missing_model_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.onnx"
     with pytest.raises(LatencyTargetError, match="nope.onnx") as info:
-        HostTarget().measure(missing, runs=1)
+        HostTarget().measure(missing, LatencyParams(runs=1))
     assert "host" in str(info.value) and str(missing) in str(info.value)
 
 
@@ -62,7 +63,7 @@ def test_bad_model_is_a_json_error_with_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "cannot load model" in json.loads(proc.stdout)["error"]
     with pytest.raises(LatencyTargetError, match="cannot load model"):
-        HostTarget().measure(bad, runs=1)
+        HostTarget().measure(bad, LatencyParams(runs=1))
 
 
 def test_make_target_registry() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from landing.infra.latency import LatencyTargetError, SshTarget
+from landing.models.params import LatencyParams
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 def test_ssh_measures_tiny_bert_with_remote_python(sshd: Sshd, tiny_onnx: tuple[Path, Path]) -> None:
     model, tokenizer_json = tiny_onnx
     target = sshd.target(python=sys.executable)  # this venv's python has onnxruntime + tokenizers
-    report = target.measure(model, seq_lens=(16, 32), warmup=2, runs=10, tokenizer_json=tokenizer_json,
+    report = target.measure(model, LatencyParams(seq_lens=[16, 32], warmup=2, runs=10), tokenizer_json=tokenizer_json,
                             texts=["a fine film", "two\nlines"])
     assert report.target_name == report.target == f"ssh:{getpass.getuser()}@127.0.0.1:{sshd.port}"
     assert sorted(report.results) == [16, 32]
@@ -110,7 +111,7 @@ def test_ssh_measures_tiny_bert_with_remote_python(sshd: Sshd, tiny_onnx: tuple[
 def test_closed_port_names_host_and_port(sshd: Sshd, tiny_onnx: tuple[Path, Path]) -> None:
     port = free_port()  # nothing listens there once the probe socket is closed
     with pytest.raises(LatencyTargetError, match=rf"127\.0\.0\.1:{port}") as info:
-        sshd.target(port=port).measure(tiny_onnx[0], runs=1)
+        sshd.target(port=port).measure(tiny_onnx[0], LatencyParams(runs=1))
     assert "refused" in str(info.value).lower()
 
 
@@ -129,10 +130,10 @@ def test_remote_python_without_onnxruntime_says_install_it(sshd: Sshd, tiny_onnx
         pytest.skip("every system python3 here has onnxruntime; cannot simulate a bare board")
     target = sshd.target(python=python)
     with pytest.raises(LatencyTargetError, match="pip install onnxruntime") as info:
-        target.measure(tiny_onnx[0], runs=1)
+        target.measure(tiny_onnx[0], LatencyParams(runs=1))
     assert target.name in str(info.value) and python in str(info.value)
 
 
 def test_remote_python_missing_is_named(sshd: Sshd, tiny_onnx: tuple[Path, Path]) -> None:
     with pytest.raises(LatencyTargetError, match="/nonexistent/python3.*not found"):
-        sshd.target(python="/nonexistent/python3").measure(tiny_onnx[0], runs=1)
+        sshd.target(python="/nonexistent/python3").measure(tiny_onnx[0], LatencyParams(runs=1))

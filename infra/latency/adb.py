@@ -19,6 +19,7 @@ from landing.infra.latency.base import (
     output_tail,
     run_command,
 )
+from landing.models.params import LatencyParams
 
 _PERF_FLOAT = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 _PERF_PATTERNS: dict[str, tuple[str, float]] = {
@@ -134,19 +135,17 @@ class AdbTarget(LatencyTarget):
     def build_commands(
         self,
         model_path: PathLike | Mapping[int, PathLike],
-        *,
-        seq_lens: Sequence[int] = (16, 32),
-        threads: int = 1,
-        runs: int = 200,
-        batch: int = 1,
+        params: LatencyParams | None = None,
     ) -> list[list[str]]:
         """Every adb argv ``measure`` runs, in order: setup, ``uname -m``, then one perf_test per seq_len."""
-        models = self._models(model_path, seq_lens)
+        params = params or LatencyParams()
+        models = self._models(model_path, params.seq_lens)
         return [
             *self._setup_commands(models),
             self._adb("shell", "uname -m"),
-            *(self._perf_command(models[s][1], s, threads=threads, runs=runs, batch=batch) for s in seq_lens),
-        ]
+            *(self._perf_command(models[s][1], s, threads=params.threads, runs=params.runs, batch=params.batch)
+              for s in params.seq_lens),
+        ]  # fmt: skip
 
     def _call(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         proc = run_command(self.name, argv, self.timeout)
@@ -160,15 +159,13 @@ class AdbTarget(LatencyTarget):
     def measure(
         self,
         model_path: PathLike | Mapping[int, PathLike],
+        params: LatencyParams | None = None,
         *,
-        seq_lens: Sequence[int] = (16, 32),
-        threads: int = 1,
-        warmup: int = 20,
-        runs: int = 200,
         tokenizer_json: PathLike | None = None,
         texts: Sequence[str] | None = None,
-        batch: int = 1,
     ) -> LatencyReport:
+        params = params or LatencyParams()
+        seq_lens, threads, runs, batch = params.seq_lens, params.threads, params.runs, params.batch
         self._existing(self.perf_test_binary, "onnxruntime_perf_test binary")
         models = self._models(model_path, seq_lens)
         for local, _ in models.values():
@@ -176,7 +173,7 @@ class AdbTarget(LatencyTarget):
         for extra in self.extra_files:
             self._existing(extra, "extra file")
 
-        commands = self.build_commands(model_path, seq_lens=seq_lens, threads=threads, runs=runs, batch=batch)
+        commands = self.build_commands(model_path, params)
         n_setup = len(commands) - len(seq_lens) - 1
         for argv in commands[:n_setup]:
             self._call(argv)

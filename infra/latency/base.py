@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from landing.models.params import LatencyParams
+
 BENCH_SCRIPT = Path(__file__).with_name("bench_onnx.py")
 PathLike = str | Path
 
@@ -115,15 +117,12 @@ class LatencyTarget(ABC):
     def measure(
         self,
         model_path: PathLike,
+        params: LatencyParams | None = None,
         *,
-        seq_lens: Sequence[int] = (16, 32),
-        threads: int = 1,
-        warmup: int = 20,
-        runs: int = 200,
         tokenizer_json: PathLike | None = None,
         texts: Sequence[str] | None = None,
-        batch: int = 1,
-    ) -> LatencyReport: ...
+    ) -> LatencyReport:
+        """Time ``model_path`` as ``params`` says (default ``LatencyParams()``), on ``texts`` when given."""
 
     def _existing(self, path: PathLike, what: str) -> Path:
         p = Path(path)
@@ -135,19 +134,11 @@ class LatencyTarget(ABC):
 
 
 def bench_args(
-    model: str,
-    *,
-    seq_lens: Sequence[int],
-    batch: int,
-    threads: int,
-    warmup: int,
-    runs: int,
-    tokenizer_json: str | None,
-    texts_file: str | None,
-    target: str,
+    model: str, params: LatencyParams, *, tokenizer_json: str | None, texts_file: str | None, target: str
 ) -> list[str]:
-    args = ["--model", model, "--seq-lens", ",".join(str(s) for s in seq_lens), "--batch", str(batch),
-            "--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs), "--target", target]
+    args = ["--model", model, "--seq-lens", ",".join(str(s) for s in params.seq_lens), "--batch", str(params.batch),
+            "--threads", str(params.threads), "--warmup", str(params.warmup), "--runs", str(params.runs),
+            "--target", target]  # fmt: skip
     if tokenizer_json:
         args += ["--tokenizer-json", tokenizer_json]
     if texts_file:

@@ -17,6 +17,7 @@ from landing.infra.latency.base import (
     run_command,
     write_texts,
 )
+from landing.models.params import LatencyParams
 
 
 class HostTarget(LatencyTarget):
@@ -30,21 +31,17 @@ class HostTarget(LatencyTarget):
     def measure(
         self,
         model_path: PathLike,
+        params: LatencyParams | None = None,
         *,
-        seq_lens: Sequence[int] = (16, 32),
-        threads: int = 1,
-        warmup: int = 20,
-        runs: int = 200,
         tokenizer_json: PathLike | None = None,
         texts: Sequence[str] | None = None,
-        batch: int = 1,
     ) -> LatencyReport:
         model = self._existing(model_path, "model file")
         tok = self._existing(tokenizer_json, "tokenizer file") if tokenizer_json else None
         with tempfile.TemporaryDirectory(prefix="landing-bench-") as tmp:
             texts_file = write_texts(texts, Path(tmp))
             argv = [self.python, str(BENCH_SCRIPT)] + bench_args(
-                str(model.resolve()), seq_lens=seq_lens, batch=batch, threads=threads, warmup=warmup, runs=runs,
+                str(model.resolve()), params or LatencyParams(),
                 tokenizer_json=str(tok.resolve()) if tok else None,
                 texts_file=str(texts_file) if texts_file else None, target=self.name,
             )

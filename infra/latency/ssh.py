@@ -20,6 +20,7 @@ from landing.infra.latency.base import (
     run_command,
     write_texts,
 )
+from landing.models.params import LatencyParams
 
 
 class SshTarget(LatencyTarget):
@@ -92,14 +93,10 @@ class SshTarget(LatencyTarget):
     def measure(
         self,
         model_path: PathLike,
+        params: LatencyParams | None = None,
         *,
-        seq_lens: Sequence[int] = (16, 32),
-        threads: int = 1,
-        warmup: int = 20,
-        runs: int = 200,
         tokenizer_json: PathLike | None = None,
         texts: Sequence[str] | None = None,
-        batch: int = 1,
     ) -> LatencyReport:
         model = self._existing(model_path, "model file")
         tok = self._existing(tokenizer_json, "tokenizer file") if tokenizer_json else None
@@ -129,7 +126,7 @@ class SshTarget(LatencyTarget):
 
         remote = f"{rd}/"
         args = bench_args(
-            remote + model.name, seq_lens=seq_lens, batch=batch, threads=threads, warmup=warmup, runs=runs,
+            remote + model.name, params or LatencyParams(),
             tokenizer_json=remote + "tokenizer.json" if tok else None,
             texts_file=remote + "texts.txt" if texts else None, target=self.name,
         )
