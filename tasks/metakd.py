@@ -20,7 +20,7 @@ from landing.models.metakd import (
     stage1_weights,
 )
 from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_logits, publish_file, scratch_dir
-from landing.tasks.train import MlflowMetricsCallback, checkpoint_dir, publish_trained
+from landing.tasks.train import MlflowMetricsCallback, TrainedClassifier, checkpoint_dir, publish_model
 
 
 def _publish_table(frame: pd.DataFrame, name: str, like: DatasetManifest, ctx: RunContext, context: str) -> DatasetManifest:
@@ -84,7 +84,7 @@ def train_meta_teacher(spec: dict, training: TrainingConfig, labels: list[str], 
             domain_ids, len(domains), training, checkpoint_dir("meta-teacher", fingerprint), seed=ctx.seed,
             domain_loss_weight=params.domain_loss_weight, mode=params.domain_loss, callbacks=[MlflowMetricsCallback()],
         )  # fmt: skip
-        return publish_trained("meta-teacher", model, tokenizer, result, training, labels, len(frame), ctx)
+        return publish_model("meta-teacher", TrainedClassifier(model, tokenizer, result), training, labels, len(frame), ctx)
 
 
 @task(name="stage1-weights", cache_policy=STEP_CACHE, persist_result=True)

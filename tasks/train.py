@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
@@ -66,6 +67,74 @@ def teacher_identity(model: ArtifactManifest) -> str:
     return f"{model.metadata['role']}@sha256:{model.sha256[:16]}"
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training step's inputs, resolved from its manifests: all that a training strategy below reads."""
+
+    role: str
+    spec: dict
+    training: TrainingParams
+    labels: list[str]
+    texts: list[str]
+    text_pairs: list[str] | None
+    label_ids: list[int]
+    teacher_logits: np.ndarray | None
+    distillation: KDParams | None
+    teacher: ArtifactManifest | None
+    checkpoints: Path
+    ctx: RunContext
+    unlabelled_texts: list[str] | None = None
+    example_weights: list[float] | None = None
+
+    @property
+    def online(self) -> OnlineTeacher | None:
+        return self.distillation.online if self.distillation is not None else None
+
+
+@dataclass
+class TrainedClassifier:
+    """A trained transformers classifier, as ``publish_model`` saves, publishes and logs it."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    result: TrainResult
+
+    def save(self, out: Path) -> str:
+        return save_classifier(self.model, self.tokenizer, out)
+
+    def log_model(self, out: Path) -> str:
+        return log_classifier(self.model, self.tokenizer)
+
+    def publish_extras(self, role: str, training: TrainingParams, ctx: RunContext, out: Path) -> dict:
+        return {}
+
+
+@dataclass
+class TrainedWordStudent(TrainedClassifier):
+    """A bag-of-words or BiLSTM student: its own files, and an ONNX bundle (parity-checked) for ``landing predict``."""
+
+    kind: str = "bow"
+
+    def save(self, out: Path) -> str:
+        from landing.models.word_students import save_word_student
+
+        return save_word_student(self.model, self.tokenizer, out)
+
+    def log_model(self, out: Path) -> str:
+        mlflow.log_artifacts(str(out), artifact_path="model")
+        return f"runs:/{mlflow.active_run().info.run_id}/model"
+
+    def publish_extras(self, role: str, training: TrainingParams, ctx: RunContext, out: Path) -> dict:
+        from landing.models.word_onnx import export_word_student
+
+        bundle = scratch_dir(ctx.run_key, "models", f"{role}-onnx")
+        export_word_student(out, bundle, training.max_seq_length)
+        onnx_uri = publish_dir(bundle, ctx.key("models", f"{role}-onnx"))
+        mlflow.log_artifacts(str(bundle), artifact_path="onnx")
+        mlflow.log_metric("vocabulary", self.tokenizer.vocab_size)
+        return {"word_student": self.kind, "onnx_bundle": onnx_uri}
+
+
 @task(name="train", cache_policy=STEP_CACHE, persist_result=True)
 def train_model(
     role: str,
@@ -99,7 +168,6 @@ def train_model(
         spec, unlabelled_texts = _prompt_inputs(spec, masked_lm, transfer)
     if init_from is not None:
         spec = {"kind": "pretrained", "name_or_path": str(fetch_model_dir(init_from))}
-    weights = _example_weights(train, len(texts))
     with step_run(ctx.parent_run_id, role):
         log_params({"role": role, "model": spec, "training": asdict(training), "seed": ctx.seed})
         if init_from is not None:
@@ -108,37 +176,28 @@ def train_model(
             log_params({"distillation": asdict(distillation), "teacher": teacher_identity(teacher)})
         if distillation is not None and distillation.teacher_labels == "hard":  # the argmax became labels
             soft, distillation = None, None
-        rows = dict(text_pairs=pairs, teacher_logits=soft, distillation=distillation)
-        online = distillation.online if distillation is not None else None
-        if spec["kind"] in WORD_STUDENTS:
-            return _train_word_student(role, spec, training, labels, texts, y, ctx, teacher, online, **rows)
-        if online is not None:
-            model, tokenizer, result = _train_with_online_teacher(
-                spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), ctx, teacher, online, **rows
-            )
-        elif training.distributed.world_size > 1:
-            if distillation is not None and distillation.needs_teacher_model:
-                raise UserError(f"distillation.type {distillation.type!r}: intermediate-layer losses run in one "
-                                "process; set training.distributed.nproc_per_node to 1")  # fmt: skip
-            model, tokenizer, result = _train_with_torchrun(
-                role, spec, training, labels, ctx, texts=texts, label_ids=y, params=training,
-                checkpoint_dir=checkpoint_dir(role, fingerprint), **rows,
-            )  # fmt: skip
-        else:
-            model, tokenizer, result = fit_classifier(
-                spec, labels, texts, y, training, checkpoint_dir(role, fingerprint), seed=ctx.seed,
-                callbacks=[MlflowMetricsCallback()], unlabelled_texts=unlabelled_texts, example_weights=weights, **rows,
-                teacher_dir=str(fetch_model_dir(teacher)) if distillation and distillation.needs_teacher_model else None,
-            )  # fmt: skip
-        return publish_trained(role, model, tokenizer, result, training, labels, len(texts), ctx)
+        job = TrainingJob(role, spec, training, labels, texts, pairs, y, soft, distillation, teacher,
+                          checkpoint_dir(role, fingerprint), ctx, unlabelled_texts, _example_weights(train, len(texts)))
+        trained = training_strategy(job)(job)
+        return publish_model(role, trained, training, labels, len(texts), ctx)
 
 
-def publish_trained(
-    role: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, result: TrainResult,
-    training: TrainingParams, labels: list[str], rows: int, ctx: RunContext,
-) -> ArtifactManifest:  # fmt: skip
+def training_strategy(job: TrainingJob) -> Callable[[TrainingJob], TrainedClassifier]:
+    """How this job trains: a word student, with a served teacher, under torchrun, or in this process."""
+    if job.spec["kind"] in WORD_STUDENTS:
+        return _fit_word_student
+    if job.online is not None:
+        return _fit_with_online_teacher
+    if job.training.distributed.world_size > 1:
+        return _fit_with_torchrun
+    return _fit_in_process
+
+
+def publish_model(
+    role: str, trained: TrainedClassifier, training: TrainingParams, labels: list[str], rows: int, ctx: RunContext
+) -> ArtifactManifest:
     """Inside a step's MLflow run: its training metrics, the model saved (safetensors), published and logged."""
-    n_params = count_parameters(model)
+    n_params, result = count_parameters(trained.model), trained.result
     mlflow.log_metrics(
         {"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
          "train_rows": rows, "parameters": n_params, "global_step": result.global_step}
@@ -146,17 +205,28 @@ def publish_trained(
     if result.resumed_from:
         mlflow.set_tag("landing.resumed_from", result.resumed_from)
     out = scratch_dir(ctx.run_key, "models", role)
-    sha = save_classifier(model, tokenizer, out)
+    sha = trained.save(out)
+    extras = trained.publish_extras(role, training, ctx, out)
     uri = publish_dir(out, ctx.key("models", role))
-    model_uri = log_classifier(model, tokenizer)
+    model_uri = trained.log_model(out)
     run_id = mlflow.active_run().info.run_id
     return ArtifactManifest(
         uri=uri, sha256=sha, kind="model",
         metadata={"role": role, "parameters": n_params, "labels": labels, "mlflow_model_uri": model_uri,
                   "mlflow_run_id": run_id, "max_seq_length": training.max_seq_length,
                   "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s,
-                  "global_step": result.global_step},
+                  "global_step": result.global_step, **extras},
     )  # fmt: skip
+
+
+def _fit_in_process(job: TrainingJob) -> TrainedClassifier:
+    needs_teacher = job.distillation is not None and job.distillation.needs_teacher_model
+    return TrainedClassifier(*fit_classifier(
+        job.spec, job.labels, job.texts, job.label_ids, job.training, job.checkpoints, seed=job.ctx.seed,
+        text_pairs=job.text_pairs, teacher_logits=job.teacher_logits, distillation=job.distillation,
+        callbacks=[MlflowMetricsCallback()], unlabelled_texts=job.unlabelled_texts, example_weights=job.example_weights,
+        teacher_dir=str(fetch_model_dir(job.teacher)) if needs_teacher else None,
+    ))  # fmt: skip
 
 
 def _example_weights(train: DatasetManifest, rows: int) -> list[float] | None:
@@ -207,104 +277,77 @@ def _training_rows(
     return texts, pairs, y, soft
 
 
-def _train_word_student(
-    role: str, spec: dict, training: TrainingParams, labels: list[str], texts: list[str], y: list[int],
-    ctx: RunContext, teacher: ArtifactManifest | None, online: OnlineTeacher | None, *, text_pairs, teacher_logits,
-    distillation,
-) -> ArtifactManifest:  # fmt: skip
-    """A bag-of-words or BiLSTM student: vocabulary from the training text, the same KD losses, saved with
-    safetensors and exported to an ONNX bundle (parity-checked) that ``landing predict`` serves."""
-    from landing.models.word_onnx import export_word_student
-    from landing.models.word_students import (
-        build_word_student,
-        build_word_tokenizer,
-        fit_word_student,
-        save_word_student,
-    )
+def _fit_word_student(job: TrainingJob) -> TrainedWordStudent:
+    """A bag-of-words or BiLSTM student: vocabulary from the training text, the same KD losses."""
+    from landing.models.word_students import build_word_student, build_word_tokenizer, fit_word_student
 
-    if text_pairs is not None:
+    spec, teacher, online = job.spec, job.teacher, job.online
+    if job.text_pairs is not None:
         raise UserError(f"student.model.kind {spec['kind']!r}: word students take one text; this table has pairs")
     vocabulary = {k: spec[k] for k in ("language", "min_freq", "max_size")}
-    tokenizer = build_word_tokenizer(texts, **vocabulary)
+    tokenizer = build_word_tokenizer(job.texts, **vocabulary)
     bilstm_only = () if spec["kind"] == "bilstm" else ("num_layers", "pooling")
     options = {k: v for k, v in spec.items() if k not in ("kind", *vocabulary, *bilstm_only)}
-    model = build_word_student(spec["kind"], tokenizer, labels, seed=ctx.seed, **options)
+    model = build_word_student(spec["kind"], tokenizer, job.labels, seed=job.ctx.seed, **options)
+    teacher_logits = job.teacher_logits
     if online is not None:  # the served teacher answers every row once; still no logits file
         with serving_teacher(fetch_model_dir(teacher), teacher_identity(teacher), teacher.metadata["max_seq_length"],
                              host=online.host, port=online.port) as url:  # fmt: skip
-            client = TeacherClient(url, texts, None, params=online, expected_teacher_id=teacher_identity(teacher),
-                                   num_labels=len(labels))  # fmt: skip
+            client = TeacherClient(url, job.texts, None, params=online, expected_teacher_id=teacher_identity(teacher),
+                                   num_labels=len(job.labels))  # fmt: skip
             try:
-                teacher_logits = client(list(range(len(texts))))
+                teacher_logits = client(list(range(len(job.texts))))
             finally:
                 client.close()
-    result = fit_word_student(model, tokenizer, texts, y, teacher_logits, training, distillation, ctx.seed)
-    out, bundle = scratch_dir(ctx.run_key, "models", role), scratch_dir(ctx.run_key, "models", f"{role}-onnx")
-    sha = save_word_student(model, tokenizer, out)
-    export_word_student(out, bundle, training.max_seq_length)
-    n_params = count_parameters(model)
-    mlflow.log_metrics({"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
-                        "train_rows": len(texts), "parameters": n_params, "global_step": result.global_step,
-                        "vocabulary": tokenizer.vocab_size})  # fmt: skip
-    uri = publish_dir(out, ctx.key("models", role))
-    onnx_uri = publish_dir(bundle, ctx.key("models", f"{role}-onnx"))
-    mlflow.log_artifacts(str(out), artifact_path="model")
-    mlflow.log_artifacts(str(bundle), artifact_path="onnx")
-    run_id = mlflow.active_run().info.run_id
-    return ArtifactManifest(
-        uri=uri, sha256=sha, kind="model",
-        metadata={"role": role, "parameters": n_params, "labels": labels, "mlflow_model_uri": f"runs:/{run_id}/model",
-                  "mlflow_run_id": run_id, "max_seq_length": training.max_seq_length, "word_student": spec["kind"],
-                  "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s,
-                  "global_step": result.global_step, "onnx_bundle": onnx_uri},
-    )  # fmt: skip
+    result = fit_word_student(model, tokenizer, job.texts, job.label_ids, teacher_logits, job.training,
+                              job.distillation, job.ctx.seed)  # fmt: skip
+    return TrainedWordStudent(model, tokenizer, result, kind=spec["kind"])
 
 
-def _train_with_online_teacher(
-    spec: dict, labels: list[str], texts: list[str], y: list[int], training: TrainingParams, checkpoints: Path,
-    ctx: RunContext, teacher: ArtifactManifest, online: OnlineTeacher, *, text_pairs, distillation, **_,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
+def _fit_with_online_teacher(job: TrainingJob) -> TrainedClassifier:
     """Serve the teacher for the length of the training and ask it for each batch's logits."""
-    if training.distributed.world_size > 1:
+    if job.training.distributed.world_size > 1:
         raise TeacherServiceError("distillation.online: not available with distributed training (training.distributed)")
-    identity = teacher_identity(teacher)
+    identity, online, teacher = teacher_identity(job.teacher), job.online, job.teacher
     with serving_teacher(fetch_model_dir(teacher), identity, teacher.metadata["max_seq_length"], host=online.host,
                          port=online.port) as url:  # fmt: skip
         _step_logger().info("online distillation: teacher %s served at %s", identity, url)
-        client = TeacherClient(url, texts, text_pairs, params=online, expected_teacher_id=identity,
-                               num_labels=len(labels))  # fmt: skip
+        client = TeacherClient(url, job.texts, job.text_pairs, params=online, expected_teacher_id=identity,
+                               num_labels=len(job.labels))  # fmt: skip
         try:
-            trained = fit_classifier(spec, labels, texts, y, training, checkpoints, seed=ctx.seed, text_pairs=text_pairs,
-                                     distillation=distillation, callbacks=[MlflowMetricsCallback()],
-                                     online_teacher=client)  # fmt: skip
+            trained = fit_classifier(job.spec, job.labels, job.texts, job.label_ids, job.training, job.checkpoints,
+                                     seed=job.ctx.seed, text_pairs=job.text_pairs, distillation=job.distillation,
+                                     callbacks=[MlflowMetricsCallback()], online_teacher=client)  # fmt: skip
         finally:
             client.close()
         mlflow.log_metrics({"teacher_requests": client.requests})
-    return trained
+    return TrainedClassifier(*trained)
 
 
-def _train_with_torchrun(
-    role: str, spec: dict, training: TrainingParams, labels: list[str], ctx: RunContext, **request
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:
+def _fit_with_torchrun(job: TrainingJob) -> TrainedClassifier:
     """Train under torchrun DDP (one process per device, see models/distributed.py) and load the result.
 
     The ranks get their inputs as files in the step's scratch directory and global rank 0 saves
     the model there; the Trainer's log history is replayed into this step's MLflow run afterwards,
     so metrics look the same as for an in-process run.
     """
-    launch = training.distributed
+    if job.distillation is not None and job.distillation.needs_teacher_model:
+        raise UserError(f"distillation.type {job.distillation.type!r}: intermediate-layer losses run in one "
+                        "process; set training.distributed.nproc_per_node to 1")  # fmt: skip
+    launch = job.training.distributed
     backend = process_group_backend(launch.backend)
     log_params({"distributed": {"world_size": launch.world_size, "process_group": backend}})
     logger = _step_logger()
     model_dir, result, history = train_distributed(
-        launch, scratch_dir(ctx.run_key, "ddp", role), step=f"train {role}", log=logger.info,
-        spec=spec, labels=labels, seed=ctx.seed, **request,
+        launch, scratch_dir(job.ctx.run_key, "ddp", job.role), step=f"train {job.role}", log=logger.info,
+        spec=job.spec, labels=job.labels, seed=job.ctx.seed, texts=job.texts, label_ids=job.label_ids,
+        params=job.training, checkpoint_dir=job.checkpoints, text_pairs=job.text_pairs,
+        teacher_logits=job.teacher_logits, distillation=job.distillation,
     )  # fmt: skip
     for entry in history:
         step = entry.pop("step")
         log_trainer_metrics(entry, step)
-    model, tokenizer = load_classifier(str(model_dir))
-    return model, tokenizer, result
+    return TrainedClassifier(*load_classifier(str(model_dir)), result)
 
 
 def _step_logger() -> logging.Logger | logging.LoggerAdapter:
