@@ -64,8 +64,11 @@ def fastest(runs: list[dict], role: str) -> str:
 
 
 def render(runs: list[dict], provenance_md: str) -> str:
+    from landing.infra.provenance import seed_provenance_markdown
+
     seeds = sorted({r["seed"] for r in runs})
     lines = ["# Augmentation and data distillation on SST-2 (1,000 labelled; dev held out)", "", provenance_md, "",
+             "The lines above say where this table was rendered. It is rendered from the seeds' own JSON files, and each seed recorded where it ran:", "", seed_provenance_markdown(runs), "",
              f"Mean ± sd over seeds {seeds}; **eval** = dev.tsv (reported only), validation = the run's validation "
              "split (selection). Gap recovered = (KD − no KD) / (teacher − no KD) per seed, averaged. Batch-1 ms: "
              "PyTorch, 1 thread, the lowest over the runs of that architecture (some runs shared the machine).", "",
@@ -97,7 +100,8 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".landing-benchmark-augment")
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
-    from landing.infra.provenance import provenance, provenance_markdown
+    from landing.files import atomic_write
+    from landing.infra.provenance import measured_run, provenance, provenance_markdown
     from landing.infra.settings import prepare_runtime_environment
 
     prepare_runtime_environment()
@@ -108,13 +112,19 @@ def main() -> None:
         for student in args.students:
             for variant in args.variants:
                 keep = done / f"{seed}-{student}-{variant.replace(' ', '_')}.json"
-                result = json.loads(keep.read_text()) if keep.is_file() else run(seed, student, variant, args.state_dir)
-                keep.write_text(json.dumps(result, indent=2))  # an interrupted benchmark loses one run at most
+                if keep.is_file():
+                    runs.append(json.loads(keep.read_text()))
+                    continue
+                with measured_run(threads=1) as run_info:
+                    result = run(seed, student, variant, args.state_dir)
+                result["provenance"] = run_info
+                with atomic_write(keep) as fh:  # an interrupted benchmark loses one run at most, never half of one
+                    json.dump(result, fh, indent=2)
                 runs.append(result)
     info = provenance(threads=1)
     table = render(runs, provenance_markdown(info))
     (RESULTS / "augment_sst2.md").write_text(table)
-    (RESULTS / "augment_sst2.json").write_text(json.dumps({"provenance": info, "runs": runs}, indent=2))
+    (RESULTS / "augment_sst2.json").write_text(json.dumps({"rendered": info, "runs": runs}, indent=2))
     print(table)
 
 

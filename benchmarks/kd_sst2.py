@@ -92,11 +92,17 @@ def _validation(r: dict, role: str) -> float:
 
 
 def render(runs: list[dict], provenance_md: str, overrides: list[str]) -> str:
+    from landing.infra.provenance import seed_provenance_markdown
+
     roles = [(role, label) for role, label in ROLES if role in runs[0]]
     lines = [
         "# Low-resource KD on SST-2 (4,000 labelled + 20,000 unlabelled transfer; dev held out)",
         "",
         provenance_md,
+        "",
+        "The lines above say where this table was rendered. It is rendered from the seeds' own JSON files, and each seed recorded where it ran:",
+        "",
+        seed_provenance_markdown(runs),
         "",
         f"Seeds: {', '.join(str(r['seed']) for r in runs)}. Mean ± sd over seeds. Splits: **eval** = dev.tsv "
         f"({runs[0]['data']['eval']['rows']} rows), only ever reported; **validation** = "
@@ -149,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
     from landing.files import atomic_write
-    from landing.infra.provenance import provenance, provenance_markdown
+    from landing.infra.provenance import measured_run, provenance, provenance_markdown
     from landing.infra.settings import prepare_runtime_environment
 
     prepare_runtime_environment()
@@ -162,8 +168,9 @@ def main() -> None:
         if args.collect:
             summary = collect_seed(seed, args.state_dir)
         else:
-            summary = run_seed(seed, args.overrides, args.state_dir)
-            summary["seed"] = seed
+            with measured_run(threads=1) as seed_info:
+                summary = run_seed(seed, args.overrides, args.state_dir)
+            summary |= {"seed": seed, "provenance": seed_info}
         seed_file(args.name, seed).parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(seed_file(args.name, seed)) as fh:  # --resume must never read a half-written seed
             json.dump(summary, fh, indent=2)
@@ -175,7 +182,7 @@ def main() -> None:
     table = render(runs, provenance_markdown(info), args.overrides)
     (RESULTS / f"{args.name}.md").write_text(table)
     (RESULTS / f"{args.name}.json").write_text(
-        json.dumps({"provenance": info, "overrides": args.overrides, "runs": runs}, indent=2)
+        json.dumps({"rendered": info, "overrides": args.overrides, "runs": runs}, indent=2)
     )
     print(table)
 

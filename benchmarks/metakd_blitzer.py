@@ -35,10 +35,11 @@ def _cell(values: list[float]) -> str:
 
 def render(runs: list[dict], provenance_md: str, overrides: list[str]) -> str:
     from landing.flows.metakd import ROWS
+    from landing.infra.provenance import seed_provenance_markdown
 
     domains = list(runs[0]["domains"])
     lines = ["# Meta-KD on the Amazon multi-domain reviews (accuracy %, mean ± sd over seeds; eval = dev.tsv)", "",
-             provenance_md, "", f"Seeds: {', '.join(str(r['seed']) for r in runs)}. Config: "
+             provenance_md, "", "The lines above say where this table was rendered. It is rendered from the seeds' own JSON files, and each seed recorded where it ran:", "", seed_provenance_markdown(runs), "", f"Seeds: {', '.join(str(r['seed']) for r in runs)}. Config: "
              f"`configs/blitzer/metakd.yaml` with {', '.join(f'`{o}`' for o in overrides) or 'no overrides'}. "
              "Eval = each domain's dev.tsv rows, only reported; no setting is tuned in the run (the validation split "
              "is held out, unused).", "",
@@ -75,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
     from landing.files import atomic_write
-    from landing.infra.provenance import provenance, provenance_markdown
+    from landing.infra.provenance import measured_run, provenance, provenance_markdown
     from landing.infra.settings import prepare_runtime_environment
 
     prepare_runtime_environment()
@@ -85,7 +86,9 @@ def main() -> None:
         if args.resume and path.is_file():
             runs.append(json.loads(path.read_text()))
             continue
-        summary = run_seed(seed, args.overrides, args.state_dir)
+        with measured_run(threads=1) as seed_info:
+            summary = run_seed(seed, args.overrides, args.state_dir)
+        summary["provenance"] = seed_info
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as fh:  # --resume must never read a half-written seed
             json.dump(summary, fh, indent=2)
@@ -93,7 +96,7 @@ def main() -> None:
     info = provenance(threads=1) | {"overrides": args.overrides, "seeds": args.seeds}
     table = render(runs, provenance_markdown(info), args.overrides)
     (RESULTS / f"{args.name}.md").write_text(table)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"provenance": info, "runs": runs}, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"rendered": info, "runs": runs}, indent=2))
     print(table)
 
 

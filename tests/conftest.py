@@ -20,11 +20,11 @@ for _k, _v in {
     "LANDING_USE_STACK": "false",
     # Steps called directly (`task.fn`) log outside a flow run: nothing to send to the API.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-    # Cached step results of this session only: a result cached by an earlier session would
-    # point at objects of an S3 server that no longer exists.
-    "PREFECT_HOME": tempfile.mkdtemp(prefix="landing-tests-prefect-"),
 }.items():
     os.environ.setdefault(_k, _v)
+# Cached step results of this process only: a result cached by an earlier session, or by another pytest-xdist
+# worker (which inherits this variable from the controller), would point at objects of another S3 server.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"landing-tests-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 
 from landing.infra.s3_server import S3Server, s3_server  # noqa: E402
 
