@@ -64,7 +64,7 @@ def main() -> None:
 
     from landing.config import load_config
     from landing.flows.compress import compress
-    from landing.infra.provenance import provenance, provenance_markdown
+    from landing.infra.provenance import measured_run, provenance_markdown
 
     per_seed = RESULTS / "kd_sst2" / f"seed-{args.seed}.json"  # written as soon as that KD seed finishes
     if per_seed.is_file():
@@ -75,16 +75,16 @@ def main() -> None:
                  f"teacher.uri={run['teacher']['artifact_uri']}", *args.overrides]  # fmt: skip
     out = RESULTS / args.output
     sweep = []
-    for setting in args.qat_sweep or [None]:
-        extra = _qat_overrides(setting)
-        config = load_config(CONFIG, [*overrides, *extra])
-        summary = compress(config=config, config_dir=str(CONFIG.parent), output_dir=str(out))
-        final = _final({v["name"]: v for v in summary["variants"]})
-        sweep.append({"qat": setting, "overrides": extra, "summary": summary, "final": final})
+    with measured_run(threads=load_config(CONFIG, overrides).latency.threads) as info:
+        for setting in args.qat_sweep or [None]:
+            extra = _qat_overrides(setting)
+            config = load_config(CONFIG, [*overrides, *extra])
+            summary = compress(config=config, config_dir=str(CONFIG.parent), output_dir=str(out))
+            final = _final({v["name"]: v for v in summary["variants"]})
+            sweep.append({"qat": setting, "overrides": extra, "summary": summary, "final": final})
     chosen = max(sweep, key=lambda s: s["final"]["validation_accuracy"] or 0.0)  # selection: validation only
     summary = chosen["summary"]
     variants = {v["name"]: v for v in summary["variants"]}
-    info = provenance(threads=load_config(CONFIG, overrides).latency.threads)
     lines = [f"# Compression benchmark (seed-{args.seed} KD student)", "", provenance_markdown(info), "",
              "Accuracies in the tables are on the **eval** split (dev.tsv, reported only); the QAT setting "
              "was chosen on the **validation** split (carved from the labelled training rows).", "",

@@ -93,7 +93,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".landing-benchmark-easynlp")
     args = parser.parse_args()
-    from landing.infra.provenance import provenance, provenance_markdown
+    import torch
+
+    from landing.infra.provenance import measured_run, provenance_markdown
 
     work = args.work_dir.resolve()
     for stale in ("teacher", "student", "student_no_kd", "runs"):
@@ -103,26 +105,24 @@ def main() -> None:
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_ENABLE_TELEMETRY": "false", "HF_HUB_OFFLINE": "1"}  # fmt: skip
     script = Path(sys.executable).parent / "easynlp"
     runs = []
-    for name, argv in commands(args.epochs):
-        started = time.perf_counter()
-        done = subprocess.run([str(script), *argv], cwd=work, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        (work / f"{name.split(' (')[0].replace(' ', '_')}.log").write_text(done.stdout + done.stderr)
-        if done.returncode != 0:
-            sys.exit(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        run = {"command": name, "argv": ["easynlp", *argv], "wall_s": wall}
-        mode = next(a.split("=", 1)[1] for a in argv if a.startswith("--mode="))
-        summary = json.loads((work / "runs" / f"easynlp-text_match-{mode}" / "summary.json").read_text())
-        if "eval" in summary:
-            run |= {"accuracy": summary["eval"]["accuracy"], "macro_f1": summary["eval"]["macro_f1"]}
-        if name == "student predict":
-            run["accuracy"] = dev_accuracy(work / "student_pred.tsv")  # from the predict file itself
-        run["mlflow_run_id"] = summary["mlflow_run_id"]
-        runs.append(run)
-        print(f"{name}: {wall:.1f} s", {k: v for k, v in run.items() if k in ("accuracy", "macro_f1")}, flush=True)
-    import torch
-
-    info = provenance(threads=torch.get_num_threads())  # every command runs with torch's default, as here
+    with measured_run(threads=torch.get_num_threads()) as info:  # every command runs with torch's default, as here
+        for name, argv in commands(args.epochs):
+            started = time.perf_counter()
+            done = subprocess.run([str(script), *argv], cwd=work, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            (work / f"{name.split(' (')[0].replace(' ', '_')}.log").write_text(done.stdout + done.stderr)
+            if done.returncode != 0:
+                sys.exit(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+            run = {"command": name, "argv": ["easynlp", *argv], "wall_s": wall}
+            mode = next(a.split("=", 1)[1] for a in argv if a.startswith("--mode="))
+            summary = json.loads((work / "runs" / f"easynlp-text_match-{mode}" / "summary.json").read_text())
+            if "eval" in summary:
+                run |= {"accuracy": summary["eval"]["accuracy"], "macro_f1": summary["eval"]["macro_f1"]}
+            if name == "student predict":
+                run["accuracy"] = dev_accuracy(work / "student_pred.tsv")  # from the predict file itself
+            run["mlflow_run_id"] = summary["mlflow_run_id"]
+            runs.append(run)
+            print(f"{name}: {wall:.1f} s", {k: v for k, v in run.items() if k in ("accuracy", "macro_f1")}, flush=True)
     table = render(runs, provenance_markdown(info), args.epochs)
     (RESULTS / "easynlp_mrpc.md").write_text(table)
     (RESULTS / "easynlp_mrpc.json").write_text(json.dumps({"provenance": info, "runs": runs}, indent=2))

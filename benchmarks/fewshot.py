@@ -81,7 +81,7 @@ def main() -> None:
     os.environ.setdefault("LANDING_STATE_DIR", str(args.state_dir))
     from landing.config import load_config
     from landing.flows.fewshot import fewshot
-    from landing.infra.provenance import provenance, provenance_markdown
+    from landing.infra.provenance import measured_run, provenance_markdown
     from landing.infra.settings import prepare_runtime_environment
 
     prepare_runtime_environment()
@@ -91,8 +91,9 @@ def main() -> None:
             overrides.append(f"data.train.sources=[{{uri: {bbc_table(args.state_dir / 'data')}}}]")
         config = load_config(CONFIGS[dataset], overrides)
         out = args.state_dir / "runs" / dataset
-        summary = fewshot(config=config, config_dir=str(CONFIGS[dataset].parent), output_dir=str(out))
-        info = provenance(threads=1) | {"overrides": overrides}
+        with measured_run(threads=1) as info:  # one flow run: every seed's row comes from it
+            summary = fewshot(config=config, config_dir=str(CONFIGS[dataset].parent), output_dir=str(out))
+        info["overrides"] = overrides
         table = render(summary, dataset, provenance_markdown(info))
         (RESULTS / f"fewshot_{dataset}.md").write_text(table)
         (RESULTS / f"fewshot_{dataset}.json").write_text(json.dumps({"provenance": info, "summary": summary}, indent=2))
