@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -364,19 +364,22 @@ def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
 def fit_word_student(
     model: nn.Module, tokenizer: WordTokenizer, texts: Sequence[str], labels: Sequence[int],
     soft_targets: np.ndarray | None, params: TrainingParams, kd: KDParams | None, seed: int,
-    *, example_weights: Sequence[float] | None = None,
+    *, example_weights: Sequence[float] | None = None, checkpoint_dir: Path | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:  # fmt: skip
     """Train ``model`` in place on ``texts``: cross-entropy on ``labels`` without ``kd``, else the
     configured distillation losses (models/kd.py, by name from the registry) against ``soft_targets``
     (teacher logits [rows, labels]); ``labels`` may be IGNORE_LABEL for unlabelled transfer rows then.
 
     A plain torch loop rather than transformers' Trainer: these models are not PreTrainedModels (no
-    save_pretrained / config object, which Trainer's checkpointing, resumption and model card assume)
-    and train in seconds to minutes on a CPU, so mid-run checkpoints (save_checkpoint_steps) and
-    resumption are not needed: a crashed run is simply re-run. The rest is Trainer's defaults and the
-    same knobs: AdamW (weight_decay not on biases), linear warmup (warmup_ratio) and decay, gradient
-    norm clipped to max_grad_norm, batch_size rows per step, epochs or max_steps, max_seq_length, seed. One process
-    only (no torchrun / DDP).
+    save_pretrained / config object, which Trainer's checkpointing, resumption and model card assume).
+    The rest is Trainer's defaults and the same knobs: AdamW (weight_decay not on biases), linear warmup
+    (warmup_ratio) and decay, gradient norm clipped to max_grad_norm, batch_size rows per step, epochs or
+    max_steps, max_seq_length, seed. One process only (no torchrun / DDP).
+
+    With ``checkpoint_dir``, every ``save_checkpoint_steps`` steps the weights, optimizer, schedule, step and
+    random state are saved there (atomically), and a run finding one resumes from it: the result is the
+    uninterrupted run's, to the bit. ``on_step(step)`` is called after every optimizer step.
     """
     n = len(texts)
     if n == 0 or len(labels) != n:
@@ -419,9 +422,19 @@ def fit_word_student(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _linear_warmup_decay(s, warmup, total))
 
     model.train()
-    started, step, running = time.perf_counter(), 0, 0.0
+    started, step, running, position = time.perf_counter(), 0, 0.0, 0
+    resumed = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler) if checkpoint_dir else None
+    if resumed is not None:
+        step, running, position, epoch_rng = resumed["step"], resumed["running"], resumed["position"], resumed["epoch_rng"]
+        order_rng.set_state(epoch_rng)
+        torch.set_rng_state(resumed["torch_rng"])
+        log.info("resumed at step %d/%d from %s", step, total, checkpoint_dir)
     while step < total:
-        for rows in torch.randperm(n, generator=order_rng).split(params.batch_size):
+        epoch_rng = order_rng.get_state()  # this epoch's order is drawn from it: a checkpoint keeps it
+        batches = torch.randperm(n, generator=order_rng).split(params.batch_size)
+        for index, rows in enumerate(batches):
+            if index < position:  # a resumed epoch: these batches were trained before the checkpoint
+                continue
             if step >= total:
                 break
             inputs = tokenizer.encode([texts[i] for i in rows.tolist()], params.max_seq_length)
@@ -445,6 +458,37 @@ def fit_word_student(
             running += float(loss.detach())
             if step % params.logging_steps == 0:
                 log.info("step %d/%d: loss %.4f", step, total, running / step)
+            if checkpoint_dir is not None and step % params.save_checkpoint_steps == 0 and step < total:
+                _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step=step, running=running,
+                                 position=index + 1, epoch_rng=epoch_rng)  # fmt: skip
+            if on_step is not None:
+                on_step(step)
+        position = 0
     model.eval()
     return TrainResult(global_step=step, train_loss=running / max(step, 1),
-                       train_runtime_s=time.perf_counter() - started, resumed_from=None)  # fmt: skip
+                       train_runtime_s=time.perf_counter() - started,
+                       resumed_from=str(checkpoint_dir) if resumed is not None else None)  # fmt: skip
+
+
+CHECKPOINT_FILE = "word-student-checkpoint.pt"
+
+
+def _save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, **progress) -> None:
+    """Tensors, numbers and state dicts only, so ``torch.load(weights_only=True)`` reads it back; written to a
+    temporary name and renamed, so a crash while saving leaves the previous checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state(), **progress}  # fmt: skip
+    with atomic_path(folder / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler) -> dict | None:
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state

@@ -300,7 +300,7 @@ def _fit_word_student(job: TrainingJob) -> TrainedWordStudent:
             finally:
                 client.close()
     result = fit_word_student(model, tokenizer, job.texts, job.label_ids, teacher_logits, job.training,
-                              job.distillation, job.ctx.seed)  # fmt: skip
+                              job.distillation, job.ctx.seed, checkpoint_dir=job.checkpoints)  # fmt: skip
     return TrainedWordStudent(model, tokenizer, result, kind=spec["kind"])
 
 

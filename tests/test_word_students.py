@@ -263,3 +263,30 @@ def test_chinese_bundle_is_served_without_torch(trained, tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rows": 2, "leaked": []}
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_weights(kind, vocab, tmp_path):
+    """40 rows at batch 8 are 5 steps an epoch; checkpoints every 3 steps land mid-epoch, the crash at step 8."""
+    params = TrainingParams(epochs=3, batch_size=8, learning_rate=3e-2, save_checkpoint_steps=3, logging_steps=1000)
+    whole = build_word_student(kind, vocab, LABELS, seed=0, **SMALL)
+    expected = fit_word_student(whole, vocab, TEXTS, Y, None, params, None, seed=0, checkpoint_dir=tmp_path / "a")
+
+    def crash_at_8(step: int) -> None:
+        if step == 8:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit_word_student(build_word_student(kind, vocab, LABELS, seed=0, **SMALL), vocab, TEXTS, Y, None, params,
+                         None, seed=0, checkpoint_dir=tmp_path / "b", on_step=crash_at_8)  # fmt: skip
+    resumed_model = build_word_student(kind, vocab, LABELS, seed=0, **SMALL)
+    resumed = fit_word_student(resumed_model, vocab, TEXTS, Y, None, params, None, seed=0,
+                               checkpoint_dir=tmp_path / "b")  # fmt: skip
+    assert expected.resumed_from is None and resumed.resumed_from == str(tmp_path / "b")
+    assert resumed.global_step == expected.global_step == 15 and resumed.train_loss == expected.train_loss
+    for (name, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
