@@ -47,11 +47,16 @@ lint: install
 	rm -rf $(LINT_DIR) && $(BIN)/pip install --quiet --no-deps --no-build-isolation --target $(LINT_DIR) .
 	cd $(LINT_DIR) && PYTHONPATH=. $(abspath $(BIN))/lint-imports $(CURDIR)/pyproject.toml
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures stay in one worker): most flow tests
+# wait on servers and subprocesses, so two of them share the 2 cores well. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: install lint
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-unit: install
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not integration and not stack"
+	HF_HUB_OFFLINE=1 $(BIN)/pytest $(PYTEST_PARALLEL) -m "not integration and not stack"
 
 test-stack: install
 	$(BIN)/pytest -m stack

@@ -111,7 +111,7 @@ def fixed_length_latency_in_fresh_process(
         texts_file = Path(tmp, "texts.txt")
         texts_file.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
         argv = [sys.executable, "-m", "landing.models.latency", "--model-dir", str(model_dir), "--texts-file", str(texts_file),
-                "--params", params.model_dump_json()]  # fmt: skip
+                "--params", params.model_dump_json(include=set(LatencyParams.model_fields))]  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"PyTorch latency of {model_dir} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")

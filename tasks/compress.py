@@ -106,8 +106,9 @@ def prune_student(
         uri, sha, model_uri = _publish_model(model, tokenizer, "pruned", ctx)  # what its ONNX variants come from
     return ArtifactManifest(
         uri=uri, sha256=sha, kind="model",
+        # Recovered at compression.max_seq_length, to which vocabulary pruning also cuts the position table.
         metadata={**student.metadata, "role": "pruned", "parameters": stats["params_after"], "pruning": stats,
-                  "mlflow_model_uri": model_uri},
+                  "mlflow_model_uri": model_uri, "max_seq_length": cfg.max_seq_length},
     )  # fmt: skip
 
 
