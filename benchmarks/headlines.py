@@ -1,0 +1,152 @@
+"""The README's table of headline benchmark results, generated from ``benchmarks/results/*.json`` only.
+
+``python benchmarks/headlines.py`` rewrites the block between the README's ``headlines`` markers;
+``--check`` exits 1 when the README's block differs from what the results say (``make test`` runs it),
+so no figure in that table can drift from its results file. Every "A beats B" cell is the paired per-seed
+difference (mean ± sd over seeds) where the results have seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- headlines:start (benchmarks/headlines.py writes this table) -->", "<!-- headlines:end -->"
+
+
+def pct(values: list[float]) -> str:
+    """Mean ± sd in percentage points (± omitted for one value)."""
+    mean = 100 * statistics.mean(values)
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def paired(a: list[float], b: list[float]) -> str:
+    """A − B per seed, in points: mean ± sd (the sd of the differences, not of either side)."""
+    return pct([x - y for x, y in zip(a, b, strict=True)])
+
+
+def seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def kd_sst2(data: dict) -> tuple[str, str]:
+    runs = data["runs"]
+    acc = {role: [r[role]["accuracy"] for r in runs] for role in ("teacher", "student_kd", "student_baseline")}
+    gap = [(k - b) / (t - b) for t, k, b in zip(acc["teacher"], acc["student_kd"], acc["student_baseline"], strict=True)]
+    figure = (f"teacher {pct(acc['teacher'])}, KD student {pct(acc['student_kd'])}, no-KD {pct(acc['student_baseline'])}; "
+              f"{100 * statistics.mean(gap):.0f}% of the gap recovered")  # fmt: skip
+    claim = f"KD − no KD: {paired(acc['student_kd'], acc['student_baseline'])}"
+    if all("student_baseline_steps" in r for r in runs):
+        claim += f"; KD − step-matched no KD: {paired(acc['student_kd'], [r['student_baseline_steps']['accuracy'] for r in runs])}"
+    return f"{figure} ({seeds(len(runs))})", claim
+
+
+def compress_sst2(data: dict) -> tuple[str, str]:
+    variants = {v["name"]: v for v in data["summary"]["variants"]}
+    final = variants[data["summary"]["registry_candidate"]["variant"]]
+    fp32 = variants["student_fp32"]
+    figure = (f"{final['name']}: {final['size_bytes'] / 1e6:.2f} MB at {100 * final['accuracy']:.2f}% "
+              f"(FP32 student {fp32['size_bytes'] / 1e6:.1f} MB at {100 * fp32['accuracy']:.2f}%)")
+    return figure + " (1 seed)", f"accuracy change: {100 * (final['accuracy'] - fp32['accuracy']):+.2f} points"
+
+
+def augment_sst2(data: dict) -> tuple[str, str]:
+    cells, claims = [], []
+    for student in sorted({r["student"] for r in data["runs"]}):
+        rows = [r for r in data["runs"] if r["student"] == student]
+        by_variant: dict[str, dict[int, float]] = {}
+        for r in rows:
+            by_variant.setdefault(r["variant"], {})[r["seed"]] = r["student_kd"]["accuracy"]
+        best = max(by_variant, key=lambda v: statistics.mean(by_variant[v].values()))
+        common = sorted(by_variant[best])
+        no_kd = {r["seed"]: r["student_baseline"]["accuracy"] for r in rows if r["variant"] == best}
+        cells.append(f"{student}: best {best} {pct(list(by_variant[best].values()))}, no KD {pct(list(no_kd.values()))}")
+        claims.append(f"{student}: {paired([by_variant[best][s] for s in common], [no_kd[s] for s in common])}")
+    return "; ".join(cells) + f" ({seeds(len(common))})", "best − no KD: " + "; ".join(claims)
+
+
+def fewshot(data: dict) -> tuple[str, str]:
+    runs = data["summary"]["runs"]
+    k = max(r["k"] for r in runs)
+    at_k = [r for r in runs if r["k"] == k]
+    methods = {r["method"] for r in at_k}
+    by = {m: {r["seed"]: r["eval_accuracy"] for r in at_k if r["method"] == m} for m in methods}
+    best = max(methods - {"fine-tune"}, key=lambda m: statistics.mean(by[m].values()))
+    common = sorted(by[best])
+    figure = f"k = {k}: fine-tune {pct(list(by['fine-tune'].values()))}, {best} {pct(list(by[best].values()))}"
+    claim = f"{best} − fine-tune: {paired([by[best][s] for s in common], [by['fine-tune'][s] for s in common])}"
+    return f"{figure} ({seeds(len(common))})", claim
+
+
+def metakd_blitzer(data: dict) -> tuple[str, str]:
+    runs = data["runs"]
+    vanilla = ("student, KD from teacher (domain)", "student, KD from teacher (all)")
+    meta = [r["mean"]["student, Meta-KD"] for r in runs]
+    better = [max(r["mean"][v] for v in vanilla) for r in runs]
+    return (f"Meta-KD student {pct(meta)}, better vanilla KD {pct(better)}, mean over 4 domains ({seeds(len(runs))}, "
+            "reduced: 1,600 rows, sequence 64)", f"Meta-KD − better vanilla KD: {paired(meta, better)}")  # fmt: skip
+
+
+def easynlp_mrpc(data: dict) -> tuple[str, str]:
+    acc = {r["command"]: r.get("accuracy") for r in data["runs"]}
+    kd, no_kd = acc["student KD"], acc["student without KD (reference)"]
+    return (f"teacher {100 * acc['teacher fine-tuning']:.2f}, KD student {100 * kd:.2f}, no-KD {100 * no_kd:.2f} (1 run)",
+            f"KD − no KD: {100 * (kd - no_kd):+.2f} (one run: no sd)")  # fmt: skip
+
+
+# (results name, what it measures, its extractor); a missing results file is left out of the table.
+HEADLINES: list[tuple[str, str, Callable[[dict], tuple[str, str]]]] = [
+    ("kd_sst2", "KD, SST-2, 4,000 labelled + 20,000 transfer", kd_sst2),
+    ("kd_sst2_layers", "KD with hidden and attention MSE, SST-2", kd_sst2),
+    ("compress_sst2", "compression of the KD student, SST-2", compress_sst2),
+    ("augment_sst2", "augmentation and data distillation, SST-2, 1,000 labelled", augment_sst2),
+    ("fewshot_sst2", "few-shot, SST-2", fewshot),
+    ("fewshot_bbc", "few-shot, BBC News", fewshot),
+    ("metakd_blitzer", "Meta-KD, Amazon reviews, 4 domains", metakd_blitzer),
+    ("easynlp_mrpc", "EasyNLP's KD chain as `easynlp` commands, MRPC", easynlp_mrpc),
+]
+
+
+def table() -> str:
+    lines = [START, "", "| benchmark | eval accuracy (%) | paired difference (points) | results |",
+             "| --- | --- | --- | --- |"]  # fmt: skip
+    for name, what, extract in HEADLINES:
+        data = _load(name)
+        if data is None:
+            continue
+        figure, claim = extract(data)
+        lines.append(f"| {what} | {figure} | {claim} | [`{name}.md`](benchmarks/results/{name}.md) |")
+    return "\n".join([*lines, "", END])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README's table is not what the results say")
+    args = parser.parse_args()
+    text = README.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        sys.exit(f"{README}: no headlines markers ({START!r} … {END!r})")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    updated = before + table() + after
+    if args.check:
+        if updated != text:
+            sys.exit(f"{README}: the headline table is out of date with benchmarks/results; run python {__file__}")
+        return
+    README.write_text(updated, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
