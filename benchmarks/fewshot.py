@@ -46,7 +46,7 @@ def render(summary: dict, dataset: str, provenance_md: str) -> str:
     lines = [f"# Few-shot {TITLES[dataset]} (MiniLM-L6; mean ± sd over seeds)", "", provenance_md, "", summary["report_markdown"]]
     masked_lm = summary.get("masked_lm")
     if masked_lm:
-        meta = masked_lm["metadata"]
+        meta = masked_lm.get("adaptation") or masked_lm.get("metadata", {})  # older results: metadata
         lines += [f"Prompt methods use MiniLM after mlm_adapt on the run's own text (labelled pool and unlabelled "
                   f"split): masked-token top-1 on the validation text {meta.get('val_mlm_accuracy_before', float('nan')):.4f} "
                   f"→ {meta.get('val_mlm_accuracy_after', float('nan')):.4f}.", ""]  # fmt: skip

@@ -1,7 +1,14 @@
 """Data contracts: schemas, validated reading, manifests, leakage-free splits and id-keyed teacher logits."""
 
 from .logits import LogitsMismatchError, TeacherLogits, align_logits, read_logits, write_logits
-from .manifest import ArtifactManifest, DatasetManifest
+from .manifest import (
+    ArtifactManifest,
+    DatasetManifest,
+    LogitsFileManifest,
+    LogitsManifest,
+    ModelManifest,
+    RawTableManifest,
+)
 from .schema import SchemaError, SchemaField, TableContract, parse_input_schema
 from .splitting import (
     ConflictingLabelsError,
@@ -24,7 +31,7 @@ from .validation import (
 )
 
 __all__ = [
-    "ArtifactManifest", "ConflictPolicy", "ConflictingLabelsError", "DataValidationError", "DatasetManifest", "DedupResult", "LogitsMismatchError",
+    "ArtifactManifest", "LogitsFileManifest", "LogitsManifest", "ModelManifest", "RawTableManifest", "ConflictPolicy", "ConflictingLabelsError", "DataValidationError", "DatasetManifest", "DedupResult", "LogitsMismatchError",
     "SchemaError", "SchemaField", "TableContract", "TeacherLogits", "ValidatedTable", "ValidationIssue",
     "align_logits", "assert_disjoint", "canonical_frame_schema", "deduplicate", "example_id",
     "parse_input_schema", "read_canonical", "read_logits", "read_table", "remove_overlap",

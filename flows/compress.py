@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
 from landing.tasks.compress import (
     build_variant,
@@ -23,13 +23,13 @@ from landing.tasks.train import train_model
 
 
 def compress_model(
-    student: ArtifactManifest,
+    student: ModelManifest,
     splits: dict[str, DatasetManifest],
     cfg: CompressionConfig,
     latency: LatencyConfig,
     ctx: RunContext,
     output_dir: str,
-    teacher: ArtifactManifest | None = None,
+    teacher: ModelManifest | None = None,
 ) -> dict:
     """All variants of ``student`` (and reference rows for ``teacher``), timed in one run, then the report."""
     variants = [build_variant("student_fp32", student, None, splits, cfg, ctx)]
@@ -67,7 +67,7 @@ def compress_model(
         "report_markdown": report["markdown"],
         "registry_candidate": {
             "variant": candidate["name"], "onnx_uri": candidate["mlflow_model_uri"], "parity": candidate["parity"],
-            "pytorch_uri": source.metadata.get("mlflow_model_uri"), "weights_sha256": source.sha256,
+            "pytorch_uri": source.mlflow_model_uri, "weights_sha256": source.sha256,
         },
     }
 

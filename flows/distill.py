@@ -7,7 +7,7 @@ import dataclasses
 from prefect import flow
 
 from landing.config import DistillRunConfig, prompt_fields
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.augment import augmented_transfer
 from landing.flows.compress import compress_model
 from landing.flows.data import prepare_data
@@ -29,11 +29,11 @@ def _student_spec(config: DistillRunConfig) -> dict:
 
 
 def _evaluate(
-    role: str, model: ArtifactManifest, splits: dict[str, DatasetManifest], ctx: RunContext, latency_samples: int
+    role: str, model: ModelManifest, splits: dict[str, DatasetManifest], ctx: RunContext, latency_samples: int
 ) -> dict:
     """Eval-split figures (reported) plus, under ``validation``, the validation-split figures (for selection)."""
     result = evaluate_model(role, model, splits["eval"], ctx, latency_samples)
-    result |= {"split": "eval", "global_step": model.metadata.get("global_step")}
+    result |= {"split": "eval", "global_step": model.global_step}
     if "validation" in splits:
         selection = evaluate_model(f"{role}-validation", model, splits["validation"], ctx, 0)
         result["validation"] = {"accuracy": selection["accuracy"], "macro_f1": selection["macro_f1"],
@@ -66,7 +66,7 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         if config.baseline.step_matched:
             # As many optimizer steps as the KD student, labelled rows only: separates the teacher's signal
             # from the extra training the transfer rows give the KD student.
-            steps = dataclasses.replace(config.student.training, max_steps=student_kd.metadata["global_step"])
+            steps = dataclasses.replace(config.student.training, max_steps=student_kd.global_step)
             models["student_baseline_steps"] = train_model(
                 "student_baseline_steps", student_spec, steps, labels, splits["train"], ctx
             )

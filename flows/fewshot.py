@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from landing.config import FewshotRunConfig, prompt_fields
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
 from landing.tasks.augment import adapt_mlm, mix_transfer
 from landing.tasks.context import RunContext
@@ -34,7 +34,7 @@ def _methods(config: FewshotRunConfig) -> dict[str, tuple[dict, object]]:
     return methods
 
 
-def _masked_lm(config: FewshotRunConfig, splits: dict[str, DatasetManifest], ctx: RunContext) -> ArtifactManifest | None:
+def _masked_lm(config: FewshotRunConfig, splits: dict[str, DatasetManifest], ctx: RunContext) -> ModelManifest | None:
     """mlm_adapt on the run's own text (the labelled pool and any unlabelled table), when a prompt method needs it."""
     if config.mlm_adapt is None or not any(m.model.kind == "prompt" and m.model.mlm_model is None
                                            for m in config.methods.values()):  # fmt: skip
@@ -45,7 +45,7 @@ def _masked_lm(config: FewshotRunConfig, splits: dict[str, DatasetManifest], ctx
 
 
 def _one_run(name: str, spec: dict, training, k: int, seed: int, shots: dict[str, DatasetManifest], labels: list[str],
-             eval_table: DatasetManifest, masked_lm: ArtifactManifest | None, ctx: RunContext) -> dict:  # fmt: skip
+             eval_table: DatasetManifest, masked_lm: ModelManifest | None, ctx: RunContext) -> dict:  # fmt: skip
     """Train one method on one k-shot split and score it on the split's validation rows and on eval."""
     seeded = ctx.model_copy(update={"seed": seed})
     role = f"{name}-k{k}-seed{seed}"
@@ -55,14 +55,14 @@ def _one_run(name: str, spec: dict, training, k: int, seed: int, shots: dict[str
     evaluation = evaluate_model(role, model, eval_table, seeded, 0)
     return {"method": name, "k": k, "seed": seed, "validation_accuracy": validation["accuracy"],
             "eval_accuracy": evaluation["accuracy"], "eval_macro_f1": evaluation["macro_f1"],
-            "parameters": model.metadata["parameters"], "model": model.model_dump()}  # fmt: skip
+            "parameters": model.parameters, "model": model.model_dump()}  # fmt: skip
 
 
 def _distil(config: FewshotRunConfig, best: dict, shots: dict[str, DatasetManifest], transfer: DatasetManifest | None,
             labels: list[str], eval_table: DatasetManifest, ctx: RunContext) -> dict:  # fmt: skip
     """The best few-shot model as the teacher of ``student``: KD on its k-shot rows plus the unlabelled ones (the
     pool's other rows and the run's unlabelled table; no labels needed), and the no-KD student on the k shots."""
-    teacher = ArtifactManifest.model_validate(best["model"])
+    teacher = ModelManifest.model_validate(best["model"])
     seeded = ctx.model_copy(update={"seed": best["seed"]})
     unlabelled = mix_transfer(shots["unlabelled"], transfer, None, seeded)
     logits = export_logits(teacher, [shots["train"], *([unlabelled] if unlabelled is not None else [])], seeded)
@@ -104,10 +104,10 @@ def fewshot(config: FewshotRunConfig, config_dir: str = ".", output_dir: str = "
                       for (k, seed), shots in shots_by_run.items()},
             "data": {name: m.model_dump() for name, m in splits.items()}, "rejects": rejects,
         }  # fmt: skip
-        teacher = ArtifactManifest.model_validate(best["model"])
+        teacher = ModelManifest.model_validate(best["model"])
         if config.registered_teacher:
             summary["registry"] = register_models(
-                config.registered_teacher, ctx, pytorch_uri=teacher.metadata["mlflow_model_uri"],
+                config.registered_teacher, ctx, pytorch_uri=teacher.mlflow_model_uri,
                 weights_sha256=teacher.sha256, variant=best["method"], alias=CANDIDATE_ALIAS,
                 data_sha256=shots_by_run[(best["k"], best["seed"])]["train"].sha256,
             )  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from landing.config import MetakdRunConfig
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
 from landing.tasks.context import RunContext
 from landing.tasks.evaluate import evaluate_model
@@ -19,15 +19,15 @@ ROWS = ("teacher (domain)", "teacher (all)", "meta-teacher", "student, no KD", "
         "student, KD from teacher (all)", "student, Meta-KD")  # fmt: skip
 
 
-def _kd(role: str, config: MetakdRunConfig, labels: list[str], train: DatasetManifest, teacher: ArtifactManifest,
-        ctx: RunContext, distillation=None, **extra) -> ArtifactManifest:  # fmt: skip
+def _kd(role: str, config: MetakdRunConfig, labels: list[str], train: DatasetManifest, teacher: ModelManifest,
+        ctx: RunContext, distillation=None, **extra) -> ModelManifest:  # fmt: skip
     logits = export_logits(teacher, [train], ctx)
     return train_model(role, config.student.model.model_dump(mode="json"), config.student.training, labels, train, ctx,
                        logits=logits, teacher=teacher, distillation=distillation or config.distillation, **extra)  # fmt: skip
 
 
-def _domain(config: MetakdRunConfig, domain: str, tables: dict, labels: list[str], all_teacher: ArtifactManifest,
-            meta: ArtifactManifest, ctx: RunContext) -> dict[str, float]:  # fmt: skip
+def _domain(config: MetakdRunConfig, domain: str, tables: dict, labels: list[str], all_teacher: ModelManifest,
+            meta: ModelManifest, ctx: RunContext) -> dict[str, float]:  # fmt: skip
     """Every row of the domain's table: teachers, baselines and the Meta-KD student, scored on its eval rows."""
     train, weighted, held_out = tables["train"][domain], tables["weighted"][domain], tables["eval"][domain]
     teacher_spec = config.teacher.model.model_dump(mode="json")

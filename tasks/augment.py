@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import task
 
 from landing.config import AugmentationConfig
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.data_contracts.validation import write_canonical
 from landing.infra.tracking import log_dataset, log_params, step_run
 from landing.models.loading import weights_sha256
@@ -33,7 +33,7 @@ SAMPLE_ROWS = 50  # augmented rows logged as an artifact, to look at
 
 @task(name="mlm-adapt", cache_policy=STEP_CACHE, persist_result=True)
 def adapt_mlm(base: str, tables: list[DatasetManifest], validation: DatasetManifest | None, params: MlmAdaptParams,
-              ctx: RunContext) -> ArtifactManifest:  # fmt: skip
+              ctx: RunContext) -> ModelManifest:  # fmt: skip
     """Continued masked-LM training of ``base`` on the run's own texts (domain-adaptive pretraining)."""
     from landing.models.mlm_adapt import adapt_masked_lm
 
@@ -45,13 +45,12 @@ def adapt_mlm(base: str, tables: list[DatasetManifest], validation: DatasetManif
         metrics = adapt_masked_lm(base, texts, held_out, params, out, seed=ctx.seed)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         uri = publish_dir(out, ctx.key("models", "mlm-adapted"))
-    return ArtifactManifest(uri=uri, sha256=weights_sha256(out), kind="model",
-                            metadata={"role": "mlm-adapted", "base": base, **{k: v for k, v in metrics.items()
-                                                                           if isinstance(v, int | float)}})  # fmt: skip
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    return ModelManifest(uri=uri, sha256=weights_sha256(out), role="mlm-adapted", adaptation={"base": base, **numeric})
 
 
 @task(name="augment", cache_policy=STEP_CACHE, persist_result=True)
-def augment_rows(train: DatasetManifest, aug: AugmentationConfig, masked_lm: ArtifactManifest | None,
+def augment_rows(train: DatasetManifest, aug: AugmentationConfig, masked_lm: ModelManifest | None,
                  ctx: RunContext) -> DatasetManifest:  # fmt: skip
     """New rows from the labelled split by each configured strategy; the sources' labels kept (``landing
     augment`` writes them), copies equal to a training row or to each other dropped and counted."""

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from landing.config import CompressionConfig, LatencyConfig, LatencyTargetConfig
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.files import sha256_file
 from landing.infra.latency.interleave import interleaved_p50s, summarise_rounds
 from landing.infra.latency.targets import make_target
@@ -47,18 +47,15 @@ def _local_dir(uri: str) -> Path:
 
 
 @task(name="import-model")
-def import_model(uri: str, role: str, max_seq_length: int, ctx: RunContext) -> ArtifactManifest:
+def import_model(uri: str, role: str, max_seq_length: int, ctx: RunContext) -> ModelManifest:
     """Bring a saved model directory (local path, file:// or s3:// prefix) under this run, as a manifest."""
     local = _local_dir(uri)
     check_model_dir(local, field=f"{role}.uri")
     model, _ = load_classifier(str(local))
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     published = publish_dir(local, ctx.key("models", role))
-    return ArtifactManifest(
-        uri=published, sha256=weights_sha256(local), kind="model",
-        metadata={"role": role, "source": uri, "parameters": count_parameters(model), "labels": labels,
-                  "max_seq_length": max_seq_length, "eval_batch_size": 128},
-    )  # fmt: skip
+    return ModelManifest(uri=published, sha256=weights_sha256(local), role=role, source=uri,
+                         parameters=count_parameters(model), labels=labels, max_seq_length=max_seq_length)  # fmt: skip
 
 
 def _texts_and_labels(splits: dict[str, DatasetManifest], labels: list[str]) -> tuple[list[str], list[int]]:
@@ -85,10 +82,10 @@ def _publish_model(model, tokenizer, role: str, ctx: RunContext) -> tuple[str, s
 
 @task(name="prune", cache_policy=STEP_CACHE, persist_result=True)
 def prune_student(
-    student: ArtifactManifest, splits: dict[str, DatasetManifest], cfg: CompressionConfig, ctx: RunContext
-) -> ArtifactManifest:
+    student: ModelManifest, splits: dict[str, DatasetManifest], cfg: CompressionConfig, ctx: RunContext
+) -> ModelManifest:
     """Vocabulary, depth and/or width pruning, then recovery by distilling from the unpruned student."""
-    labels = student.metadata["labels"]
+    labels = student.labels
     model, tokenizer = load_classifier(str(fetch_model_dir(student)))
     texts, y = _texts_and_labels(splits, labels)
     with step_run(ctx.parent_run_id, "prune"):
@@ -104,21 +101,19 @@ def prune_student(
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
         mlflow.log_metric("recover_runtime_s", result.train_runtime_s)
         uri, sha, model_uri = _publish_model(model, tokenizer, "pruned", ctx)  # what its ONNX variants come from
-    return ArtifactManifest(
-        uri=uri, sha256=sha, kind="model",
-        # Recovered at compression.max_seq_length, to which vocabulary pruning also cuts the position table.
-        metadata={**student.metadata, "role": "pruned", "parameters": stats["params_after"], "pruning": stats,
-                  "mlflow_model_uri": model_uri, "max_seq_length": cfg.max_seq_length},
-    )  # fmt: skip
+    # Recovered at compression.max_seq_length, to which vocabulary pruning also cuts the position table.
+    return student.model_copy(update={"uri": uri, "sha256": sha, "role": "pruned", "parameters": stats["params_after"],
+                                      "pruning": stats, "mlflow_model_uri": model_uri,
+                                      "max_seq_length": cfg.max_seq_length})  # fmt: skip
 
 
 @task(name="qat", cache_policy=STEP_CACHE, persist_result=True)
 def quantization_aware_training(
-    model: ArtifactManifest, unpruned: ArtifactManifest, splits: dict[str, DatasetManifest],
+    model: ModelManifest, unpruned: ModelManifest, splits: dict[str, DatasetManifest],
     cfg: CompressionConfig, ctx: RunContext,
-) -> ArtifactManifest:  # fmt: skip
+) -> ModelManifest:  # fmt: skip
     """Fine-tune ``model`` under INT8 fake quantization (models/compression.py), distilling from ``unpruned``."""
-    labels = model.metadata["labels"]
+    labels = model.labels
     texts, y = _texts_and_labels(splits, labels)
     with step_run(ctx.parent_run_id, "qat"):
         log_params({"qat": asdict(cfg.qat), "qat_embeddings": cfg.qat_embeddings, "source_model": model.uri})
@@ -137,13 +132,12 @@ def quantization_aware_training(
         )  # fmt: skip
         mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
         uri, sha, model_uri = _publish_model(student, tokenizer, "qat", ctx)  # fake quantizers removed
-    return ArtifactManifest(uri=uri, sha256=sha, kind="model",
-                            metadata={**model.metadata, "role": "qat", "mlflow_model_uri": model_uri})  # fmt: skip
+    return model.model_copy(update={"uri": uri, "sha256": sha, "role": "qat", "mlflow_model_uri": model_uri})
 
 
 @task(name="build-variant", cache_policy=STEP_CACHE, persist_result=True)
 def build_variant(
-    name: str, model: ArtifactManifest, quantizer: str | None, splits: dict[str, DatasetManifest],
+    name: str, model: ModelManifest, quantizer: str | None, splits: dict[str, DatasetManifest],
     cfg: CompressionConfig, ctx: RunContext,
 ) -> dict:  # fmt: skip
     """Export → (quantize) → parity → .ort → held-out accuracy; published only when every check passed."""
@@ -151,14 +145,14 @@ def build_variant(
     # The gates that refuse a variant look at validation; eval is only reported.
     gate_split = "validation" if "validation" in splits else "eval"
     gate_frame = fetch_dataset(splits[gate_split])
-    labels = model.metadata["labels"]
+    labels = model.labels
     with step_run(ctx.parent_run_id, f"variant-{name}"):
         variant = build_onnx_variant(
             fetch_model_dir(model), scratch_dir(ctx.run_key, "variants", name), quantizer, cfg,
             gate_texts=list(gate_frame["text"]),
             calibration_texts=list(fetch_dataset(splits["train"])["text"][: cfg.calibration_rows]),
-            max_length=model.metadata.get("max_seq_length", cfg.max_seq_length),
-            reduce_range=reduce_range(cfg), from_qat=model.metadata.get("role") == "qat",
+            max_length=model.max_seq_length or cfg.max_seq_length,
+            reduce_range=reduce_range(cfg), from_qat=model.role == "qat",
         )  # fmt: skip
         parity = variant.parity | {"split": gate_split}
         metrics = score_onnx(variant.model, eval_frame["text"], label_ids(eval_frame["label"], labels), len(labels))
@@ -186,7 +180,7 @@ def build_variant(
 @task(name="measure-latency")
 def measure_latency(
     variants: list[dict], target: LatencyTargetConfig, latency: LatencyConfig, eval_table: DatasetManifest,
-    ctx: RunContext, pytorch: dict[str, ArtifactManifest] | None = None,
+    ctx: RunContext, pytorch: dict[str, ModelManifest] | None = None,
 ) -> dict[str, dict]:
     """Every variant on one target, interleaved: ``latency.rounds`` round-robin rounds, each a fresh
     process per variant; p50 is the median of per-round p50s, with their range (infra/latency/interleave.py).
@@ -199,7 +193,7 @@ def measure_latency(
     runner = make_target({"kind": target.kind, **target.options})
     last: dict[str, dict] = {}
 
-    def pytorch_timer(name: str, model: ArtifactManifest):
+    def pytorch_timer(name: str, model: ModelManifest):
         model_dir = fetch_model_dir(model)
 
         def run() -> dict[str, float]:
@@ -237,13 +231,13 @@ def measure_latency(
 
 
 @task(name="measure-pytorch")
-def measure_pytorch(name: str, model: ArtifactManifest, eval_table: DatasetManifest, ctx: RunContext) -> dict:
+def measure_pytorch(name: str, model: ModelManifest, eval_table: DatasetManifest, ctx: RunContext) -> dict:
     """A PyTorch FP32 reference row: held-out accuracy and weights size (its latency: ``measure_latency``)."""
     model_dir = fetch_model_dir(model)
     classifier, tokenizer = load_classifier(str(model_dir))
     frame = fetch_dataset(eval_table)
-    labels = model.metadata["labels"]
-    logits = predict_logits(classifier, tokenizer, list(frame["text"]), max_length=model.metadata["max_seq_length"])
+    labels = model.labels
+    logits = predict_logits(classifier, tokenizer, list(frame["text"]), max_length=model.max_seq_length)
     metrics = classification_metrics(label_ids(frame["label"], labels), logits.argmax(-1), len(labels))
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     return {"name": name, "precision": "fp32", "runtime": "pytorch", "accuracy": metrics["accuracy"],

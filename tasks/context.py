@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from landing.data_contracts.logits import TeacherLogits, read_logits
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest, LogitsManifest, ModelManifest
 from landing.data_contracts.validation import read_canonical
 from landing.files import sha256_file
 from landing.infra.object_store import open_store, store_for_uri
@@ -194,11 +194,11 @@ def fetch_dataset(manifest: DatasetManifest) -> pd.DataFrame:
     return read_canonical(fetch_file(manifest, ".jsonl"))
 
 
-def fetch_logits(manifest: ArtifactManifest) -> TeacherLogits:
+def fetch_logits(manifest: LogitsManifest) -> TeacherLogits:
     return read_logits(fetch_file(manifest, ".npz"))
 
 
-def fetch_model_dir(manifest: ArtifactManifest) -> Path:
+def fetch_model_dir(manifest: ModelManifest) -> Path:
     """Local copy of a saved model directory, cached by its weights' sha256."""
     from landing.models.loading import weights_sha256
 

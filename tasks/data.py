@@ -12,7 +12,7 @@ from prefect import task
 
 from landing.config import SplitConfig, TableConfig
 from landing.data_contracts.kshot import kshot_split
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, RawTableManifest
 from landing.data_contracts.schema import TableContract
 from landing.data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
 from landing.data_contracts.validation import read_table, write_canonical
@@ -24,7 +24,7 @@ from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_f
 
 
 @task(name="download", cache_policy=STEP_CACHE, persist_result=True)
-def download_table(name: str, table: TableConfig, base_dir: str, ctx: RunContext) -> ArtifactManifest:
+def download_table(name: str, table: TableConfig, base_dir: str, ctx: RunContext) -> RawTableManifest:
     """Fetch the first reachable source and keep a content-addressed copy in the object store."""
     settings = get_settings()
     with step_run(ctx.parent_run_id, f"download-{name}"):
@@ -35,20 +35,20 @@ def download_table(name: str, table: TableConfig, base_dir: str, ctx: RunContext
         suffix = "".join(Path(sources[0].member or result.uri).suffixes[-1:])
         uri, sha = publish_file(result.path, f"raw/{result.sha256}{suffix}")
         mlflow.log_params({"table": name, "source": source, "sha256": sha, "from_cache": result.from_cache})
-    return ArtifactManifest(uri=uri, sha256=sha, kind="raw_table", metadata={"source": source, "suffix": suffix})
+    return RawTableManifest(uri=uri, sha256=sha, source=source, suffix=suffix)
 
 
 @task(name="validate", cache_policy=STEP_CACHE, persist_result=True)
 def validate_table(
-    name: str, raw: ArtifactManifest, contract: TableContract, quarantine: bool, max_rows: int | None, ctx: RunContext
+    name: str, raw: RawTableManifest, contract: TableContract, quarantine: bool, max_rows: int | None, ctx: RunContext
 ) -> DatasetManifest:
     """Check the table against its contract and publish it in canonical JSONL (id, text, [text_pair], [label])."""
     work = scratch_dir(ctx.run_key, "data")
-    local = fetch_file(raw, raw.metadata.get("suffix", ""))
+    local = fetch_file(raw, raw.suffix)
     with step_run(ctx.parent_run_id, f"validate-{name}"):
         rejects_path = work / f"{name}.rejects.jsonl" if quarantine else None
         table = read_table(local, contract, quarantine_path=rejects_path, require_label=contract.label_column is not None,
-                           source=raw.metadata.get("source"))  # errors name the user's file, not the cached copy
+                           source=raw.source)  # errors name the user's file, not the cached copy
         frame = table.frame if max_rows is None else table.frame.head(max_rows)
         out = work / f"{name}.jsonl"
         write_canonical(frame, out)
@@ -58,7 +58,7 @@ def validate_table(
             rejects_uri, _ = publish_file(rejects_path, ctx.key("data", f"{name}.rejects.jsonl"))
             mlflow.log_artifact(str(rejects_path), artifact_path="rejects")
         mlflow.log_metrics({"rows_valid": len(table.frame), "rows_kept": len(frame), "rows_rejected": table.rejects})
-        log_params({"table": name, "source": raw.metadata.get("source", raw.uri), "max_rows": max_rows})
+        log_params({"table": name, "source": raw.source, "max_rows": max_rows})
         return DatasetManifest.from_frame(
             frame, uri=uri, local_path=out, input_schema=contract.input_schema, name=name,
             rejects=table.rejects, rejects_uri=rejects_uri,

@@ -17,7 +17,13 @@ from prefect import task
 
 from landing.data_contracts.easynlp_files import LogitsColumns, prediction_lines, read_teacher_file, write_sidecar
 from landing.data_contracts.logits import LogitsFileError, TeacherLogits, write_logits
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import (
+    DatasetManifest,
+    LogitsFileManifest,
+    LogitsManifest,
+    ModelManifest,
+    TeacherManifest,
+)
 from landing.easynlp_config import EasynlpPredictConfig, TeacherLogitsFile
 from landing.files import atomic_path, sha256_file
 from landing.infra.tracking import log_dataset, log_params, step_run
@@ -39,7 +45,7 @@ def checkpoint_identity(path: Path) -> str:
 @task(name="import-teacher-logits")
 def import_teacher_logits(
     source: TeacherLogitsFile, train_rows: DatasetManifest, labels: list[str], ctx: RunContext
-) -> tuple[ArtifactManifest, ArtifactManifest]:
+) -> tuple[LogitsManifest, TeacherManifest]:
     """(the logits as this project's id-keyed file, the teacher's manifest). Not cached: reading the file is
     quick, and the training step's cache key has the result's sha256, so an edited file re-trains."""
     path = Path(source.path)
@@ -69,23 +75,21 @@ def import_teacher_logits(
         log_params({"logits_saved_path": str(path), "join": "id" if read.ids is not None else "position",
                     "teacher": read.model or teacher_identity(teacher), "logits_uri": uri})  # fmt: skip
         mlflow.log_metrics({"lines": len(read.logits), "rows": len(keep)})
-    manifest = ArtifactManifest(uri=uri, sha256=sha, kind="teacher_logits",
-                                metadata={"teacher_id": logits.teacher_id, "rows": len(keep), "num_labels": len(labels)})  # fmt: skip
+    manifest = LogitsManifest(uri=uri, sha256=sha, teacher_id=logits.teacher_id, rows=len(keep), num_labels=len(labels))
     return manifest, teacher
 
 
-def _teacher_manifest(source: TeacherLogitsFile, path: Path) -> ArtifactManifest:
+def _teacher_manifest(source: TeacherLogitsFile, path: Path) -> TeacherManifest:
     """The teacher model when given (intermediate-layer losses load it), else the logits file stands for it."""
     if source.teacher_model:
         model_dir = Path(source.teacher_model)
-        return ArtifactManifest(uri=model_dir.resolve().as_uri(), sha256=weights_sha256(model_dir), kind="model",
-                                metadata={"role": "teacher", "source": str(model_dir)})  # fmt: skip
-    return ArtifactManifest(uri=path.resolve().as_uri(), sha256=sha256_file(path), kind="teacher_logits_file",
-                            metadata={"role": "easynlp-logits"})  # fmt: skip
+        return ModelManifest(uri=model_dir.resolve().as_uri(), sha256=weights_sha256(model_dir), role="teacher",
+                             source=str(model_dir))  # fmt: skip
+    return LogitsFileManifest(uri=path.resolve().as_uri(), sha256=sha256_file(path))
 
 
 @task(name="write-checkpoint")
-def write_checkpoint(model: ArtifactManifest, checkpoint_dir: str, parity_table: DatasetManifest, meta: dict,
+def write_checkpoint(model: ModelManifest, checkpoint_dir: str, parity_table: DatasetManifest, meta: dict,
                      ctx: RunContext) -> dict:  # fmt: skip
     """The trained model as ``checkpoint_dir``: safetensors + tokenizer (``easynlp --mode=predict``), an ONNX
     bundle with its parity checked (``landing predict --model``), EasyNLP's ``label_mapping.json``. Built
@@ -99,11 +103,11 @@ def write_checkpoint(model: ArtifactManifest, checkpoint_dir: str, parity_table:
         for f in fetch_model_dir(model).iterdir():
             if f.is_file():
                 shutil.copy2(f, staging / f.name)
-        onnx = export_onnx(staging, staging / "model.onnx", max_length=model.metadata["max_seq_length"])
-        max_length = model.metadata["max_seq_length"]
+        onnx = export_onnx(staging, staging / "model.onnx", max_length=model.max_seq_length)
+        max_length = model.max_seq_length
         texts = list(fetch_dataset(parity_table)["text"][:PARITY_ROWS])
         parity = check_parity_fp32(staging, onnx, texts, max_length=max_length)["max_abs_diff"]
-        labels = model.metadata["labels"]
+        labels = model.labels
         (staging / "label_mapping.json").write_text(json.dumps({name: i for i, name in enumerate(labels)}))
         (staging / CHECKPOINT_META).write_text(json.dumps({**meta, "labels": labels, "max_seq_length": max_length}))
         _replace_dir(staging, target)

@@ -7,7 +7,7 @@ import pandas as pd
 from prefect import task
 
 from landing.config import MetaKDConfig, TrainingConfig
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, LogitsManifest, ModelManifest
 from landing.data_contracts.validation import write_canonical
 from landing.infra.tracking import log_dataset, log_params, step_run
 from landing.models.data import label_ids
@@ -69,7 +69,7 @@ def weigh_examples(train: DatasetManifest, base: str, params: MetaKDConfig, max_
 
 @task(name="meta-teacher", cache_policy=STEP_CACHE, persist_result=True)
 def train_meta_teacher(spec: dict, training: TrainingConfig, labels: list[str], weighted: DatasetManifest,
-                       params: MetaKDConfig, ctx: RunContext) -> ArtifactManifest:  # fmt: skip
+                       params: MetaKDConfig, ctx: RunContext) -> ModelManifest:  # fmt: skip
     """The meta-teacher on every domain: prototype-weighted loss plus the domain loss."""
     frame = fetch_dataset(weighted)
     domains = sorted(frame[params.domain_column].astype(str).unique())
@@ -88,7 +88,7 @@ def train_meta_teacher(spec: dict, training: TrainingConfig, labels: list[str], 
 
 
 @task(name="stage1-weights", cache_policy=STEP_CACHE, persist_result=True)
-def stage1_table(domain_train: DatasetManifest, logits: ArtifactManifest, labels: list[str],
+def stage1_table(domain_train: DatasetManifest, logits: LogitsManifest, labels: list[str],
                  ctx: RunContext) -> DatasetManifest:  # fmt: skip
     """A target domain's rows with ``example_weight`` = (1 + prototype weight) × the meta-teacher's expertise."""
     from landing.data_contracts.logits import align_logits

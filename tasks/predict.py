@@ -9,7 +9,7 @@ import numpy as np
 from prefect import task
 
 from landing.data_contracts.logits import TeacherLogits, write_logits
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, LogitsManifest, ModelManifest
 from landing.infra.tracking import step_run
 from landing.models.loading import load_classifier
 from landing.models.predict import predict_logits
@@ -18,9 +18,9 @@ from landing.tasks.train import teacher_identity
 
 
 @task(name="export-logits", cache_policy=STEP_CACHE, persist_result=True)
-def export_logits(teacher: ArtifactManifest, tables: list[DatasetManifest], ctx: RunContext) -> ArtifactManifest:
+def export_logits(teacher: ModelManifest, tables: list[DatasetManifest], ctx: RunContext) -> LogitsManifest:
     """One ``.npz`` for all given tables: ids, logits, teacher identity and label names."""
-    labels = teacher.metadata["labels"]
+    labels = teacher.labels
     model, tokenizer = load_classifier(str(fetch_model_dir(teacher)))
     frames = [fetch_dataset(t) for t in tables]
     with step_run(ctx.parent_run_id, "export-logits"):
@@ -31,7 +31,7 @@ def export_logits(teacher: ArtifactManifest, tables: list[DatasetManifest], ctx:
             blocks.append(
                 predict_logits(
                     model, tokenizer, list(frame["text"]), text_pairs=pairs, desc=f"teacher logits: {table.name}",
-                    batch_size=teacher.metadata["eval_batch_size"], max_length=teacher.metadata["max_seq_length"],
+                    batch_size=teacher.eval_batch_size, max_length=teacher.max_seq_length,
                 )  # fmt: skip
             )
             ids += list(frame["id"])
@@ -44,7 +44,4 @@ def export_logits(teacher: ArtifactManifest, tables: list[DatasetManifest], ctx:
         uri, sha = publish_file(out, ctx.key("logits", "teacher_logits.npz"))
         mlflow.log_params({"teacher": logits.teacher_id, "tables": ",".join(t.name for t in tables), "logits_uri": uri})
         mlflow.log_metrics({"rows": len(ids), "predict_runtime_s": time.perf_counter() - start})
-    return ArtifactManifest(
-        uri=uri, sha256=sha, kind="teacher_logits",
-        metadata={"teacher_id": logits.teacher_id, "rows": len(ids), "num_labels": len(labels)},
-    )  # fmt: skip
+    return LogitsManifest(uri=uri, sha256=sha, teacher_id=logits.teacher_id, rows=len(ids), num_labels=len(labels))

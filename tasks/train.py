@@ -17,7 +17,7 @@ from prefect.logging import get_run_logger
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from landing.data_contracts.logits import align_logits
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import DatasetManifest, LogitsManifest, ModelManifest, TeacherManifest
 from landing.errors import UserError
 from landing.infra.settings import get_settings
 from landing.infra.teacher_client import TeacherClient, TeacherServiceError
@@ -63,8 +63,8 @@ def checkpoint_dir(role: str, fingerprint: dict) -> Path:
     return Path(get_settings().state_dir, "checkpoints", f"{role}-{digest}")
 
 
-def teacher_identity(model: ArtifactManifest) -> str:
-    return f"{model.metadata['role']}@sha256:{model.sha256[:16]}"
+def teacher_identity(model: ModelManifest) -> str:
+    return f"{model.role}@sha256:{model.sha256[:16]}"
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class TrainingJob:
     label_ids: list[int]
     teacher_logits: np.ndarray | None
     distillation: KDParams | None
-    teacher: ArtifactManifest | None
+    teacher: TeacherManifest | None
     checkpoints: Path
     ctx: RunContext
     unlabelled_texts: list[str] | None = None
@@ -145,12 +145,12 @@ def train_model(
     ctx: RunContext,
     *,
     transfer: DatasetManifest | None = None,
-    logits: ArtifactManifest | None = None,
-    teacher: ArtifactManifest | None = None,
+    logits: LogitsManifest | None = None,
+    teacher: TeacherManifest | None = None,
     distillation: KDParams | None = None,
-    masked_lm: ArtifactManifest | None = None,
-    init_from: ArtifactManifest | None = None,
-) -> ArtifactManifest:
+    masked_lm: ModelManifest | None = None,
+    init_from: ModelManifest | None = None,
+) -> ModelManifest:
     """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits.
 
     A prompt spec without ``mlm_model`` takes ``masked_lm`` (an mlm_adapt result); its auxiliary MLM loss
@@ -195,7 +195,7 @@ def training_strategy(job: TrainingJob) -> Callable[[TrainingJob], TrainedClassi
 
 def publish_model(
     role: str, trained: TrainedClassifier, training: TrainingParams, labels: list[str], rows: int, ctx: RunContext
-) -> ArtifactManifest:
+) -> ModelManifest:
     """Inside a step's MLflow run: its training metrics, the model saved (safetensors), published and logged."""
     n_params, result = count_parameters(trained.model), trained.result
     mlflow.log_metrics(
@@ -210,12 +210,10 @@ def publish_model(
     uri = publish_dir(out, ctx.key("models", role))
     model_uri = trained.log_model(out)
     run_id = mlflow.active_run().info.run_id
-    return ArtifactManifest(
-        uri=uri, sha256=sha, kind="model",
-        metadata={"role": role, "parameters": n_params, "labels": labels, "mlflow_model_uri": model_uri,
-                  "mlflow_run_id": run_id, "max_seq_length": training.max_seq_length,
-                  "eval_batch_size": training.eval_batch_size, "train_runtime_s": result.train_runtime_s,
-                  "global_step": result.global_step, **extras},
+    return ModelManifest(
+        uri=uri, sha256=sha, role=role, parameters=n_params, labels=labels, mlflow_model_uri=model_uri,
+        mlflow_run_id=run_id, max_seq_length=training.max_seq_length, eval_batch_size=training.eval_batch_size,
+        train_runtime_s=result.train_runtime_s, global_step=result.global_step, **extras,
     )  # fmt: skip
 
 
@@ -239,7 +237,7 @@ def _example_weights(train: DatasetManifest, rows: int) -> list[float] | None:
 
 
 def _prompt_inputs(
-    spec: dict, masked_lm: ArtifactManifest | None, transfer: DatasetManifest | None
+    spec: dict, masked_lm: ModelManifest | None, transfer: DatasetManifest | None
 ) -> tuple[dict, list[str] | None]:
     """(the spec with its masked LM as a local directory, the auxiliary MLM texts or None)."""
     if spec.get("mlm_model") is None:
@@ -252,7 +250,7 @@ def _prompt_inputs(
 
 def _training_rows(
     role: str, labels: list[str], train: DatasetManifest, transfer: DatasetManifest | None,
-    logits: ArtifactManifest | None, teacher: ArtifactManifest | None, distillation: KDParams | None,
+    logits: LogitsManifest | None, teacher: TeacherManifest | None, distillation: KDParams | None,
 ) -> tuple[list[str], list[str] | None, list[int], np.ndarray | None]:  # fmt: skip
     """(texts, text pairs, label ids, teacher logits): the labelled rows, plus with KD the transfer rows
     (unlabelled) and the teacher's logits joined by example id."""
@@ -291,7 +289,7 @@ def _fit_word_student(job: TrainingJob) -> TrainedWordStudent:
     model = build_word_student(spec["kind"], tokenizer, job.labels, seed=job.ctx.seed, **options)
     teacher_logits = job.teacher_logits
     if online is not None:  # the served teacher answers every row once; still no logits file
-        with serving_teacher(fetch_model_dir(teacher), teacher_identity(teacher), teacher.metadata["max_seq_length"],
+        with serving_teacher(fetch_model_dir(teacher), teacher_identity(teacher), teacher.max_seq_length,
                              host=online.host, port=online.port) as url:  # fmt: skip
             client = TeacherClient(url, job.texts, None, params=online, expected_teacher_id=teacher_identity(teacher),
                                    num_labels=len(job.labels))  # fmt: skip
@@ -309,7 +307,7 @@ def _fit_with_online_teacher(job: TrainingJob) -> TrainedClassifier:
     if job.training.distributed.world_size > 1:
         raise TeacherServiceError("distillation.online: not available with distributed training (training.distributed)")
     identity, online, teacher = teacher_identity(job.teacher), job.online, job.teacher
-    with serving_teacher(fetch_model_dir(teacher), identity, teacher.metadata["max_seq_length"], host=online.host,
+    with serving_teacher(fetch_model_dir(teacher), identity, teacher.max_seq_length, host=online.host,
                          port=online.port) as url:  # fmt: skip
         _step_logger().info("online distillation: teacher %s served at %s", identity, url)
         client = TeacherClient(url, job.texts, job.text_pairs, params=online, expected_teacher_id=identity,

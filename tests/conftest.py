@@ -44,6 +44,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Every test ends with the environment it started with: code under test that sets variables itself
+    (``prepare_runtime_environment`` pointing PREFECT_API_URL at a stack) must not leak them into the next
+    test of the same pytest-xdist worker, whichever order the files run in."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[S3Server]:
     """One moto S3 server on 127.0.0.1 for the whole session."""

@@ -168,11 +168,11 @@ def test_two_cpu_processes_match_one_and_distil(ctx, publish_table):
     # Same optimisation: same number of steps on the global batch, a training loss on the same scale, and
     # the ranks' loss curve replayed into the step's MLflow run.
     client = MlflowClient()
-    metrics = {name: client.get_run(m.metadata["mlflow_run_id"]).data for name, m in (("1", m1), ("2", m2))}
+    metrics = {name: client.get_run(m.mlflow_run_id).data for name, m in (("1", m1), ("2", m2))}
     assert metrics["1"].metrics["global_step"] == metrics["2"].metrics["global_step"] == 80
     loss1, loss2 = metrics["1"].metrics["train_loss"], metrics["2"].metrics["train_loss"]
     assert abs(loss1 - loss2) <= 0.25 * loss1, (loss1, loss2)
-    assert len(client.get_metric_history(m2.metadata["mlflow_run_id"], "train/loss")) == 8
+    assert len(client.get_metric_history(m2.mlflow_run_id, "train/loss")) == 8
     assert metrics["2"].params["distributed.world_size"] == "2"
     assert metrics["2"].params["distributed.process_group"] == "gloo"
 
@@ -181,8 +181,8 @@ def test_two_cpu_processes_match_one_and_distil(ctx, publish_table):
     kd_training = dataclasses.replace(two, epochs=4)
     student = train_model.fn("student_kd", TINY, kd_training, LABELS, train, ctx, logits=logits, teacher=m1,
                              distillation=DistillationConfig(temperature=2.0, alpha=0.5))  # fmt: skip
-    assert student.metadata["labels"] == LABELS
-    assert client.get_run(student.metadata["mlflow_run_id"]).data.metrics["global_step"] == 64
+    assert student.labels == LABELS
+    assert client.get_run(student.mlflow_run_id).data.metrics["global_step"] == 64
     kd_accuracy = _accuracy(student, *held_out)
     print({"2-process KD student": round(kd_accuracy, 4)})
     assert kd_accuracy >= 0.85

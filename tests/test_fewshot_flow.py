@@ -75,7 +75,7 @@ def test_fewshot_compares_every_method_and_registers_and_distils_the_best(prefec
 
 def test_k_shot_splits_hold_k_per_label_and_stay_out_of_eval(prefect_api, flow_env, tiny_mlm):
     """The manifests the flow trained on: k per label, validation the same size, disjoint, none from eval."""
-    from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+    from landing.data_contracts.manifest import DatasetManifest, ModelManifest
     from landing.tasks.context import fetch_dataset
 
     config = _fewshot_config(flow_env, tiny_mlm, methods={}, student=None, registered_teacher=None,
@@ -85,7 +85,7 @@ def test_k_shot_splits_hold_k_per_label_and_stay_out_of_eval(prefect_api, flow_e
     summary = json.loads((flow_env / "out" / "summary.json").read_text())
     eval_ids = set(fetch_dataset(DatasetManifest.model_validate(summary["data"]["eval"]))["id"])
     run = summary["runs"][0]
-    assert ArtifactManifest.model_validate(run["model"]).metadata["role"] == "fine-tune-k3-seed5"
+    assert ModelManifest.model_validate(run["model"]).role == "fine-tune-k3-seed5"
     frames = {name: fetch_dataset(DatasetManifest.model_validate(m)) for name, m in summary["kshot"]["k3-seed5"].items()}
     assert frames["train"]["label"].value_counts().to_dict() == {"0": 3, "1": 3}
     assert frames["validation"]["label"].value_counts().to_dict() == {"0": 3, "1": 3}

@@ -3,8 +3,16 @@
 import hashlib
 
 import pandas as pd
+import pytest
+from pydantic import ValidationError
 
-from landing.data_contracts.manifest import ArtifactManifest, DatasetManifest
+from landing.data_contracts.manifest import (
+    DatasetManifest,
+    LogitsFileManifest,
+    LogitsManifest,
+    ModelManifest,
+    RawTableManifest,
+)
 from landing.files import sha256_file
 
 
@@ -27,9 +35,16 @@ def test_dataset_manifest_from_frame(tmp_path):
     assert unl.label_counts == {} and unl.rejects_uri is None
 
 
-def test_artifact_manifest(tmp_path):
-    p = tmp_path / "model.bin"
-    p.write_bytes(b"abc")
-    m = ArtifactManifest.from_file("s3://b/model.bin", p, "model", {"params": 5})
-    assert m.sha256 == hashlib.sha256(b"abc").hexdigest() and m.metadata == {"params": 5}
-    assert ArtifactManifest(uri="u", sha256="s", kind="logits").metadata == {}
+def test_artifact_manifests_are_typed_per_kind_and_refuse_unknown_fields():
+    model = ModelManifest(uri="s3://b/m", sha256="s", role="teacher", labels=["0", "1"], max_seq_length=64)
+    assert (model.kind, model.eval_batch_size, model.word_student) == ("model", 128, None)
+    assert ModelManifest.model_validate_json(model.model_dump_json()) == model
+    pruned = model.model_copy(update={"role": "pruned", "pruning": {"params_after": 3}})
+    assert pruned.labels == ["0", "1"] and pruned.pruning == {"params_after": 3}
+    logits = LogitsManifest(uri="u", sha256="s", teacher_id="teacher@sha256:1", rows=3, num_labels=2)
+    assert logits.kind == "teacher_logits" and LogitsFileManifest(uri="u", sha256="s").role == "easynlp-logits"
+    with pytest.raises(ValidationError, match="metadata"):  # the free-form dict is gone: a typo is refused
+        ModelManifest(uri="u", sha256="s", role="teacher", metadata={"labels": []})
+    with pytest.raises(ValidationError, match="source"):
+        RawTableManifest(uri="u", sha256="s", suffix=".tsv")
+

@@ -66,7 +66,8 @@ def test_smoke_distill_from_a_folder_that_shadows_the_subpackages(wheel, tmp_pat
     overrides = [f"data.train.sources=[{{uri: {SST2 / 'train.tsv'}}}]", f"data.eval.sources=[{{uri: {SST2 / 'dev.tsv'}}}]",
                  "data.train.max_rows=300", "data.split.train_size=120", "data.split.transfer_size=120",
                  "teacher.training.epochs=2", "student.training.epochs=2", "latency_samples=2"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LANDING_", "PYTHON", "AWS_"))}
+    # As a user's shell: no test's tracking, stack or Prefect API settings (the run starts its own server).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LANDING_", "PYTHON", "AWS_", "PREFECT_API"))}
     env.update(LANDING_STATE_DIR=str(tmp_path / "state"), LANDING_USE_STACK="false")
     run = subprocess.run([env_dir / "bin" / "landing", "run", str(config), *[a for o in overrides for a in ("--set", o)],
                           "--output-dir", str(user_dir / "out")],

@@ -27,7 +27,7 @@ def test_student_refuses_logits_of_another_teacher(ctx, publish_table):
     train = publish_table(ctx, "train", [f"text number {i}" for i in range(16)], ["0", "1"] * 8)
     teacher = train_model.fn("teacher", TINY, TRAINING, LABELS, train, ctx)
     logits = export_logits.fn(teacher, [train], ctx)
-    assert logits.metadata["teacher_id"].startswith("teacher@sha256:") and logits.metadata["rows"] == 16
+    assert logits.teacher_id.startswith("teacher@sha256:") and logits.rows == 16
 
     impostor = train_model.fn("teacher", {**TINY, "hidden_size": 8}, TRAINING, LABELS, train, ctx)
     kd = DistillationConfig(temperature=2.0, alpha=0.5)
@@ -46,7 +46,7 @@ def test_student_refuses_logits_of_another_teacher(ctx, publish_table):
 
     student = train_model.fn("student_kd", TINY, TRAINING, LABELS, train, ctx, logits=logits, teacher=teacher,
                              distillation=kd)  # fmt: skip
-    assert student.metadata["mlflow_model_uri"].startswith("models:/")
+    assert student.mlflow_model_uri.startswith("models:/")
 
 
 def test_fetch_refuses_an_artifact_whose_bytes_changed(ctx, publish_table):
@@ -84,7 +84,7 @@ def test_prune_drops_layers_before_width_and_recovers(ctx, publish_table, tmp_pa
     cfg = CompressionConfig(strategies="depth+width+dynamic_int8", keep_layers=[2, 0], max_seq_length=16,
                             importance_rows=16, recover=RecoveryParams(epochs=1, batch_size=8, logging_steps=1))  # fmt: skip
     pruned = prune_student.fn(student, {"train": train}, cfg, ctx)
-    stats = pruned.metadata["pruning"]
+    stats = pruned.pruning
     assert (stats["depth.layers_before"], stats["depth.layers_after"]) == (3, 2)
     assert stats["params_after"] < stats["params_before"]
     model, _ = load_classifier(str(fetch_model_dir(pruned)))
