@@ -1,11 +1,18 @@
 """The ``metakd`` flow: prototype weights → meta-teacher → per target domain the two-stage Meta-KD student, against
-the student without KD and vanilla KD from a single-domain and from an all-domain teacher, in the same run."""
+the student without KD, vanilla KD from a single-domain and from an all-domain teacher, and two controls for the
+Meta-KD student's recipe from the all-domain teacher, all in the same run:
+
+- *step-matched*: vanilla KD trained as many optimizer steps as Meta-KD's two stages together;
+- *two-stage layers*: Meta-KD's stage 1 (intermediate layers) then stage 2, without the meta-teacher and the
+  prototype weights; what Meta-KD adds over it is the meta-teacher and the weighting, not the second stage."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from prefect import flow
 
-from landing.config import MetakdRunConfig
+from landing.config import MetakdRunConfig, TrainingConfig
 from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
 from landing.tasks.context import RunContext
@@ -16,14 +23,31 @@ from landing.tasks.tracking import publish_summary, tracked_run
 from landing.tasks.train import train_model
 
 ROWS = ("teacher (domain)", "teacher (all)", "meta-teacher", "student, no KD", "student, KD from teacher (domain)",
-        "student, KD from teacher (all)", "student, Meta-KD")  # fmt: skip
+        "student, KD from teacher (all)", "student, KD from teacher (all), step-matched",
+        "student, two-stage layers from teacher (all)", "student, Meta-KD")  # fmt: skip
+CONTROLS = ROWS[4:-1]  # the students Meta-KD is compared with (paired per seed, by the benchmark)
 
 
 def _kd(role: str, config: MetakdRunConfig, labels: list[str], train: DatasetManifest, teacher: ModelManifest,
-        ctx: RunContext, distillation=None, **extra) -> ModelManifest:  # fmt: skip
+        ctx: RunContext, distillation=None, training=None, **extra) -> ModelManifest:  # fmt: skip
     logits = export_logits(teacher, [train], ctx)
-    return train_model(role, config.student.model.model_dump(mode="json"), config.student.training, labels, train, ctx,
-                       logits=logits, teacher=teacher, distillation=distillation or config.distillation, **extra)  # fmt: skip
+    return train_model(role, config.student.model.model_dump(mode="json"), training or config.student.training, labels,
+                       train, ctx, logits=logits, teacher=teacher, distillation=distillation or config.distillation,
+                       **extra)  # fmt: skip
+
+
+def _twice(training: TrainingConfig) -> TrainingConfig:
+    """The same run, twice the optimizer steps: the budget of Meta-KD's two stages (each one ``training``)."""
+    if training.max_steps > 0:
+        return dataclasses.replace(training, max_steps=2 * training.max_steps)
+    return dataclasses.replace(training, epochs=2 * training.epochs)
+
+
+def _two_stage(role: str, config: MetakdRunConfig, labels: list[str], train: DatasetManifest, teacher: ModelManifest,
+               ctx: RunContext) -> ModelManifest:  # fmt: skip
+    """Meta-KD's two stages (``metakd.stage1`` then ``stage2``) from an ordinary teacher, on unweighted rows."""
+    stage1 = _kd(f"{role}-stage1", config, labels, train, teacher, ctx, distillation=config.metakd.stage1)
+    return _kd(role, config, labels, train, teacher, ctx, distillation=config.metakd.stage2, init_from=stage1)
 
 
 def _domain(config: MetakdRunConfig, domain: str, tables: dict, labels: list[str], all_teacher: ModelManifest,
@@ -43,7 +67,11 @@ def _domain(config: MetakdRunConfig, domain: str, tables: dict, labels: list[str
                          init_from=stage1)  # fmt: skip
     models = dict(zip(ROWS, (domain_teacher, all_teacher, meta, no_kd,
                              _kd(f"student-{domain}-kd-domain", config, labels, train, domain_teacher, ctx),
-                             _kd(f"student-{domain}-kd-all", config, labels, train, all_teacher, ctx), stage2), strict=True))  # fmt: skip
+                             _kd(f"student-{domain}-kd-all", config, labels, train, all_teacher, ctx),
+                             _kd(f"student-{domain}-kd-all-steps", config, labels, train, all_teacher, ctx,
+                                 training=_twice(config.student.training)),
+                             _two_stage(f"student-{domain}-layers-all", config, labels, train, all_teacher, ctx),
+                             stage2), strict=True))  # fmt: skip
     return {row: evaluate_model(f"{row} [{domain}]", model, held_out, ctx, 0)["accuracy"] for row, model in models.items()}
 
 
