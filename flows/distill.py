@@ -6,7 +6,7 @@ import dataclasses
 
 from prefect import flow
 
-from landing.config import DistillRunConfig, prompt_fields
+from landing.config import DistillRunConfig
 from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.augment import augmented_transfer
 from landing.flows.compress import compress_model
@@ -17,15 +17,6 @@ from landing.tasks.predict import export_logits
 from landing.tasks.promote import register_models
 from landing.tasks.tracking import publish_summary, tracked_run
 from landing.tasks.train import teacher_identity, train_model
-
-
-def _student_spec(config: DistillRunConfig) -> dict:
-    """A layer-subset student defaults to the teacher's pretrained weights."""
-    spec = config.student.model.model_dump()
-    if spec["kind"] == "teacher_layers" and spec["name_or_path"] is None:
-        teacher = config.teacher.model.model_dump()
-        spec["name_or_path"] = teacher.get("name_or_path") or teacher.get("tokenizer")
-    return spec
 
 
 def _evaluate(
@@ -47,16 +38,13 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
-        teacher_spec = config.teacher.model.model_dump(mode="json")
-        if teacher_spec["kind"] == "prompt":  # a PET / P-tuning / CPT teacher: its pattern may name the columns
-            teacher_spec["field_names"] = prompt_fields(contract)
-        teacher = train_model("teacher", teacher_spec, config.teacher.training, labels, splits["train"], ctx)
+        teacher = train_model("teacher", config.teacher.model, config.teacher.training, labels, splits["train"], ctx)
         transfer = splits.get("transfer")
         if config.augmentation is not None:  # augmented (and unlabelled) rows, labelled by the teacher below
             transfer = augmented_transfer(config, splits, ctx)
         online = config.distillation.online is not None  # the student asks the served teacher: no logits file
         logits = None if online else export_logits(teacher, [splits["train"], *([transfer] if transfer else [])], ctx)
-        student_spec = _student_spec(config)
+        student_spec = config.student.model
         student_kd = train_model(
             "student_kd", student_spec, config.student.training, labels, splits["train"], ctx,
             transfer=transfer, logits=logits, teacher=teacher, distillation=config.distillation,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from landing.config import SplitConfig, prompt_fields
+from landing.config import SplitConfig
 from landing.data_contracts.manifest import DatasetManifest
 from landing.easynlp_config import (
     EasynlpAugmentConfig,
@@ -53,13 +53,10 @@ def easynlp_train(config: EasynlpTrainConfig, output_dir: str) -> dict:
         train_rows = _read(config, 0, "train", ctx, labelled=True)
         eval_rows = _read(config, -1, "eval", ctx, labelled=True)
         splits = split_tables(train_rows, eval_rows, None, SplitConfig(validation_size=0), ctx)
-        spec = config.model.model_dump(mode="json")
-        if spec["kind"] == "prompt":
-            spec["field_names"] = prompt_fields(config.contract)
         logits = teacher = None
         if config.logits is not None:
             logits, teacher = import_teacher_logits(config.logits, train_rows, config.labels, ctx)
-        model = train_model("model", spec, config.training, config.labels, splits["train"], ctx,
+        model = train_model("model", config.model, config.training, config.labels, splits["train"], ctx,
                             logits=logits, teacher=teacher, distillation=config.distillation)  # fmt: skip
         evaluation = evaluate_accuracy("model", model, splits["eval"], ctx)
         checkpoint = write_checkpoint(model, config.checkpoint_dir, splits["eval"], {"argv": config.argv}, ctx)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from landing.config import FewshotRunConfig, prompt_fields
+from landing.config import FewshotRunConfig, TrainingConfig
 from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
+from landing.models.specs import AnySpec
 from landing.tasks.augment import adapt_mlm, mix_transfer
 from landing.tasks.context import RunContext
 from landing.tasks.data import kshot_tables
@@ -22,16 +23,10 @@ BASELINE = "fine-tune"
 CANDIDATE_ALIAS = "candidate"
 
 
-def _methods(config: FewshotRunConfig) -> dict[str, tuple[dict, object]]:
-    """Name → (model spec, training knobs); the baseline first. EasyNLP patterns may name the contract's columns."""
-    fields = prompt_fields(config.data.contract)
-    methods = {BASELINE: (config.baseline.model.model_dump(mode="json"), config.baseline.training)}
-    for name, method in config.methods.items():
-        spec = method.model.model_dump(mode="json")
-        if spec["kind"] == "prompt":
-            spec["field_names"] = fields
-        methods[name] = (spec, method.training)
-    return methods
+def _methods(config: FewshotRunConfig) -> dict[str, tuple[AnySpec, TrainingConfig]]:
+    """Name → (model spec, training knobs); the baseline first."""
+    methods = {BASELINE: (config.baseline.model, config.baseline.training)}
+    return methods | {name: (method.model, method.training) for name, method in config.methods.items()}
 
 
 def _masked_lm(config: FewshotRunConfig, splits: dict[str, DatasetManifest], ctx: RunContext) -> ModelManifest | None:
@@ -44,7 +39,7 @@ def _masked_lm(config: FewshotRunConfig, splits: dict[str, DatasetManifest], ctx
     return adapt_mlm(base, texts, splits.get("validation"), config.mlm_adapt, ctx)
 
 
-def _one_run(name: str, spec: dict, training, k: int, seed: int, shots: dict[str, DatasetManifest], labels: list[str],
+def _one_run(name: str, spec: AnySpec, training: TrainingConfig, k: int, seed: int, shots: dict[str, DatasetManifest], labels: list[str],
              eval_table: DatasetManifest, masked_lm: ModelManifest | None, ctx: RunContext) -> dict:  # fmt: skip
     """Train one method on one k-shot split and score it on the split's validation rows and on eval."""
     seeded = ctx.model_copy(update={"seed": seed})
@@ -66,7 +61,7 @@ def _distil(config: FewshotRunConfig, best: dict, shots: dict[str, DatasetManife
     seeded = ctx.model_copy(update={"seed": best["seed"]})
     unlabelled = mix_transfer(shots["unlabelled"], transfer, None, seeded)
     logits = export_logits(teacher, [shots["train"], *([unlabelled] if unlabelled is not None else [])], seeded)
-    spec, training = config.student.model.model_dump(mode="json"), config.student.training
+    spec, training = config.student.model, config.student.training
     students = {
         "student_kd": train_model("student_kd", spec, training, labels, shots["train"], seeded, transfer=unlabelled,
                                   logits=logits, teacher=teacher, distillation=config.distillation),

@@ -15,6 +15,7 @@ from prefect import flow
 from landing.config import MetakdRunConfig, TrainingConfig
 from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
+from landing.models.specs import base_model_name
 from landing.tasks.context import RunContext
 from landing.tasks.evaluate import evaluate_model
 from landing.tasks.metakd import domain_tables, report_metakd, stage1_table, train_meta_teacher, weigh_examples
@@ -31,9 +32,8 @@ CONTROLS = ROWS[4:-1]  # the students Meta-KD is compared with (paired per seed,
 def _kd(role: str, config: MetakdRunConfig, labels: list[str], train: DatasetManifest, teacher: ModelManifest,
         ctx: RunContext, distillation=None, training=None, **extra) -> ModelManifest:  # fmt: skip
     logits = export_logits(teacher, [train], ctx)
-    return train_model(role, config.student.model.model_dump(mode="json"), training or config.student.training, labels,
-                       train, ctx, logits=logits, teacher=teacher, distillation=distillation or config.distillation,
-                       **extra)  # fmt: skip
+    return train_model(role, config.student.model, training or config.student.training, labels, train, ctx,
+                       logits=logits, teacher=teacher, distillation=distillation or config.distillation, **extra)  # fmt: skip
 
 
 def _twice(training: TrainingConfig) -> TrainingConfig:
@@ -54,9 +54,8 @@ def _domain(config: MetakdRunConfig, domain: str, tables: dict, labels: list[str
             meta: ModelManifest, ctx: RunContext) -> dict[str, float]:  # fmt: skip
     """Every row of the domain's table: teachers, baselines and the Meta-KD student, scored on its eval rows."""
     train, weighted, held_out = tables["train"][domain], tables["weighted"][domain], tables["eval"][domain]
-    teacher_spec = config.teacher.model.model_dump(mode="json")
-    domain_teacher = train_model(f"teacher-{domain}", teacher_spec, config.teacher.training, labels, train, ctx)
-    student_spec = config.student.model.model_dump(mode="json")
+    domain_teacher = train_model(f"teacher-{domain}", config.teacher.model, config.teacher.training, labels, train, ctx)
+    student_spec = config.student.model
     no_kd = train_model(f"student-{domain}", student_spec, config.student.training, labels, train, ctx)
     meta_logits = export_logits(meta, [weighted], ctx)
     stage1_rows = stage1_table(weighted, meta_logits, labels, ctx)
@@ -91,12 +90,11 @@ def metakd(config: MetakdRunConfig, config_dir: str = ".", output_dir: str = "ru
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         labels = list(config.data.contract.label_enumerate_values or sorted(splits["train"].label_counts))
         column, targets = config.metakd.domain_column, config.metakd.target_domains
-        base = config.teacher.model.model_dump().get("name_or_path") or config.teacher.model.tokenizer
+        base = base_model_name(config.teacher.model)
         weighted = weigh_examples(splits["train"], base, config.metakd, config.teacher.training.max_seq_length, ctx)
-        all_teacher = train_model("teacher-all", config.teacher.model.model_dump(mode="json"), config.teacher.training,
-                                  labels, splits["train"], ctx)  # fmt: skip
-        meta = train_meta_teacher(config.teacher.model.model_dump(mode="json"), config.teacher.training, labels,
-                                  weighted, config.metakd, ctx)  # fmt: skip
+        all_teacher = train_model("teacher-all", config.teacher.model, config.teacher.training, labels, splits["train"],
+                                  ctx)  # fmt: skip
+        meta = train_meta_teacher(config.teacher.model, config.teacher.training, labels, weighted, config.metakd, ctx)
         tables = {"train": domain_tables(splits["train"], column, targets, ctx),
                   "weighted": domain_tables(weighted, column, targets, ctx),
                   "eval": domain_tables(splits["eval"], column, targets, ctx)}  # fmt: skip

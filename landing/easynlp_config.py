@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from landing.config import AugmentationConfig, PretrainedModel, PromptModel, StrictModel, TableConfig
+from landing.config import AugmentationConfig, PretrainedModel, PromptModel, StrictModel, TableConfig, canonical_prompt
 from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
 from landing.data_contracts.schema import TableContract
 from landing.models.params import KDParams, SeqLength, TrainingParams
@@ -61,6 +61,12 @@ class EasynlpTrainConfig(EasynlpCommand):
         if self.distillation is not None and self.distillation.needs_teacher_model and not self.logits.teacher_model:
             raise ValueError(f"type={self.distillation.type}: intermediate-layer losses need the teacher model; add "
                              "teacher_model_path=<the teacher's --checkpoint_dir> to --user_defined_parameters")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _pattern_in_the_contract_terms(self) -> EasynlpTrainConfig:
+        if isinstance(self.model, PromptModel):
+            self.model.prompt = canonical_prompt(self.contract, "pattern", self.model.prompt)
         return self
 
 

@@ -29,6 +29,7 @@ from transformers import TrainerCallback
 from landing.files import atomic_write
 from landing.models.loading import save_classifier
 from landing.models.params import KDParams, Launch
+from landing.models.specs import AnySpec, as_spec
 from landing.models.training import TrainingParams, TrainResult, fit_classifier, world_size
 
 OUTPUT_TAIL_LINES = 40
@@ -62,7 +63,7 @@ def torchrun_command(launch: Launch, request: Path, python: str = sys.executable
 def write_request(
     work_dir: Path,
     *,
-    spec: dict,
+    spec: AnySpec,
     labels: Sequence[str],
     texts: Sequence[str],
     label_ids: Sequence[int],
@@ -90,7 +91,7 @@ def write_request(
         logits_path = work_dir / "teacher_logits.npy"
         np.save(logits_path, np.asarray(teacher_logits, dtype=np.float32))
     request = {
-        "model": spec, "labels": list(labels), "seed": seed, "training": asdict(params),
+        "model": as_spec(spec).model_dump(mode="json"), "labels": list(labels), "seed": seed, "training": asdict(params),
         "backend": backend,
         "inputs": str(work_dir / "inputs.json"), "teacher_logits": logits_path and str(logits_path),
         "distillation": distillation and asdict(distillation),

@@ -1,7 +1,6 @@
-"""Build and load sequence classifiers: pretrained, random small BERTs, or layer subsets.
+"""Build and load sequence classifiers: pretrained, random small BERTs, layer subsets, prompt and contrastive models.
 
-Specs are plain dicts (``{"kind": "pretrained", "name_or_path": ...}``) so this
-module stays free of the run-config and orchestration layers.
+``build_classifier`` takes a spec object (models/specs.py) and picks the builder by its type.
 """
 
 from __future__ import annotations
@@ -9,8 +8,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +28,15 @@ from landing.models.fewshot.pooled_classifier import mean_pool_from_encoder, reg
 from landing.models.fewshot.prompt_model import prompt_classifier, register_prompt_model
 from landing.models.pretrained import checked_from_pretrained, encoder_layers, label_maps, load_tokenizer
 from landing.models.pruned_bert import register_pruned_bert
+from landing.models.specs import (
+    AnySpec,
+    ContrastiveModel,
+    PretrainedModel,
+    PromptModel,
+    RandomBert,
+    TeacherLayers,
+    as_spec,
+)
 
 log = logging.getLogger(__name__)
 Classifier = tuple[PreTrainedModel, PreTrainedTokenizerBase]
@@ -128,23 +137,33 @@ def layer_subset_classifier(name_or_path: str, layers: Sequence[int], labels: Se
         raise ValueError(f"{err} ({name_or_path!r})") from None
 
 
-BUILDERS: dict[str, Callable[..., Classifier]] = {
-    "pretrained": lambda spec, labels: load_classifier(spec["name_or_path"], labels),
-    "random_bert": lambda spec, labels: random_bert_classifier(
-        labels=labels, **{k: v for k, v in spec.items() if k != "kind"}
-    ),
-    "teacher_layers": lambda spec, labels: layer_subset_classifier(spec["name_or_path"], spec["layers"], labels),
-    "prompt": lambda spec, labels: prompt_classifier(spec, labels),
-    "contrastive": lambda spec, labels: mean_pool_from_encoder(spec["name_or_path"], labels),
+def _teacher_layers(spec: TeacherLayers, labels: Sequence[str]) -> Classifier:
+    if spec.name_or_path is None:
+        raise ValueError("student.model.name_or_path: a teacher_layers spec names the model its layers come from "
+                         "(the flows default it to the teacher's)")  # fmt: skip
+    return layer_subset_classifier(spec.name_or_path, spec.layers, labels)
+
+
+BUILDERS: dict[type, Callable[[Any, Sequence[str]], Classifier]] = {
+    PretrainedModel: lambda spec, labels: load_classifier(spec.name_or_path, labels),
+    RandomBert: lambda spec, labels: random_bert_classifier(labels=labels, **spec.model_dump(exclude={"kind"})),
+    TeacherLayers: _teacher_layers,
+    PromptModel: lambda spec, labels: prompt_classifier(spec.mlm_model, spec.prompt, labels),
+    ContrastiveModel: lambda spec, labels: mean_pool_from_encoder(spec.name_or_path, labels),
 }
 
 
-def build_classifier(spec: dict, labels: Sequence[str], seed: int = 0) -> Classifier:
-    """Build the model a spec describes; ``seed`` fixes the freshly initialised weights."""
-    if spec.get("kind") not in BUILDERS:
-        raise ValueError(f"model.kind: unknown kind {spec.get('kind')!r}; expected one of {sorted(BUILDERS)}")
+def build_classifier(spec: AnySpec | Mapping[str, Any], labels: Sequence[str], seed: int = 0) -> Classifier:
+    """Build the transformer classifier a spec describes; ``seed`` fixes the freshly initialised weights."""
+    spec = as_spec(spec)
+    builder = BUILDERS.get(type(spec))
+    if builder is None:  # a word student: models/word_students.py builds it from its training text
+        raise ValueError(f"model.kind {spec.kind!r} is not a transformer classifier (expected one of "
+                         f"{sorted(cls.model_fields['kind'].default for cls in BUILDERS)})")  # fmt: skip
+    if isinstance(spec, PromptModel) and spec.mlm_model is None:
+        raise ValueError("model.mlm_model: a prompt model needs its masked LM (the flows default it to mlm_adapt's)")
     torch.manual_seed(seed)
-    return BUILDERS[spec["kind"]](spec, labels)
+    return builder(spec, labels)
 
 
 def count_parameters(model: nn.Module) -> int:

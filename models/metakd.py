@@ -20,6 +20,7 @@ import torch
 
 from landing.errors import UserError
 from landing.models.pooling import mean_over_tokens
+from landing.models.specs import AnySpec
 
 
 class DomainDataError(UserError, ValueError):
@@ -138,7 +139,7 @@ def meta_teacher_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch
 
 # --- training the meta-teacher -------------------------------------------------------------------------
 def fit_meta_teacher(
-    spec: dict, labels: Sequence[str], texts: Sequence[str], label_ids: Sequence[int], weights: Sequence[float],
+    spec: AnySpec, labels: Sequence[str], texts: Sequence[str], label_ids: Sequence[int], weights: Sequence[float],
     domain_ids: Sequence[int], n_domains: int, params, checkpoint_dir, *, seed: int, domain_loss_weight: float,
     mode: str = "confusion", callbacks=None,
 ):  # fmt: skip

@@ -12,9 +12,10 @@ import logging
 import os
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +24,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from landing.models.data import EncodedTable, KDCollator, OnlineTeacherCollator, TeacherLogitsFn
+from landing.models.fewshot.params import ContrastiveParams
 from landing.models.kd import DistillBatch, ForwardOutputs, distillation_loss
 from landing.models.loading import build_classifier
 from landing.models.params import KDParams, TrainerParams, TrainingParams
+from landing.models.specs import AnySpec, ContrastiveModel, as_spec
 
 log = logging.getLogger(__name__)
 # What Trainer._save_checkpoint writes; trainer_state.json comes last, after the optimizer and RNG state.
@@ -225,7 +228,7 @@ def train_classifier(
 
 
 def fit_classifier(
-    spec: dict, labels: Sequence[str], texts: Sequence[str], label_ids: Sequence[int], params: TrainingParams,
+    spec: AnySpec | Mapping[str, Any], labels: Sequence[str], texts: Sequence[str], label_ids: Sequence[int], params: TrainingParams,
     checkpoint_dir: Path, *, seed: int, text_pairs: Sequence[str] | None = None,
     teacher_logits: np.ndarray | None = None, distillation: KDParams | None = None,
     callbacks: list[TrainerCallback] | None = None, ddp_backend: str | None = None,
@@ -237,9 +240,10 @@ def fit_classifier(
     ``online_teacher`` (row indices → logits) replaces ``teacher_logits``: asked per training batch.
     ``unlabelled_texts``: a prompt classifier's auxiliary MLM text. ``teacher_dir``: the saved teacher, run
     alongside the student when an intermediate-layer loss needs its hidden states or attentions."""
+    spec = as_spec(spec)
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
-    if spec["kind"] == "contrastive":  # SetFit-style: its own two-stage loop, not the Trainer
-        return model, tokenizer, _fit_contrastive(model, tokenizer, spec, texts, label_ids, params, seed)
+    if isinstance(spec, ContrastiveModel):  # SetFit-style: its own two-stage loop, not the Trainer
+        return model, tokenizer, _fit_contrastive(model, tokenizer, spec.contrastive, texts, label_ids, params, seed)
     if example_weights is not None and distillation is None:
         raise ValueError("example weights apply to the distillation losses; this training has none")
     dataset = EncodedTable(tokenizer, texts, params.max_seq_length, text_pairs=text_pairs, labels=label_ids,
@@ -253,14 +257,11 @@ def fit_classifier(
     return model, tokenizer, result
 
 
-def _fit_contrastive(model, tokenizer, spec: dict, texts, label_ids, params: TrainingParams, seed: int) -> TrainResult:
+def _fit_contrastive(model, tokenizer, options: ContrastiveParams, texts, label_ids, params: TrainingParams,
+                     seed: int) -> TrainResult:  # fmt: skip
     from landing.models.fewshot.contrastive import train_contrastive
-    from landing.models.fewshot.params import ContrastiveParams
 
-    options = spec.get("contrastive") or {}
-    stats = train_contrastive(model, tokenizer, texts, label_ids,
-                              options if isinstance(options, ContrastiveParams) else ContrastiveParams(**options),
-                              params, seed=seed)  # fmt: skip
+    stats = train_contrastive(model, tokenizer, texts, label_ids, options, params, seed=seed)
     return TrainResult(global_step=stats["steps"], train_loss=stats["final_loss"], train_runtime_s=stats["seconds"],
                        resumed_from=None)  # fmt: skip
 

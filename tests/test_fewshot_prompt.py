@@ -7,7 +7,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForMaskedLM
 
-from landing.models.fewshot.patterns import PatternError, parse_pattern, read_label_file, verbalizer
+from landing.models.fewshot.patterns import (
+    PatternError,
+    canonical_pattern,
+    parse_pattern,
+    read_label_file,
+    verbalizer,
+)
 from landing.models.fewshot.prompt_model import (
     BertPromptForSequenceClassification,
     encode_label_words,
@@ -71,6 +77,16 @@ def test_pairs_and_the_easynlp_pattern_form(tok, mlm):
     ids, mask, masks, _ = model.build_prompt(batch["input_ids"], batch["attention_mask"])
     row = tok.convert_ids_to_tokens(ids[0][mask[0].bool()].tolist())
     assert row == ["[CLS]", "good", ",", "so", *["[MASK]"] * masks.shape[1], ",", "because", "it", "is", "[SEP]"]
+
+
+def test_canonical_pattern_spells_the_contracts_columns_as_fields_once():
+    pattern = canonical_pattern(r"sent1 ,so\, then,label,q", "q", "sent1")  # a column named like an alias
+    assert pattern == r"text_pair,so\, then,label,text"
+    assert canonical_pattern(pattern, "q", "sent1") == pattern  # idempotent: a config validated twice stays right
+    assert [p.kind for p in parse_pattern(pattern)] == ["text_pair", "literal", "mask", "text"]
+    assert canonical_pattern("{text} It was {mask}.", "sentence") == "{text} It was {mask}."  # templates kept
+    with pytest.raises(PatternError, match=r"second_sequence is named 'text'.*template"):
+        canonical_pattern("sentence,label,text", "sentence", "text")
 
 
 def test_pattern_and_label_errors_name_the_offending_value(tok, mlm, tmp_path):

@@ -46,12 +46,25 @@ def is_template(pattern: str) -> bool:
     return "{" in pattern
 
 
-def parse_pattern(pattern: str, field_names: Mapping[str, str] | None = None, *, require_text: bool = True) -> list[Part]:
-    """The pattern's parts. ``field_names`` maps the contract's column names to ``text``/``text_pair``
-    (EasyNLP patterns name the columns); without them, ``require_text=False`` checks the rest only."""
-    parts = _parse_template(pattern) if is_template(pattern) else _parse_easynlp(pattern, field_names or {})
+def parse_pattern(pattern: str, *, require_text: bool = True) -> list[Part]:
+    """The pattern's parts, its fields spelled ``text``/``text_pair`` (``canonical_pattern`` renames the contract's
+    columns so); ``require_text=False`` checks the rest only, for a pattern not yet read against its contract."""
+    parts = _parse_template(pattern) if is_template(pattern) else _parse_easynlp(pattern)
     _check_parts(pattern, parts, require_text)
     return parts
+
+
+def canonical_pattern(pattern: str, first_sequence: str, second_sequence: str | None = None) -> str:
+    """``pattern`` with the items naming the contract's columns spelled ``text``/``text_pair``: it then reads the
+    same without the contract, so the model code never needs the column names. Idempotent; a template is kept."""
+    if is_template(pattern):
+        return pattern
+    if second_sequence == TEXT or first_sequence == TEXT_PAIR:
+        name, role = (second_sequence, "second_sequence") if second_sequence == TEXT else (first_sequence, "first_sequence")
+        raise PatternError(f"pattern {pattern!r}: the contract's {role} is named {name!r}, which the comma form reads "
+                           "as the other text field; write the pattern as a template ({text} … {text_pair})")  # fmt: skip
+    names = {first_sequence: TEXT, **({second_sequence: TEXT_PAIR} if second_sequence else {})}
+    return ",".join(names.get(item.strip(), item) for item in re.split(r"(?<!\\),", pattern))
 
 
 def _parse_template(pattern: str) -> list[Part]:
@@ -72,8 +85,8 @@ def _parse_template(pattern: str) -> list[Part]:
     return parts
 
 
-def _parse_easynlp(pattern: str, field_names: Mapping[str, str]) -> list[Part]:
-    names = {**_FIELD_ALIASES, **field_names}
+def _parse_easynlp(pattern: str) -> list[Part]:
+    names = _FIELD_ALIASES
     items = [item.replace("\\,", ",") for item in re.split(r"(?<!\\),", pattern)]
     return [Part(names[item.strip()]) if item.strip() in names else Part(LITERAL, item) for item in items if item]
 

@@ -37,6 +37,7 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertOnlyMLMHead, BertPreTrainedModel
 
+from landing.models.fewshot.params import PromptParams
 from landing.models.fewshot.patterns import LITERAL, MASK, PSEUDO, TEXT, TEXT_PAIR, Part, PatternError
 from landing.models.kd import IGNORE_LABEL
 
@@ -361,18 +362,17 @@ def _init_pseudo(model: BertPromptForSequenceClassification, tokenizer: PreTrain
             model.prompt_embeddings.weight[i] = table[ids].mean(0)
 
 
-def prompt_classifier(spec: dict, labels: Sequence[str]) -> tuple[BertPromptForSequenceClassification, PreTrainedTokenizerBase]:
-    """Build a ``kind: prompt`` spec: the masked LM ``spec["mlm_model"]`` (with its trained head) under the
-    pattern and verbalizer of ``spec["prompt"]``; ``spec["field_names"]`` maps the contract's column names."""
+def prompt_classifier(mlm_model: str, params: PromptParams,
+                      labels: Sequence[str]) -> tuple[BertPromptForSequenceClassification, PreTrainedTokenizerBase]:  # fmt: skip
+    """The masked LM ``mlm_model`` (with its trained head) under the pattern and verbalizer of ``params`` (a pattern
+    in the contract's terms, ``text``/``text_pair``: the run config spells the columns so)."""
     from landing.models.augment.mlm import load_masked_lm
-    from landing.models.fewshot.params import PromptParams
     from landing.models.fewshot.patterns import parse_pattern, verbalizer
 
-    params = spec["prompt"] if isinstance(spec["prompt"], PromptParams) else PromptParams(**spec["prompt"])
-    masked_lm, tokenizer = load_masked_lm(spec["mlm_model"])
+    masked_lm, tokenizer = load_masked_lm(mlm_model)
     words = verbalizer(labels, label_desc=params.label_desc, label_words=params.label_words)
     model = prompt_classifier_from_mlm(
-        masked_lm, tokenizer, labels, parse_pattern(params.pattern, spec.get("field_names")), words,
+        masked_lm, tokenizer, labels, parse_pattern(params.pattern), words,
         method=params.method, prompt_encoder=params.prompt_encoder, pseudo_init=params.pseudo_init,
         cpt_temperature=params.cpt_temperature, pattern=params.pattern, max_seq_length=0,
     )  # fmt: skip
