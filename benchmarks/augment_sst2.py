@@ -32,7 +32,7 @@ VARIANTS = {
     "KD + ERNIE-Slim ×10": ["augmentation={eda: {expansion_rate: 10}, unlabelled_rows: 0}"],
     "KD + mlm_da ×10 (adapted MiniLM)": [
         "augmentation={mlm_da: {expansion_rate: 10, max_seq_length: 64}, unlabelled_rows: 0,"
-        " mlm_adapt: {steps: 800, train_layers: 2, learning_rate: 5.0e-4, max_seq_length: 64}}"],
+        " mlm_adapt: {max_steps: 800, train_layers: 2, learning_rate: 5.0e-4, max_seq_length: 64}}"],
     "KD + 20,000 unlabelled": [],
 }  # fmt: skip
 

@@ -114,10 +114,11 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="mlm-adapt-probe-") as scratch:
         for steps in args.steps:
-            params = MlmAdaptParams(steps=steps, batch_size=args.batch_size, train_layers=args.train_layers,
+            params = MlmAdaptParams(max_steps=steps, batch_size=args.batch_size, train_layers=args.train_layers,
                                     learning_rate=args.lr, logging_steps=max(1, steps // 10))  # fmt: skip
             out_dir = (args.keep or Path(scratch)) / f"adapted-{steps}"
-            metrics = adapt_masked_lm(MODEL, train, validation, params, out_dir, seed=args.seed)
+            metrics = adapt_masked_lm(MODEL, train, validation, params, out_dir, seed=args.seed,
+                                      checkpoint_dir=Path(scratch) / f"checkpoints-{steps}")
             model, tokenizer = load_masked_lm(str(out_dir))
             batches = masked_batches(tokenizer, _Texts(tokenizer, validation, params.max_seq_length), params, args.seed)
             runs.append({"steps": steps, "metrics": metrics,

@@ -9,7 +9,8 @@ and with them the tied decoder, stay frozen, as do the lower layers: their weigh
 bit-identical. A model that already has an MLM head keeps and trains it.
 
 Masking is transformers' ``DataCollatorForLanguageModeling`` (``mask_probability`` of the tokens;
-80 % ``[MASK]``, 10 % random, 10 % kept), training is transformers' ``Trainer`` with ``max_steps``,
+80 % ``[MASK]``, 10 % random, 10 % kept), training is transformers' ``Trainer`` (a step budget by default,
+checkpointed and resumable like every other training here),
 and masked-token top-1 accuracy is measured on the validation texts before and after, on the same
 seeded masks. The result is saved as safetensors with its tokenizer, loadable by ``load_masked_lm``.
 """
@@ -17,38 +18,41 @@ seeded masks. The result is saved as safetensors with its tokenizer, loadable by
 from __future__ import annotations
 
 import logging
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as validated_dataclass
 
-from landing.models.params import SeqLength
+from landing.models.params import SeqLength, TrainerParams
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 log = logging.getLogger(__name__)
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class MlmAdaptParams:
-    """The knobs of masked-LM adaptation (``mlm_adapt``)."""
+class MlmAdaptParams(TrainerParams):
+    """The knobs of masked-LM adaptation (``mlm_adapt``): a Trainer run with its own defaults (a step budget,
+    a head-sized learning rate), plus which layers train and how tokens are masked."""
 
-    steps: int = Field(800, gt=0, description="optimizer steps (Trainer max_steps); the texts are cycled as needed")
-    batch_size: int = Field(32, gt=0)
+    max_steps: int = Field(800, description="optimizer steps, the texts cycled as needed; -1: train epochs instead")
     eval_batch_size: int = Field(64, gt=0)
     learning_rate: float = Field(5e-4, gt=0, description="for the top layers and the head (the rest is frozen)")
-    weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    save_checkpoint_steps: int = Field(200, gt=0, description="a killed run resumes from the last checkpoint")
     train_layers: int = Field(2, ge=0, description="top encoder layers trained with the head; 0: the head only")
     mask_probability: float = Field(0.15, gt=0, lt=1, description="share of tokens selected for masking")
     max_seq_length: SeqLength = 128
-    logging_steps: int = Field(50, gt=0)
+
+    @model_validator(mode="after")
+    def _a_budget(self) -> MlmAdaptParams:
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps: {self.max_steps}; give the optimizer steps (> 0), or -1 to train epochs")
+        return self
 
 
 def non_empty(texts: Sequence[str]) -> list[str]:
@@ -175,14 +179,18 @@ def adapt_masked_lm(
     params: MlmAdaptParams,
     out_dir: Path,
     seed: int,
+    checkpoint_dir: Path,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
-    """Continue masked-LM training of ``base_name_or_path`` on ``texts`` and save the result to ``out_dir``.
+    """Continue masked-LM training of ``base_name_or_path`` on ``texts`` and save the result to ``out_dir``;
+    checkpoints go to ``checkpoint_dir``, and a run killed midway resumes from the last complete one there.
 
     Returns val_mlm_accuracy_before/after (masked-token top-1 on ``validation_texts``, same masks),
     val_mlm_loss_before/after, train_loss, steps, seconds, and what was trained.
     """
-    import torch
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
+
+    from landing.models.training import last_complete_checkpoint, training_arguments
 
     started = time.perf_counter()
     n_train, n_validation = len(non_empty(texts)), len(non_empty(validation_texts))
@@ -201,28 +209,14 @@ def adapt_masked_lm(
     before = masked_lm_accuracy(model, eval_batches)
     log.info("mlm_adapt: validation masked-token accuracy before %.4f (%d tokens)", before["accuracy"], before["masked_tokens"])
 
-    with tempfile.TemporaryDirectory(prefix="landing-mlm-adapt-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            max_steps=params.steps,
-            per_device_train_batch_size=params.batch_size,
-            learning_rate=params.learning_rate,
-            weight_decay=params.weight_decay,
-            warmup_steps=params.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-            lr_scheduler_type="linear",
-            save_strategy="no",
-            logging_steps=params.logging_steps,
-            report_to="none",
-            seed=seed,
-            data_seed=seed,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            remove_unused_columns=False,
-            disable_tqdm=not sys.stderr.isatty(),
-        )
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=params.mask_probability, seed=seed)
-        trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator, processing_class=tokenizer)
-        output = trainer.train()
+    args = training_arguments(params, checkpoint_dir, seed)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=params.mask_probability, seed=seed)
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator, processing_class=tokenizer,
+                      callbacks=callbacks)  # fmt: skip
+    resume = last_complete_checkpoint(checkpoint_dir)
+    if resume:
+        log.info("mlm_adapt: resuming from %s", resume)
+    output = trainer.train(resume_from_checkpoint=resume)
     model = trainer.model
     if not embeddings_tied(model):
         raise RuntimeError("mlm_adapt: the decoder came untied from the input embeddings during training")
@@ -241,6 +235,7 @@ def adapt_masked_lm(
         "val_masked_tokens": before["masked_tokens"],
         "train_loss": float(output.training_loss),
         "steps": int(output.global_step),
+        "resumed_from": resume,
         "seconds": round(time.perf_counter() - started, 2),
         "train_texts": len(train),
         "validation_texts": len(validation),

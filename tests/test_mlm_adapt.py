@@ -7,7 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
-from transformers import BertConfig, BertForMaskedLM, BertModel
+from transformers import BertConfig, BertForMaskedLM, BertModel, TrainerCallback
 
 from landing.models.augment.mlm import has_mlm_head, load_masked_lm
 from landing.models.mlm_adapt import MlmAdaptParams, adapt_masked_lm
@@ -39,8 +39,8 @@ def encoder_dir(tmp_path_factory, tok):
 
 def test_adapting_an_encoder_trains_only_the_top_layers_and_a_tied_head(encoder_dir, tmp_path, tok):
     assert not has_mlm_head(str(encoder_dir))
-    params = MlmAdaptParams(steps=30, batch_size=8, train_layers=1, learning_rate=5e-3, logging_steps=10)
-    metrics = adapt_masked_lm(str(encoder_dir), TEXTS * 8, TEXTS, params, tmp_path / "adapted", seed=0)
+    params = MlmAdaptParams(max_steps=30, batch_size=8, train_layers=1, learning_rate=5e-3, logging_steps=10)
+    metrics = adapt_masked_lm(str(encoder_dir), TEXTS * 8, TEXTS, params, tmp_path / "adapted", seed=0, checkpoint_dir=tmp_path / "ckpt")
     assert metrics["steps"] == 30 and metrics["new_head"] is True
     for key in ("val_mlm_accuracy_before", "val_mlm_accuracy_after"):
         assert 0.0 <= metrics[key] <= 1.0
@@ -71,21 +71,53 @@ def test_an_existing_head_is_kept_and_layers_are_checked(tmp_path, tok):
     mlm = BertForMaskedLM(tiny_config(tok))
     mlm.save_pretrained(tmp_path / "mlm", safe_serialization=True)
     tok.save_pretrained(tmp_path / "mlm")
-    params = MlmAdaptParams(steps=2, batch_size=4, train_layers=0, logging_steps=1)
-    metrics = adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, TEXTS[:2], params, tmp_path / "out", seed=0)
+    params = MlmAdaptParams(max_steps=2, batch_size=4, train_layers=0, logging_steps=1)
+    metrics = adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, TEXTS[:2], params, tmp_path / "out", seed=0, checkpoint_dir=tmp_path / "ckpt")
     assert metrics["new_head"] is False and metrics["steps"] == 2
     assert all(name.startswith("cls.predictions.") for name in metrics["trainable"])
     saved = load_file(str(tmp_path / "out" / "model.safetensors"))
     for name, param in mlm.bert.named_parameters():
         assert torch.equal(saved[f"bert.{name}"], param.detach()), name
     with pytest.raises(ValueError, match=r"train_layers: 3 > the model's 2 encoder layers"):
-        adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, TEXTS, MlmAdaptParams(train_layers=3), tmp_path / "x", seed=0)
+        adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, TEXTS, MlmAdaptParams(train_layers=3), tmp_path / "x", seed=0, checkpoint_dir=tmp_path / "ckpt")
     with pytest.raises(ValueError, match="both must be non-empty"):
-        adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, ["  "], MlmAdaptParams(steps=1), tmp_path / "x", seed=0)
+        adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, ["  "], MlmAdaptParams(max_steps=1), tmp_path / "x", seed=0, checkpoint_dir=tmp_path / "ckpt")
+
+
+class _KilledAt(TrainerCallback):
+    """Stands in for a killed process: the run stops with an exception once ``step`` is reached."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed at step {self.step}")
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(encoder_dir, tmp_path):
+    params = MlmAdaptParams(max_steps=4, save_checkpoint_steps=2, batch_size=4, train_layers=1, logging_steps=2)
+
+    def adapt(**kwargs) -> dict:
+        return adapt_masked_lm(str(encoder_dir), TEXTS * 2, TEXTS, params, tmp_path / "out", seed=0,
+                               checkpoint_dir=tmp_path / "checkpoints", **kwargs)  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt(callbacks=[_KilledAt(3)])
+    assert not (tmp_path / "out").exists()  # nothing published from the killed run
+    resumed = adapt()
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
+    assert has_mlm_head(str(tmp_path / "out"))
+
+
+def test_epochs_train_when_max_steps_is_minus_one_and_a_zero_budget_is_refused():
+    assert MlmAdaptParams(max_steps=-1, epochs=2).epochs == 2
+    with pytest.raises(ValidationError, match="max_steps: 0"):
+        MlmAdaptParams(max_steps=0)
 
 
 def test_parameters_are_validated():
-    assert MlmAdaptParams().steps == 800 and MlmAdaptParams().train_layers == 2
+    assert MlmAdaptParams().max_steps == 800 and MlmAdaptParams().train_layers == 2
     assert MlmAdaptParams().mask_probability == 0.15 and MlmAdaptParams().batch_size == 32
     with pytest.raises(ValidationError):
         MlmAdaptParams(mask_probability=1.5)
