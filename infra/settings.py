@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from landing.infra.uris import path_to_uri
+from landing.models.offline import StateDirSettings
 
 
 def _as_uri(value: str) -> str:
@@ -16,9 +17,9 @@ def _as_uri(value: str) -> str:
     return value if "://" in value else path_to_uri(value)
 
 
-class LandingSettings(BaseSettings):
-    """All locations derive from ``state_dir`` unless overridden, so one env var relocates
-    everything (tests point it at a tmp dir)."""
+class LandingSettings(StateDirSettings):
+    """All locations derive from ``state_dir`` (declared in ``StateDirSettings``) unless overridden, so one env
+    var relocates everything (tests point it at a tmp dir)."""
 
     model_config = SettingsConfigDict(
         env_prefix="LANDING_",
@@ -26,7 +27,6 @@ class LandingSettings(BaseSettings):
         populate_by_name=True,  # kwargs by field name work despite the env aliases
     )
 
-    state_dir: Path = Path(".landing")
     tracking_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("LANDING_TRACKING_URI", "MLFLOW_TRACKING_URI")
     )
@@ -59,16 +59,6 @@ class LandingSettings(BaseSettings):
         None, description="YAML file of 'name: path' lines: model names the easynlp command line resolves"
     )
     use_stack: bool = Field(True, description="use the stack `make up` started under state_dir while it runs")
-
-    @field_validator("state_dir", mode="after")
-    @classmethod
-    def _absolute_state_dir(cls, v: Path) -> Path:
-        # Absolute so URIs stay valid when a flow changes cwd or runs in a subprocess.
-        return v.expanduser().resolve()
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.state_dir / "cache"
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:

