@@ -36,6 +36,7 @@ from landing.models.specs import (  # noqa: F401  (the model kinds, re-exported:
     PretrainedModel,
     PromptModel,
     RandomBert,
+    RandomMPNet,
     TeacherLayers,
     WordStudentModel,
     base_model_name,
@@ -138,7 +139,7 @@ def canonical_prompt(contract: TableContract, key: str, prompt: PromptParams) ->
 
 
 class TeacherConfig(StrictModel):
-    model: Annotated[PretrainedModel | RandomBert | PromptModel, Field(discriminator="kind")]
+    model: Annotated[PretrainedModel | RandomBert | RandomMPNet | PromptModel, Field(discriminator="kind")]
     training: TrainingConfig = TrainingConfig()
 
 

