@@ -8,7 +8,6 @@ A benchmark takes it per seed (``measured_run``), when the seed runs, not when i
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import os
 import platform
@@ -18,26 +17,15 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+from landing.models.cpu import cpu_flags, native_bf16
+
 PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "prefect", "mlflow", "numpy", "tokenizers")
 # The x86 flags that pick onnxruntime's INT8 (u8s8) GEMM kernels: VNNI computes exact int32 dot
 # products; AVX2 without VNNI sums pairs into int16 with saturation (vpmaddubsw).
 INT8_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ORT_NUM_THREADS")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, ARM ``Features``); empty elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
 
 
 def cpu_model() -> str:
@@ -113,6 +101,7 @@ def provenance(threads: int | None = None) -> dict:
         "cores": os.cpu_count(),
         "int8_isa_flags": sorted(flags & set(INT8_FLAGS)),
         "int8_dot_product_exact": int8_dot_product_exact(flags),
+        "native_bf16": native_bf16(flags),  # training.bf16: auto autocasts only then
         "threads": threads,
         "thread_env": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
         "git_diff_sha256": git_diff_sha256(),
@@ -159,7 +148,8 @@ def provenance_markdown(info: dict) -> str:
         f"- date: {info['date']}; git commit: `{info['git_commit']}`"
         + (f" (uncommitted diff sha256 `{info['git_diff_sha256']}`)" if info.get("git_diff_sha256") else ""),
         f"- CPU: {info['cpu']} ({info['machine']}, {info['cores']} cores); INT8-relevant flags: "
-        f"{', '.join(info['int8_isa_flags']) or 'none'}; exact INT8 dot products: {info['int8_dot_product_exact']}",
+        f"{', '.join(info['int8_isa_flags']) or 'none'}; exact INT8 dot products: {info['int8_dot_product_exact']}"
+        f"; native bf16: {info.get('native_bf16', 'not recorded')}",
         f"- threads: {info['threads']}; thread variables: {info['thread_env'] or 'none set'}; 1-minute load average: "
         f"{_load_text(info)}",
         f"- Python {info['python']}; {packages}",

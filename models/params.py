@@ -67,6 +67,10 @@ class TrainerParams:
     max_grad_norm: float = Field(1.0, gt=0, description="gradients clipped to this global norm")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches whose gradients add up to one optimizer step")
     max_steps: int = Field(-1, description="overrides epochs when > 0")
+    bf16: Literal["auto", "off"] = Field(
+        "off", description="auto: bf16 autocast where the CPU computes bf16 natively (AVX-512 BF16, AMX), else FP32"
+    )
+    group_by_length: bool = Field(False, description="batches of similar lengths (less padding), still shuffled")
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -85,6 +89,8 @@ class TrainingParams(TrainerParams):
     """The training knobs a run config exposes (``training:``): a Trainer run, its row length and torchrun."""
 
     max_seq_length: SeqLength = 128
+    freeze_embeddings: bool = Field(False, description="the embeddings are not trained (fewer gradients to compute)")
+    freeze_layers: int = Field(0, ge=0, description="the lowest N encoder layers are not trained")
     distributed: Launch = Field(
         default_factory=Launch, description="torchrun DDP; batch_size stays the global batch, split across processes"
     )

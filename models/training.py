@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from landing.models.cpu import native_bf16
 from landing.models.data import EncodedTable, KDCollator, OnlineTeacherCollator, TeacherLogitsFn
 from landing.models.fewshot.params import ContrastiveParams
 from landing.models.kd import DistillBatch, ForwardOutputs, distillation_loss
@@ -129,6 +130,7 @@ class TrainResult:
     train_loss: float
     train_runtime_s: float
     resumed_from: str | None
+    bf16: bool = False  # whether training.bf16: auto chose bf16 autocast on this machine
 
 
 def world_size() -> int:
@@ -141,6 +143,25 @@ def per_device_batch_size(batch_size: int, processes: int) -> int:
     if batch_size % processes:
         raise ValueError(f"training.batch_size: {batch_size} (global) is not divisible by {processes} processes")
     return batch_size // processes
+
+
+def uses_bf16(params: TrainerParams) -> bool:
+    """``bf16: auto`` autocasts to bf16 only where the CPU has native bf16 (or on a GPU); FP32 elsewhere."""
+    return params.bf16 == "auto" and (torch.cuda.is_available() or native_bf16())
+
+
+def freeze(model: PreTrainedModel, params: TrainingParams) -> None:
+    """No gradients for the embeddings and the lowest ``freeze_layers`` encoder layers (``training:`` knobs)."""
+    from landing.models.pretrained import encoder_layers
+
+    if params.freeze_embeddings:
+        model.base_model.embeddings.requires_grad_(False)
+    if params.freeze_layers:
+        layers = encoder_layers(model)
+        if params.freeze_layers > len(layers):
+            raise ValueError(f"training.freeze_layers: {params.freeze_layers} > the model's {len(layers)} encoder layers")
+        for layer in list(layers)[: params.freeze_layers]:
+            layer.requires_grad_(False)
 
 
 def training_arguments(
@@ -167,6 +188,8 @@ def training_arguments(
         remove_unused_columns=False,
         disable_tqdm=False,
         ddp_backend=ddp_backend,
+        bf16=uses_bf16(params),
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         # Our losses are per-batch means. With this on, Trainer multiplies the loss by the number of
         # processes (meant for losses divided by a token count summed over all ranks), so DDP's gradient
         # average would give N × the one-process gradient and log N × the loss. Off: the mean of the
@@ -224,6 +247,7 @@ def train_classifier(
         train_loss=float(output.training_loss),
         train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
         resumed_from=resume,
+        bf16=args.bf16,
     )
 
 
@@ -242,6 +266,7 @@ def fit_classifier(
     alongside the student when an intermediate-layer loss needs its hidden states or attentions."""
     spec = as_spec(spec)
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
+    freeze(model, params)
     if isinstance(spec, ContrastiveModel):  # SetFit-style: its own two-stage loop, not the Trainer
         return model, tokenizer, _fit_contrastive(model, tokenizer, spec.contrastive, texts, label_ids, params, seed)
     if example_weights is not None and distillation is None:

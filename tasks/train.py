@@ -205,6 +205,7 @@ def publish_model(
     )  # fmt: skip
     if result.resumed_from:
         mlflow.set_tag("landing.resumed_from", result.resumed_from)
+    mlflow.set_tag("landing.precision", "bf16 autocast" if result.bf16 else "fp32")
     out = scratch_dir(ctx.run_key, "models", role)
     sha = trained.save(out)
     extras = trained.publish_extras(role, training, ctx, out)
