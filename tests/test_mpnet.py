@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from transformers import MPNetTokenizer
 
 from landing.models.loading import build_classifier, load_classifier, save_classifier
@@ -106,3 +107,31 @@ def test_the_contrastive_model_mean_pools_an_mpnet_encoder_and_exports(mpnet_tok
     assert check_parity_fp32(tmp_path / "model", onnx_path, TEXTS, max_length=MAX_LEN)["max_abs_diff"] <= 1e-4
     reloaded, _ = load_classifier(str(tmp_path / "model"))
     assert isinstance(reloaded, MPNetMeanPoolForSequenceClassification) and reloaded.config.normalize
+
+
+def test_mlm_adapt_gives_an_mpnet_encoder_a_tied_masked_lm_head(mpnet_tokenizer, tmp_path):
+    """MPNet-base ships no masked-LM head: adaptation adds one, trains the top layer (relative-position attention
+    bias and the rest of the encoder frozen) and saves a model the masked-LM loader reads."""
+    from safetensors.torch import load_file
+    from transformers import MPNetConfig, MPNetModel
+
+    from landing.models.augment.mlm import has_mlm_head, load_masked_lm
+    from landing.models.mlm_adapt import MlmAdaptParams, adapt_masked_lm
+
+    tokenizer = load_tokenizer(mpnet_tokenizer)
+    encoder = MPNetModel(MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=66,
+                                     pad_token_id=tokenizer.pad_token_id), add_pooling_layer=False)  # fmt: skip
+    encoder.save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    params = MlmAdaptParams(max_steps=20, batch_size=8, train_layers=1, learning_rate=5e-3, logging_steps=10)
+    metrics = adapt_masked_lm(str(tmp_path / "encoder"), TEXTS * 2, TEXTS, params, tmp_path / "adapted", seed=0,
+                              checkpoint_dir=tmp_path / "ckpt")  # fmt: skip
+    assert metrics["new_head"] and metrics["val_mlm_loss_after"] < metrics["val_mlm_loss_before"]
+    assert all(n.startswith(("mpnet.encoder.layer.1.", "lm_head.")) for n in metrics["trainable"])
+    assert has_mlm_head(str(tmp_path / "adapted"))
+    model, _ = load_masked_lm(str(tmp_path / "adapted"))
+    assert type(model).__name__ == "MPNetForMaskedLM"
+    saved = load_file(str(tmp_path / "adapted" / "model.safetensors"))
+    bias = "mpnet.encoder.relative_attention_bias.weight"
+    assert torch.equal(saved[bias], encoder.state_dict()["encoder.relative_attention_bias.weight"])
