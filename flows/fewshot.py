@@ -39,8 +39,8 @@ def _masked_lm(config: FewshotRunConfig, splits: dict[str, DatasetManifest], ctx
     return adapt_mlm(base, texts, splits.get("validation"), config.mlm_adapt, ctx)
 
 
-def _one_run(name: str, spec: AnySpec, training: TrainingConfig, k: int, seed: int, shots: dict[str, DatasetManifest], labels: list[str],
-             eval_table: DatasetManifest, masked_lm: ModelManifest | None, ctx: RunContext) -> dict:  # fmt: skip
+def _one_run(name: str, spec: AnySpec, training: TrainingConfig, k: int, seed: int, shots: dict[str, DatasetManifest],
+             labels: list[str], eval_table: DatasetManifest, masked_lm: ModelManifest | None, ctx: RunContext) -> dict:  # fmt: skip
     """Train one method on one k-shot split and score it on the split's validation rows and on eval."""
     seeded = ctx.model_copy(update={"seed": seed})
     role = f"{name}-k{k}-seed{seed}"

@@ -4,7 +4,7 @@ Meta-KD student's recipe from the all-domain teacher, all in the same run:
 
 - *step-matched*: vanilla KD trained as many optimizer steps as Meta-KD's two stages together;
 - *two-stage layers*: Meta-KD's stage 1 (intermediate layers) then stage 2, without the meta-teacher and the
-  prototype weights; what Meta-KD adds over it is the meta-teacher and the weighting, not the second stage."""
+  prototype weights, so the difference is what the meta-teacher and the weighting add."""
 
 from __future__ import annotations
 

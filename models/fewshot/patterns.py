@@ -86,9 +86,9 @@ def _parse_template(pattern: str) -> list[Part]:
 
 
 def _parse_easynlp(pattern: str) -> list[Part]:
-    names = _FIELD_ALIASES
     items = [item.replace("\\,", ",") for item in re.split(r"(?<!\\),", pattern)]
-    return [Part(names[item.strip()]) if item.strip() in names else Part(LITERAL, item) for item in items if item]
+    return [Part(_FIELD_ALIASES[item.strip()]) if item.strip() in _FIELD_ALIASES else Part(LITERAL, item)
+            for item in items if item]  # fmt: skip
 
 
 def _check_parts(pattern: str, parts: Sequence[Part], require_text: bool) -> None:
