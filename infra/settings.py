@@ -104,6 +104,9 @@ def prepare_runtime_environment(settings: LandingSettings | None = None) -> Path
     prefect_home = settings.state_dir / "prefect"
     prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+    # The temporary Prefect server of a run without a stack gets 20 s to start by default; a busy 2-core
+    # machine (a benchmark on the other core) needs more, and a run that fails there loses nothing but time.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -20,6 +20,8 @@ for _k, _v in {
     "LANDING_USE_STACK": "false",
     # Steps called directly (`task.fn`) log outside a flow run: nothing to send to the API.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # As `landing` sets it (infra/settings.py): a temporary Prefect server on two busy cores starts slowly.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_k, _v)
 # Cached step results of this process only: a result cached by an earlier session, or by another pytest-xdist
