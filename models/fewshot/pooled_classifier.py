@@ -55,7 +55,21 @@ class MPNetMeanPoolConfig(MPNetConfig):
 
 class _MeanPooled:
     """Encoder -> masked mean over tokens -> optional L2 normalisation -> linear head (no dropout, as SetFit).
-    Mixed into one class per encoder family; ``self.sentence_encoder`` is that family's model, without its pooler."""
+    Mixed into one class per encoder family, which names its ``encoder_class``; the encoder, without its pooler,
+    sits under the family's ``base_model_prefix`` (``bert``, ``mpnet``), as in its pretrained checkpoints."""
+
+    encoder_class: type
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.encoder_class(config, add_pooling_layer=False))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @property
+    def sentence_encoder(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)
 
     def _encode(self, input_ids, attention_mask, token_type_ids, **kwargs):
         if attention_mask is None:
@@ -92,32 +106,12 @@ class _MeanPooled:
 
 class BertMeanPoolForSequenceClassification(_MeanPooled, BertPreTrainedModel):
     config_class = MeanPoolConfig
-
-    def __init__(self, config: MeanPoolConfig) -> None:
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
-    @property
-    def sentence_encoder(self) -> BertModel:
-        return self.bert
+    encoder_class = BertModel
 
 
 class MPNetMeanPoolForSequenceClassification(_MeanPooled, MPNetPreTrainedModel):
     config_class = MPNetMeanPoolConfig
-
-    def __init__(self, config: MPNetMeanPoolConfig) -> None:
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.mpnet = MPNetModel(config, add_pooling_layer=False)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
-    @property
-    def sentence_encoder(self) -> MPNetModel:
-        return self.mpnet
+    encoder_class = MPNetModel
 
 
 # encoder family (the checkpoint's model_type) -> its mean-pooled classifier and that classifier's config
