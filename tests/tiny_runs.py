@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,22 +64,27 @@ def run_landing(argv: list[str], cwd: Path, env: dict | None = None, timeout: fl
     return proc.returncode, out
 
 
-def task_states(flow_run_id: str) -> dict[str, list[str]]:
-    """Task name → state names of one flow run, read back from the Prefect API."""
+def task_states(flow_run_id: str, expect: Mapping[str, int]) -> dict[str, list[str]]:
+    """Task name → state names of one flow run, read back from the Prefect API.
+
+    Task runs reach the API as events, after the flow has returned: wait (bounded) until ``expect`` (task name →
+    how many runs at least) is met, none is unset or still pending, and two reads in a row agree."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    # Task-run states reach the API asynchronously: wait (bounded) until none is unset or still pending.
-    for _ in range(50):
+    previous: dict[str, list[str]] | None = None
+    for _ in range(150):
         with get_client(sync_client=True) as client:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        if not any(run.state is None or run.state.name in ("Pending", "Running") for run in runs):
-            break
+        states: dict[str, list[str]] = {}
+        for run in runs:
+            states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name if run.state else "unset")
+        settled = not any(name in ("unset", "Pending", "Running") for names in states.values() for name in names)
+        if settled and all(len(states.get(name, ())) >= n for name, n in expect.items()) and states == previous:
+            return states
+        previous = states
         time.sleep(0.2)
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
+    raise AssertionError(f"task runs of {flow_run_id} did not settle: {previous}, expected {dict(expect)}")
 
 
 def parent_runs(state_dir: Path) -> list:
