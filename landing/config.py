@@ -539,6 +539,8 @@ def _check_verbalizers(config: StrictModel, path: Path) -> None:
             raise ConfigError(f"{path}: {key}.prompt.label_file: no such file {prompt.label_file!r}") from None
         except PatternError as exc:
             raise ConfigError(f"{path}: {key}.prompt: {exc}") from None
+        except ModelFilesError as exc:  # the label words need the masked LM's tokenizer: e.g. an extra not installed
+            raise ConfigError(f"{path}: {key}.prompt: checking its label words: {exc}") from None
 
 
 def _check_masked_lm(config: StrictModel, path: Path) -> None:

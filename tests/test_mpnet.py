@@ -1,6 +1,7 @@
 """MPNet, the large teacher's architecture, through the chain on a tiny random MPNet (not the real weights):
 training with teacher logits, logits by row, ONNX export with the parity check, the ONNX predictor, SetFit's
-contrastive model on an MPNet encoder, and the refusal of intermediate-layer losses across two tokenizers."""
+contrastive model on an MPNet encoder, PET/P-tuning/CPT on an MPNet masked LM, and the refusal of
+intermediate-layer losses across two tokenizers."""
 
 from pathlib import Path
 
@@ -135,3 +136,93 @@ def test_mlm_adapt_gives_an_mpnet_encoder_a_tied_masked_lm_head(mpnet_tokenizer,
     saved = load_file(str(tmp_path / "adapted" / "model.safetensors"))
     bias = "mpnet.encoder.relative_attention_bias.weight"
     assert torch.equal(saved[bias], encoder.state_dict()["encoder.relative_attention_bias.weight"])
+
+
+@pytest.fixture(scope="module")
+def mpnet_mlm(mpnet_tokenizer, tmp_path_factory) -> Path:
+    """A tiny random MPNet masked LM with its tokenizer, saved (as mlm_adapt would leave one)."""
+    from transformers import MPNetConfig, MPNetForMaskedLM
+
+    tokenizer = load_tokenizer(mpnet_tokenizer)
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    out = tmp_path_factory.mktemp("mpnet-mlm")
+    MPNetForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _prompt(mlm_dir: Path, pattern: str, method: str = "pet", **kwargs):
+    from landing.models.fewshot.params import PromptParams
+    from landing.models.fewshot.prompt_model import prompt_classifier
+
+    params = PromptParams(pattern=pattern, method=method, label_words={"neg": "awful", "pos": "great"}, **kwargs)
+    model, tokenizer = prompt_classifier(str(mlm_dir), params, LABELS)
+    return model.eval(), tokenizer
+
+
+def test_pet_on_mpnet_scores_the_label_words_as_its_masked_lm(mpnet_mlm):
+    """The prompt is <s> text It was <mask>. </s>, and the label scores are MPNetForMaskedLM's at the mask."""
+    from transformers import MPNetForMaskedLM
+
+    from landing.models.fewshot.prompt_model import MPNetPromptForSequenceClassification
+
+    model, tok = _prompt(mpnet_mlm, "{text} It was {mask}.")
+    assert isinstance(model, MPNetPromptForSequenceClassification)
+    mlm = MPNetForMaskedLM.from_pretrained(mpnet_mlm).eval()
+    assert torch.equal(model.word_embeddings.weight, mlm.mpnet.embeddings.word_embeddings.weight)
+    texts = TEXTS[:3]
+    with torch.no_grad():
+        logits = model(**tok(texts, padding=True, return_tensors="pt")).logits
+    literal, stop = (tok(t, add_special_tokens=False)["input_ids"] for t in (" It was", "."))
+    for row, text in enumerate(texts):
+        ids = [tok.cls_token_id, *tok(text, add_special_tokens=False)["input_ids"], *literal, tok.mask_token_id,
+               *stop, tok.sep_token_id]  # fmt: skip
+        with torch.no_grad():
+            log_probs = torch.log_softmax(mlm(input_ids=torch.tensor([ids])).logits[0], -1)[ids.index(tok.mask_token_id)]
+        expected = [log_probs[tok.convert_tokens_to_ids(w)].item() for w in ("awful", "great")]
+        np.testing.assert_allclose(logits[row].numpy(), expected, atol=1e-4)
+
+
+def test_a_pair_prompt_on_mpnet_cuts_the_second_text_after_its_double_separator(mpnet_mlm):
+    model, tok = _prompt(mpnet_mlm, "{text} , so {mask} , because {text_pair}")
+    batch = tok(["a great film", "dull"], ["it moved me", "no"], padding=True, return_tensors="pt")
+    assert tok.convert_ids_to_tokens(batch["input_ids"][1][:5].tolist()) == ["<s>", "dull", "</s>", "</s>", "no"]
+    ids, mask, _, _ = model.build_prompt(batch["input_ids"], batch["attention_mask"])
+    row = tok.convert_ids_to_tokens(ids[1][mask[1].bool()].tolist())
+    assert row == ["<s>", "dull", ",", "so", "<mask>", ",", "because", "no", "</s>"]
+
+
+def _label_loss(model, tokenizer) -> float:
+    """Cross-entropy of the verbalizer's label scores on the training rows (every method trains it)."""
+    from landing.models.fewshot.prompt_model import label_loss
+
+    with torch.no_grad():
+        out = model.eval()(**tokenizer(TEXTS, padding=True, return_tensors="pt"))
+    return label_loss(model.label_scores(out.mask_log_probs), torch.tensor(Y)).item()
+
+
+@pytest.mark.parametrize("method", ["pet", "ptuning", "cpt"])
+def test_each_prompt_method_trains_on_mpnet_saves_and_exports(mpnet_mlm, method, tmp_path):
+    """A tiny random masked LM learns too little in a few steps to test accuracy on: the loss it trains must fall,
+    and what is saved must load, predict the same and export with parity."""
+    from landing.models.fewshot.params import PromptParams
+    from landing.models.fewshot.prompt_model import MPNetPromptForSequenceClassification
+    from landing.models.specs import PromptModel
+
+    pattern = "<pseudo>{text} It was {mask}." if method == "ptuning" else "{text} It was {mask}."
+    prompt = PromptParams(pattern=pattern, method=method, label_words={"neg": "awful", "pos": "great"})
+    before = _label_loss(*_prompt(mpnet_mlm, pattern, method))
+    params = TrainingParams(epochs=8, batch_size=8, learning_rate=3e-3, max_seq_length=MAX_LEN, warmup_ratio=0.0)
+    model, tokenizer, result = fit_classifier(PromptModel(mlm_model=str(mpnet_mlm), prompt=prompt), LABELS, TEXTS, Y,
+                                              params, tmp_path / "ckpt", seed=0)  # fmt: skip
+    assert isinstance(model, MPNetPromptForSequenceClassification) and result.global_step > 0
+    assert _label_loss(model, tokenizer) < before
+    save_classifier(model, tokenizer, tmp_path / "model")
+    reloaded, tok = load_classifier(str(tmp_path / "model"))
+    assert isinstance(reloaded, MPNetPromptForSequenceClassification) and (method == "cpt") == reloaded.has_prototypes
+    expected = predict_logits(model.eval(), tokenizer, TEXTS, max_length=MAX_LEN)
+    assert np.allclose(predict_logits(reloaded, tok, TEXTS, max_length=MAX_LEN), expected, atol=1e-5)
+    onnx_path = export_onnx(tmp_path / "model", tmp_path / "bundle" / "model.onnx", max_length=MAX_LEN)
+    assert check_parity_fp32(tmp_path / "model", onnx_path, TEXTS, max_length=MAX_LEN)["max_abs_diff"] <= 1e-4

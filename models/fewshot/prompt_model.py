@@ -1,9 +1,9 @@
-"""PET, P-tuning and CPT as one transformers classifier over a BERT masked LM.
+"""PET, P-tuning and CPT as one transformers classifier over a BERT or MPNet masked LM.
 
 The model takes what any classifier takes (the plain tokenizer's ``input_ids`` of ``[CLS] text [SEP]``
-or ``[CLS] text [SEP] pair [SEP]``) and builds the prompt itself, with tensor gathers: ``[CLS]``, the
-pattern's parts in order (text fields cut from the input, literal tokens, the masks, pseudo tokens),
-``[SEP]``. So training, prediction, logits export, ``distill`` and ONNX export treat it as any
+or ``[CLS] text [SEP] pair [SEP]``; MPNet's ``<s> text </s></s> pair </s>``) and builds the prompt itself,
+with tensor gathers: the first token, the pattern's parts in order (text fields cut from the input, literal
+tokens, the masks, pseudo tokens), the separator. So training, prediction, logits export, ``distill`` and ONNX export treat it as any
 classifier and nothing outside needs to know the pattern. The output length is the input length
 plus the pattern's fixed tokens (a static shape, so it traces to ONNX).
 
@@ -31,11 +31,13 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     BertConfig,
+    MPNetConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertOnlyMLMHead, BertPreTrainedModel
+from transformers.models.mpnet.modeling_mpnet import MPNetLMHead, MPNetModel, MPNetPreTrainedModel
 
 from landing.models.fewshot.params import PromptParams
 from landing.models.fewshot.patterns import LITERAL, MASK, PSEUDO, TEXT, TEXT_PAIR, Part, PatternError
@@ -44,10 +46,9 @@ from landing.models.kd import IGNORE_LABEL
 METHODS = ("pet", "ptuning", "cpt")
 
 
-class BertPromptConfig(BertConfig):
-    """A BERT config plus the compiled prompt: its parts with token ids, the verbalizer's token ids and the method."""
-
-    model_type = "bert_prompt"
+class _PromptFields:
+    """The compiled prompt on top of an encoder's config: its parts with token ids, the verbalizer's token ids and
+    the method. Mixed into one config class per encoder family."""
 
     def __init__(
         self, prompt_parts: list | None = None, label_token_ids: list | None = None, prompt_method: str = "pet",
@@ -73,8 +74,16 @@ class BertPromptConfig(BertConfig):
 
     @property
     def fixed_tokens(self) -> int:
-        """Tokens the prompt adds to the input (literals, masks, pseudo tokens, the final [SEP])."""
+        """Tokens the prompt adds to the input (literals, masks, pseudo tokens, the final separator)."""
         return 1 + sum(len(p["ids"]) for p in self.prompt_parts if p["kind"] in (LITERAL, MASK, PSEUDO))
+
+
+class BertPromptConfig(_PromptFields, BertConfig):
+    model_type = "bert_prompt"
+
+
+class MPNetPromptConfig(_PromptFields, MPNetConfig):
+    model_type = "mpnet_prompt"
 
 
 @dataclass
@@ -99,25 +108,53 @@ class PromptEncoder(nn.Module):
         return self.mlp(x).squeeze(0)
 
 
-class BertPromptForSequenceClassification(BertPreTrainedModel):
-    config_class = BertPromptConfig
-    _tied_weights_keys = {  # as BertForMaskedLM: the decoder is the input embeddings
-        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-        "cls.predictions.decoder.bias": "cls.predictions.bias",
-    }
+class PromptClassifier:
+    """The prompt classifier over a masked LM, mixed into one class per encoder family. The family names its
+    encoder and MLM head classes and where they sit (as in its ``*ForMaskedLM``, so those weights load as they
+    are), how many separators stand between a pair's two texts, and whether the encoder takes segment ids."""
 
-    def __init__(self, config: BertPromptConfig) -> None:
+    encoder_class: type
+    head_class: type
+    head_name: str
+    pair_separators: int
+    segment_ids: bool
+
+    def __init__(self, config) -> None:
         super().__init__(config)
         if config.prompt_method not in METHODS:
             raise ValueError(f"prompt method {config.prompt_method!r}: expected one of {METHODS}")
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.cls = BertOnlyMLMHead(config)
+        setattr(self, self.base_model_prefix, self.encoder_class(config, add_pooling_layer=False))
+        setattr(self, self.head_name, self.head_class(config))
         n_pseudo = config.pseudo_count
         self.prompt_embeddings = nn.Embedding(n_pseudo, config.hidden_size) if n_pseudo else None
         self.prompt_encoder = PromptEncoder(config.prompt_encoder, config.hidden_size) if (
             n_pseudo and config.prompt_encoder != "none") else None  # fmt: skip
         self.register_buffer("prototypes", torch.zeros(config.num_labels, config.hidden_size))  # CPT; saved
         self.post_init()
+
+    @property
+    def encoder(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)
+
+    @property
+    def mlm_head(self) -> nn.Module:
+        return getattr(self, self.head_name)
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.encoder.embeddings.word_embeddings
+
+    def _decoder_owner(self) -> nn.Module:
+        """The module holding the head's ``decoder`` and ``bias``."""
+        raise NotImplementedError
+
+    def get_output_embeddings(self):
+        return self._decoder_owner().decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        owner = self._decoder_owner()
+        owner.decoder = new_embeddings
+        owner.bias = new_embeddings.bias
 
     # Index tensors built from the config on use, not buffers: from_pretrained allocates non-persistent
     # buffers without running __init__'s values into them, and these are constants of the traced graph anyway.
@@ -132,13 +169,6 @@ class BertPromptForSequenceClassification(BertPreTrainedModel):
         weights = torch.tensor([[1.0 / len(w) if k < len(w) else 0.0 for k in range(width)] for w in words], device=device)
         return ids, weights
 
-    def get_output_embeddings(self):
-        return self.cls.predictions.decoder
-
-    def set_output_embeddings(self, new_embeddings):
-        self.cls.predictions.decoder = new_embeddings
-        self.cls.predictions.bias = new_embeddings.bias
-
     def prompt_parameters(self) -> list[nn.Parameter]:
         """The pseudo-token embeddings and their encoder (P-tuning's own learning rate applies to these)."""
         modules = [m for m in (self.prompt_embeddings, self.prompt_encoder) if m is not None]
@@ -147,12 +177,13 @@ class BertPromptForSequenceClassification(BertPreTrainedModel):
     # --- the prompt -------------------------------------------------------------------------------
     def build_prompt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """(ids, attention mask, mask positions, pseudo positions) of ``[CLS] parts... [SEP]`` per row."""
+        gap = self.pair_separators
         batch, length = input_ids.shape
         valid = attention_mask.bool()
         total = attention_mask.sum(1)
         first_sep = torch.argmax(((input_ids == self.config.sep_token_id) & valid).int(), dim=1)
         one = torch.ones_like(total)
-        spans = {TEXT: (one, first_sep - 1), TEXT_PAIR: (first_sep + 1, (total - first_sep - 2).clamp(min=0))}
+        spans = {TEXT: (one, first_sep - 1), TEXT_PAIR: (first_sep + gap, (total - first_sep - gap - 1).clamp(min=0))}
         starts, lengths, masks, pseudos = [torch.zeros_like(total)], [one], None, []  # [CLS] from the input
         offset = length
         for part in self.config.prompt_parts:
@@ -184,7 +215,7 @@ class BertPromptForSequenceClassification(BertPreTrainedModel):
         return ids, inside.long(), masks, torch.cat(pseudos, 1) if pseudos else None
 
     def _embeddings(self, ids: torch.Tensor, pseudo_positions: torch.Tensor | None) -> torch.Tensor:
-        embeds = self.bert.embeddings.word_embeddings(ids)
+        embeds = self.word_embeddings(ids)
         if pseudo_positions is None:
             return embeds
         vectors = self.prompt_embeddings.weight
@@ -220,12 +251,13 @@ class BertPromptForSequenceClassification(BertPreTrainedModel):
         if ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(f"prompt of {ids.shape[1]} tokens exceeds the model's {self.config.max_position_embeddings}"
                              " positions; lower max_seq_length")  # fmt: skip
-        outputs = self.bert(inputs_embeds=self._embeddings(ids, pseudo_positions), attention_mask=mask,
-                            token_type_ids=torch.zeros_like(ids), output_hidden_states=output_hidden_states,
-                            output_attentions=output_attentions, return_dict=True)  # fmt: skip
+        segments = {"token_type_ids": torch.zeros_like(ids)} if self.segment_ids else {}
+        outputs = self.encoder(inputs_embeds=self._embeddings(ids, pseudo_positions), attention_mask=mask,
+                               output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                               return_dict=True, **segments)  # fmt: skip
         hidden = outputs.last_hidden_state
         at_masks = hidden.gather(1, mask_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        log_probs = torch.log_softmax(self.cls(at_masks).float(), dim=-1)
+        log_probs = torch.log_softmax(self.mlm_head(at_masks).float(), dim=-1)
         scores = self.label_scores(log_probs)
         mask_hidden = at_masks[:, 0]
         logits = self.prototype_logits(mask_hidden) if self.config.prompt_method == "cpt" and self.has_prototypes else scores
@@ -246,6 +278,35 @@ class BertPromptForSequenceClassification(BertPreTrainedModel):
             if len(rows) == 0:
                 raise ValueError(f"CPT: no training row of label {self.config.id2label[c]!r} to build its prototype")
             self.prototypes[c] = rows.mean(0)
+
+
+class BertPromptForSequenceClassification(PromptClassifier, BertPreTrainedModel):
+    config_class = BertPromptConfig
+    encoder_class, head_class, head_name, pair_separators, segment_ids = BertModel, BertOnlyMLMHead, "cls", 1, True
+    _tied_weights_keys = {  # as BertForMaskedLM: the decoder is the input embeddings
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def _decoder_owner(self) -> nn.Module:
+        return self.cls.predictions
+
+
+class MPNetPromptForSequenceClassification(PromptClassifier, MPNetPreTrainedModel):
+    config_class = MPNetPromptConfig
+    # A pair is <s> a </s></s> b </s>, as RoBERTa; MPNet has no segment embeddings.
+    encoder_class, head_class, head_name, pair_separators, segment_ids = MPNetModel, MPNetLMHead, "lm_head", 2, False
+    _tied_weights_keys = {  # as MPNetForMaskedLM
+        "lm_head.decoder.weight": "mpnet.embeddings.word_embeddings.weight",
+        "lm_head.decoder.bias": "lm_head.bias",
+    }
+
+    def _decoder_owner(self) -> nn.Module:
+        return self.lm_head
+
+
+FAMILIES: dict[str, type[PromptClassifier]] = {"bert": BertPromptForSequenceClassification,
+                                               "mpnet": MPNetPromptForSequenceClassification}  # fmt: skip
 
 
 def label_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -276,9 +337,10 @@ def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, te
 
 
 def register_prompt_model() -> None:
-    """Make ``AutoModelForSequenceClassification.from_pretrained`` load ``bert_prompt`` checkpoints; idempotent."""
-    AutoConfig.register(BertPromptConfig.model_type, BertPromptConfig, exist_ok=True)
-    AutoModelForSequenceClassification.register(BertPromptConfig, BertPromptForSequenceClassification, exist_ok=True)
+    """Make ``AutoModelForSequenceClassification.from_pretrained`` load prompt checkpoints; idempotent."""
+    for model_class in FAMILIES.values():
+        AutoConfig.register(model_class.config_class.model_type, model_class.config_class, exist_ok=True)
+        AutoModelForSequenceClassification.register(model_class.config_class, model_class, exist_ok=True)
 
 
 # --- building from a masked LM -------------------------------------------------------------------
@@ -319,16 +381,19 @@ def prompt_classifier_from_mlm(
     masked_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, labels: Sequence[str], parts: Sequence[Part],
     words: dict[str, str], *, method: str = "pet", prompt_encoder: str = "none", pseudo_init: Sequence[str] = (),
     cpt_temperature: float = 0.1, pattern: str = "", max_seq_length: int = 128,
-) -> BertPromptForSequenceClassification:  # fmt: skip
-    """The prompt classifier sharing ``masked_lm``'s weights (a BERT ``*ForMaskedLM``), in the run's label order."""
-    if masked_lm.config.model_type != "bert":
-        raise PatternError(f"prompt methods support BERT masked LMs; this one is {masked_lm.config.model_type!r}")
+) -> PromptClassifier:  # fmt: skip
+    """The prompt classifier sharing ``masked_lm``'s weights (a BERT or MPNet ``*ForMaskedLM``), in the run's label
+    order."""
+    family = FAMILIES.get(masked_lm.config.model_type)
+    if family is None:
+        raise PatternError(f"prompt methods support {' and '.join(FAMILIES)} masked LMs; this one is "
+                           f"{masked_lm.config.model_type!r}")  # fmt: skip
     label_token_ids = encode_label_words(tokenizer, words)
     compiled = compile_parts(tokenizer, parts, max(len(ids) for ids in label_token_ids))
     base = masked_lm.config.to_dict()
     for key in ("model_type", "architectures", "id2label", "label2id", "num_labels", "transformers_version"):
         base.pop(key, None)
-    config = BertPromptConfig(
+    config = family.config_class(
         prompt_parts=compiled, label_token_ids=label_token_ids, prompt_method=method, prompt_encoder=prompt_encoder,
         cpt_temperature=cpt_temperature, prompt_pattern=pattern, label_words=list(words.values()),
         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
@@ -337,7 +402,7 @@ def prompt_classifier_from_mlm(
     if max_seq_length + config.fixed_tokens > config.max_position_embeddings:
         raise PatternError(f"max_seq_length {max_seq_length} + the prompt's {config.fixed_tokens} tokens exceed the "
                            f"model's {config.max_position_embeddings} positions; lower max_seq_length")  # fmt: skip
-    model = BertPromptForSequenceClassification(config)
+    model = family(config)
     missing, unexpected = model.load_state_dict(masked_lm.state_dict(), strict=False)
     own = ("prompt_embeddings.", "prompt_encoder.", "prototypes")
     if [k for k in missing if not k.startswith(own)] or unexpected:
@@ -347,13 +412,13 @@ def prompt_classifier_from_mlm(
     return model
 
 
-def _init_pseudo(model: BertPromptForSequenceClassification, tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> None:
+def _init_pseudo(model: PromptClassifier, tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> None:
     """Pseudo embeddings start from the given words' embeddings (the mean of a word's tokens); the rest random."""
     if model.prompt_embeddings is None or not words:
         return
     if len(words) > model.prompt_embeddings.num_embeddings:
         raise PatternError(f"pseudo_init: {len(words)} words for {model.prompt_embeddings.num_embeddings} pseudo tokens")
-    table = model.bert.embeddings.word_embeddings.weight
+    table = model.word_embeddings.weight
     with torch.no_grad():
         for i, word in enumerate(words):
             ids = tokenizer(word, add_special_tokens=False)["input_ids"]
@@ -363,7 +428,7 @@ def _init_pseudo(model: BertPromptForSequenceClassification, tokenizer: PreTrain
 
 
 def prompt_classifier(mlm_model: str, params: PromptParams,
-                      labels: Sequence[str]) -> tuple[BertPromptForSequenceClassification, PreTrainedTokenizerBase]:  # fmt: skip
+                      labels: Sequence[str]) -> tuple[PromptClassifier, PreTrainedTokenizerBase]:  # fmt: skip
     """The masked LM ``mlm_model`` (with its trained head) under the pattern and verbalizer of ``params`` (a pattern
     in the contract's terms, ``text``/``text_pair``: the run config spells the columns so)."""
     from landing.models.augment.mlm import load_masked_lm

@@ -1,7 +1,7 @@
 """Training a prompt classifier with transformers' Trainer: the prompt losses, P-tuning's own learning rate,
 a frozen PLM, and CPT's prototypes once training ends.
 
-The loss of :class:`BertPromptForSequenceClassification` (cross-entropy over the label scores, plus CPT's
+The loss of :class:`PromptClassifier` (cross-entropy over the label scores, plus CPT's
 contrastive term) is the base; :class:`PromptTrainer` adds, as configured:
 
 * EasyNLP's full-vocabulary MLM loss on the gold label word. A label score is the word's mean token
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase, Trainer
 
 from landing.models.fewshot.params import PromptParams
-from landing.models.fewshot.prompt_model import BertPromptForSequenceClassification
+from landing.models.fewshot.prompt_model import PromptClassifier
 from landing.models.kd import IGNORE_LABEL
 
 
@@ -83,17 +83,17 @@ def gold_word_mlm_loss(model, mask_log_probs: torch.Tensor, labels: torch.Tensor
     return -model.label_scores(mask_log_probs[keep]).gather(1, labels[keep].unsqueeze(1)).mean()
 
 
-def plain_mlm_loss(model: BertPromptForSequenceClassification, batch: dict) -> torch.Tensor:
+def plain_mlm_loss(model: PromptClassifier, batch: dict) -> torch.Tensor:
     """The masked LM's own loss on text without the prompt (``batch`` from DataCollatorForLanguageModeling)."""
-    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
+    hidden = model.encoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
     labels = batch["labels"]
     where = labels != IGNORE_LABEL
     if not bool(where.any()):
         return hidden.sum() * 0.0
-    return F.cross_entropy(model.cls(hidden[where]).float(), labels[where])
+    return F.cross_entropy(model.mlm_head(hidden[where]).float(), labels[where])
 
 
-def prepare_for_training(model: BertPromptForSequenceClassification, prompt: PromptParams) -> None:
+def prepare_for_training(model: PromptClassifier, prompt: PromptParams) -> None:
     """``freeze_plm``: only the pseudo tokens and their encoder train (P-tuning's frozen-PLM setting)."""
     if prompt.freeze_plm:
         trainable = {id(p) for p in model.prompt_parameters()}
@@ -102,7 +102,7 @@ def prepare_for_training(model: BertPromptForSequenceClassification, prompt: Pro
 
 
 @torch.no_grad()
-def fit_prototypes(model: BertPromptForSequenceClassification, tokenizer: PreTrainedTokenizerBase, train: Dataset,
+def fit_prototypes(model: PromptClassifier, tokenizer: PreTrainedTokenizerBase, train: Dataset,
                    batch_size: int = 64) -> None:  # fmt: skip
     """CPT: store each class's prototype from the labelled training rows, in the weights (prediction needs no
     training file afterwards)."""
