@@ -81,7 +81,8 @@ def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str =
             student = import_model(config.student.uri, "student", max_len, ctx)
         else:
             labels = list(config.data.contract.label_enumerate_values or sorted(splits["train"].label_counts))
-            student = train_model("student", config.student.model, config.student.training, labels, splits["train"], ctx)
+            student = train_model("student", config.student.model, config.student.training, labels, splits["train"], ctx,
+                                  validation=splits.get("validation"))  # fmt: skip
         teacher = import_model(config.teacher.uri, "teacher", max_len, ctx) if config.teacher else None
         result = compress_model(student, splits, config.compression, config.latency, ctx, output_dir, teacher)
         summary = {

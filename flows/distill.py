@@ -38,7 +38,9 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         splits, rejects = prepare_data(config.data, config_dir, ctx)
         contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
-        teacher = train_model("teacher", config.teacher.model, config.teacher.training, labels, splits["train"], ctx)
+        held_out = splits.get("validation")  # what early stopping (training.early_stopping_patience) evaluates
+        teacher = train_model("teacher", config.teacher.model, config.teacher.training, labels, splits["train"], ctx,
+                              validation=held_out)  # fmt: skip
         transfer = splits.get("transfer")
         if config.augmentation is not None:  # augmented (and unlabelled) rows, labelled by the teacher below
             transfer = augmented_transfer(config, splits, ctx)
@@ -47,14 +49,16 @@ def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "
         student_spec = config.student.model
         student_kd = train_model(
             "student_kd", student_spec, config.student.training, labels, splits["train"], ctx,
-            transfer=transfer, logits=logits, teacher=teacher, distillation=config.distillation,
+            transfer=transfer, logits=logits, teacher=teacher, distillation=config.distillation, validation=held_out,
         )  # fmt: skip
-        baseline = train_model("student_baseline", student_spec, config.student.training, labels, splits["train"], ctx)
+        baseline = train_model("student_baseline", student_spec, config.student.training, labels, splits["train"], ctx,
+                               validation=held_out)  # fmt: skip
         models = {"teacher": teacher, "student_kd": student_kd, "student_baseline": baseline}
         if config.baseline.step_matched:
             # As many optimizer steps as the KD student, labelled rows only: separates the teacher's signal
             # from the extra training the transfer rows give the KD student.
-            steps = dataclasses.replace(config.student.training, max_steps=student_kd.global_step)
+            steps = dataclasses.replace(config.student.training, max_steps=student_kd.global_step,
+                                        early_stopping_patience=0)  # fmt: skip
             models["student_baseline_steps"] = train_model(
                 "student_baseline_steps", student_spec, steps, labels, splits["train"], ctx
             )

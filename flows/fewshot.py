@@ -45,7 +45,7 @@ def _one_run(name: str, spec: AnySpec, training: TrainingConfig, k: int, seed: i
     seeded = ctx.model_copy(update={"seed": seed})
     role = f"{name}-k{k}-seed{seed}"
     model = train_model(role, spec, training, labels, shots["train"], seeded, transfer=shots["unlabelled"],
-                        masked_lm=masked_lm)  # fmt: skip
+                        masked_lm=masked_lm, validation=shots["validation"])  # fmt: skip
     validation = evaluate_model(f"{role}-validation", model, shots["validation"], seeded, 0)
     evaluation = evaluate_model(role, model, eval_table, seeded, 0)
     return {"method": name, "k": k, "seed": seed, "validation_accuracy": validation["accuracy"],
@@ -64,8 +64,10 @@ def _distil(config: FewshotRunConfig, best: dict, shots: dict[str, DatasetManife
     spec, training = config.student.model, config.student.training
     students = {
         "student_kd": train_model("student_kd", spec, training, labels, shots["train"], seeded, transfer=unlabelled,
-                                  logits=logits, teacher=teacher, distillation=config.distillation),
-        "student_baseline": train_model("student_baseline", spec, training, labels, shots["train"], seeded),
+                                  logits=logits, teacher=teacher, distillation=config.distillation,
+                                  validation=shots["validation"]),
+        "student_baseline": train_model("student_baseline", spec, training, labels, shots["train"], seeded,
+                                        validation=shots["validation"]),
     }  # fmt: skip
     return {role: evaluate_model(role, student, eval_table, seeded, config.latency_samples)
             for role, student in students.items()}  # fmt: skip

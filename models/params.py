@@ -91,6 +91,10 @@ class TrainingParams(TrainerParams):
     max_seq_length: SeqLength = 128
     freeze_embeddings: bool = Field(False, description="the embeddings are not trained (fewer gradients to compute)")
     freeze_layers: int = Field(0, ge=0, description="the lowest N encoder layers are not trained")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="evaluate validation accuracy every save_checkpoint_steps, stop after N evaluations "
+        "without a better one and keep the best checkpoint's weights; 0: off (train the whole budget)",
+    )  # fmt: skip
     distributed: Launch = Field(
         default_factory=Launch, description="torchrun DDP; batch_size stays the global batch, split across processes"
     )

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    EarlyStoppingCallback,
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from landing.models.cpu import native_bf16
@@ -108,6 +116,8 @@ class DistillationTrainer(Trainer):
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "teacher_logits" not in inputs and self.teacher_model is None:  # validation rows: only their labels
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         teacher = ForwardOutputs(logits=inputs.pop("teacher_logits"))
         labels = inputs.pop("labels")
         example_weights = inputs.pop("example_weights", None)
@@ -131,11 +141,22 @@ class TrainResult:
     train_runtime_s: float
     resumed_from: str | None
     bf16: bool = False  # whether training.bf16: auto chose bf16 autocast on this machine
+    best_step: int | None = None  # early stopping: the step whose weights were kept
+    best_validation_accuracy: float | None = None
 
 
 def world_size() -> int:
     """Processes training together: torchrun's ``WORLD_SIZE``, 1 when run without it."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass(frozen=True)
+class LabelledRows:
+    """Labelled rows as texts (and pairs) with label ids: e.g. the validation split early stopping reads."""
+
+    texts: Sequence[str]
+    label_ids: Sequence[int]
+    text_pairs: Sequence[str] | None = None
 
 
 def per_device_batch_size(batch_size: int, processes: int) -> int:
@@ -164,10 +185,35 @@ def freeze(model: PreTrainedModel, params: TrainingParams) -> None:
             layer.requires_grad_(False)
 
 
+def early_stopping(params: TrainerParams) -> int:
+    """The patience of early stopping on validation accuracy; 0 when off (only ``training:`` blocks have it)."""
+    return getattr(params, "early_stopping_patience", 0)
+
+
+def _evaluation_arguments(params: TrainerParams) -> dict:
+    """Validation accuracy at every checkpoint and the best checkpoint's weights at the end, for early stopping."""
+    if not early_stopping(params):
+        return {}
+    return {"eval_strategy": "steps", "eval_steps": params.save_checkpoint_steps, "load_best_model_at_end": True,
+            "metric_for_best_model": "accuracy", "greater_is_better": True,
+            "per_device_eval_batch_size": params.eval_batch_size}  # fmt: skip
+
+
+def _logits_only(outputs, labels) -> torch.Tensor:
+    """The label logits of an evaluation batch, without the rest of the outputs (a prompt model's per-mask
+    vocabulary scores would otherwise be gathered for every validation row)."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+def _accuracy(prediction: EvalPrediction) -> dict[str, float]:
+    return {"accuracy": float((np.asarray(prediction.predictions).argmax(-1) == prediction.label_ids).mean())}
+
+
 def training_arguments(
     params: TrainerParams, output_dir: Path, seed: int, ddp_backend: str | None = None
 ) -> TrainingArguments:
     return TrainingArguments(
+        **_evaluation_arguments(params),
         output_dir=str(output_dir),
         num_train_epochs=params.epochs,
         max_steps=params.max_steps,
@@ -212,22 +258,33 @@ def train_classifier(
     online_teacher: TeacherLogitsFn | None = None,
     unlabelled: EncodedTable | None = None,
     teacher_model: PreTrainedModel | None = None,
+    validation: EncodedTable | None = None,
 ) -> TrainResult:
     """Train in place, resuming from the newest checkpoint in ``checkpoint_dir`` if a run crashed.
 
     Under torchrun (see models/distributed.py) the Trainer itself wraps the model in DDP and
-    shards the batches; ``ddp_backend`` (gloo, nccl) picks the process-group backend.
+    shards the batches; ``ddp_backend`` (gloo, nccl) picks the process-group backend. ``validation``:
+    the labelled rows early stopping (``early_stopping_patience``) evaluates.
     """
     if distillation is not None and train.teacher_logits is None and online_teacher is None:
         raise ValueError("distillation needs teacher logits for every training row, or an online teacher")
+    patience = early_stopping(params)
+    if patience and validation is None:
+        raise ValueError("training.early_stopping_patience: early stopping needs the validation rows")
+    if patience and online_teacher is not None:
+        raise ValueError("training.early_stopping_patience: not available with distillation.online")
     args = training_arguments(params, checkpoint_dir, seed, ddp_backend)
+    stopper = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
     common = dict(
         model=model,
         args=args,
         train_dataset=train,
+        eval_dataset=validation if patience else None,
+        compute_metrics=_accuracy if patience else None,
+        preprocess_logits_for_metrics=_logits_only if patience else None,
         data_collator=OnlineTeacherCollator(tokenizer, online_teacher) if online_teacher else KDCollator(tokenizer),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *stopper],
     )
     prompt = getattr(model, "prompt_params", None)  # a prompt classifier (models/fewshot) trains with its losses
     if prompt is not None:
@@ -248,6 +305,8 @@ def train_classifier(
         train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
         resumed_from=resume,
         bf16=args.bf16,
+        best_step=trainer.state.best_global_step if patience else None,
+        best_validation_accuracy=trainer.state.best_metric if patience else None,
     )
 
 
@@ -258,15 +317,19 @@ def fit_classifier(
     callbacks: list[TrainerCallback] | None = None, ddp_backend: str | None = None,
     online_teacher: TeacherLogitsFn | None = None, unlabelled_texts: Sequence[str] | None = None,
     teacher_dir: str | None = None, example_weights: Sequence[float] | None = None,
+    validation: LabelledRows | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainResult]:  # fmt: skip
     """Build ``spec`` (same seed, same start), encode the rows and train it: one step's whole training.
 
     ``online_teacher`` (row indices → logits) replaces ``teacher_logits``: asked per training batch.
     ``unlabelled_texts``: a prompt classifier's auxiliary MLM text. ``teacher_dir``: the saved teacher, run
-    alongside the student when an intermediate-layer loss needs its hidden states or attentions."""
+    alongside the student when an intermediate-layer loss needs its hidden states or attentions.
+    ``validation``: the rows early stopping evaluates (read only when ``early_stopping_patience`` is set)."""
     spec = as_spec(spec)
     model, tokenizer = build_classifier(spec, list(labels), seed=seed)
     freeze(model, params)
+    if isinstance(spec, ContrastiveModel) and params.early_stopping_patience:
+        raise ValueError("training.early_stopping_patience: the contrastive model trains in its own loop, without it")
     if isinstance(spec, ContrastiveModel):  # SetFit-style: its own two-stage loop, not the Trainer
         return model, tokenizer, _fit_contrastive(model, tokenizer, spec.contrastive, texts, label_ids, params, seed)
     if example_weights is not None and distillation is None:
@@ -276,9 +339,14 @@ def fit_classifier(
                            example_weights=example_weights)  # fmt: skip
     unlabelled = EncodedTable(tokenizer, unlabelled_texts, params.max_seq_length) if unlabelled_texts else None
     teacher_model = layer_teacher(teacher_dir, tokenizer) if distillation and distillation.needs_teacher_model else None
+    held_out = None
+    if validation is not None and params.early_stopping_patience:
+        held_out = EncodedTable(tokenizer, validation.texts, params.max_seq_length, text_pairs=validation.text_pairs,
+                                labels=validation.label_ids)  # fmt: skip
     result = train_classifier(model, tokenizer, dataset, params, checkpoint_dir, seed=seed,
                               distillation=distillation, callbacks=callbacks, ddp_backend=ddp_backend,
-                              online_teacher=online_teacher, unlabelled=unlabelled, teacher_model=teacher_model)  # fmt: skip
+                              online_teacher=online_teacher, unlabelled=unlabelled, teacher_model=teacher_model,
+                              validation=held_out)  # fmt: skip
     return model, tokenizer, result
 
 

@@ -29,7 +29,7 @@ from landing.models.kd import IGNORE_LABEL
 from landing.models.loading import count_parameters, load_classifier, save_classifier
 from landing.models.params import KDParams, OnlineTeacher
 from landing.models.specs import AnySpec, PretrainedModel, PromptModel, WordStudentModel, as_spec
-from landing.models.training import TrainingParams, TrainResult, fit_classifier
+from landing.models.training import LabelledRows, TrainingParams, TrainResult, fit_classifier
 from landing.tasks.context import (
     STEP_CACHE,
     RunContext,
@@ -85,6 +85,7 @@ class TrainingJob:
     ctx: RunContext
     unlabelled_texts: list[str] | None = None
     example_weights: list[float] | None = None
+    validation: LabelledRows | None = None  # for early stopping
 
     @property
     def online(self) -> OnlineTeacher | None:
@@ -150,12 +151,14 @@ def train_model(
     distillation: KDParams | None = None,
     masked_lm: ModelManifest | None = None,
     init_from: ModelManifest | None = None,
+    validation: DatasetManifest | None = None,
 ) -> ModelManifest:
     """Train ``spec`` on the labelled split; with ``distillation``, also on the transfer set with teacher logits.
 
     A prompt spec without ``mlm_model`` takes ``masked_lm`` (an mlm_adapt result); its auxiliary MLM loss
     reads the transfer rows' text. ``init_from``: start from that saved model's weights (Meta-KD's stage 2
-    from stage 1). A labelled table with an ``example_weight`` column weights its rows' losses."""
+    from stage 1). A labelled table with an ``example_weight`` column weights its rows' losses. ``validation``:
+    the split ``training.early_stopping_patience`` evaluates (ignored without it)."""
     spec = as_spec(spec)
     texts, pairs, y, soft = _training_rows(role, labels, train, transfer, logits, teacher, distillation)
     fingerprint = {
@@ -164,6 +167,9 @@ def train_model(
         "distillation": distillation and asdict(distillation), "masked_lm": masked_lm and masked_lm.sha256,
         "init_from": init_from and init_from.sha256,
     }  # fmt: skip
+    held_out = _validation_rows(role, training, labels, validation)
+    if held_out is not None:  # a key only when read: runs without early stopping keep their cached steps
+        fingerprint["validation"] = validation.sha256
     unlabelled_texts = None
     if isinstance(spec, PromptModel):
         spec, unlabelled_texts = _prompt_inputs(spec, masked_lm, transfer)
@@ -178,13 +184,31 @@ def train_model(
         if distillation is not None and distillation.teacher_labels == "hard":  # the argmax became labels
             soft, distillation = None, None
         job = TrainingJob(role, spec, training, labels, texts, pairs, y, soft, distillation, teacher,
-                          checkpoint_dir(role, fingerprint), ctx, unlabelled_texts, _example_weights(train, len(texts)))
+                          checkpoint_dir(role, fingerprint), ctx, unlabelled_texts, _example_weights(train, len(texts)),
+                          held_out)  # fmt: skip
         trained = training_strategy(job)(job)
         return publish_model(role, trained, training, labels, len(texts), ctx)
 
 
+def _validation_rows(role: str, training: TrainingParams, labels: list[str],
+                     validation: DatasetManifest | None) -> LabelledRows | None:  # fmt: skip
+    """The validation split as rows, when this training stops early on it; None otherwise."""
+    if not training.early_stopping_patience:
+        return None
+    if validation is None:
+        raise UserError(f"{role}: training.early_stopping_patience needs a validation split "
+                        "(data.split.validation_size > 0)")  # fmt: skip
+    frame = fetch_dataset(validation)
+    pairs = list(frame["text_pair"]) if "text_pair" in frame else None
+    return LabelledRows(list(frame["text"]), label_ids(frame["label"], labels), pairs)
+
+
 def training_strategy(job: TrainingJob) -> Callable[[TrainingJob], TrainedClassifier]:
     """How this job trains: a word student, with a served teacher, under torchrun, or in this process."""
+    if job.validation is not None and (isinstance(job.spec, WordStudentModel) or job.online is not None
+                                       or job.training.distributed.world_size > 1):  # fmt: skip
+        raise UserError(f"{job.role}: training.early_stopping_patience works for in-process Trainer runs; not with a "
+                        "word student, distillation.online or training.distributed")  # fmt: skip
     if isinstance(job.spec, WordStudentModel):
         return _fit_word_student
     if job.online is not None:
@@ -205,6 +229,8 @@ def publish_model(
     )  # fmt: skip
     if result.resumed_from:
         mlflow.set_tag("landing.resumed_from", result.resumed_from)
+    if result.best_step is not None:  # early stopping kept this step's weights
+        mlflow.log_metrics({"best_step": result.best_step, "best_validation_accuracy": result.best_validation_accuracy})
     mlflow.set_tag("landing.precision", "bf16 autocast" if result.bf16 else "fp32")
     out = scratch_dir(ctx.run_key, "models", role)
     sha = trained.save(out)
@@ -225,7 +251,7 @@ def _fit_in_process(job: TrainingJob) -> TrainedClassifier:
         job.spec, job.labels, job.texts, job.label_ids, job.training, job.checkpoints, seed=job.ctx.seed,
         text_pairs=job.text_pairs, teacher_logits=job.teacher_logits, distillation=job.distillation,
         callbacks=[MlflowMetricsCallback()], unlabelled_texts=job.unlabelled_texts, example_weights=job.example_weights,
-        teacher_dir=str(fetch_model_dir(job.teacher)) if needs_teacher else None,
+        teacher_dir=str(fetch_model_dir(job.teacher)) if needs_teacher else None, validation=job.validation,
     ))  # fmt: skip
 
 

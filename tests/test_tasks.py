@@ -170,3 +170,22 @@ def test_code_digest_changes_when_a_module_a_step_imports_is_edited(tmp_path, mo
         assert context.code_digest() == before != edited
     finally:
         context.code_digest.cache_clear()
+
+
+def test_early_stopping_reads_the_validation_split_and_logs_the_kept_step(ctx, publish_table):
+    import dataclasses
+
+    from landing.errors import UserError
+
+    texts = [f"text number {i}" for i in range(16)]
+    train = publish_table(ctx, "train", texts, ["0", "1"] * 8)
+    validation = publish_table(ctx, "validation", texts[:8], ["1", "0"] * 4)
+    stopping = dataclasses.replace(TRAINING, epochs=20, save_checkpoint_steps=2, early_stopping_patience=1)
+    with pytest.raises(UserError, match="early_stopping_patience needs a validation split"):
+        train_model.fn("teacher", TINY, stopping, LABELS, train, ctx)
+    model = train_model.fn("teacher", TINY, stopping, LABELS, train, ctx, validation=validation)
+    metrics = MlflowClient().get_run(model.mlflow_run_id).data.metrics
+    assert 0 < metrics["best_step"] <= model.global_step < 20 * 2  # stopped before the 40-step budget
+    assert 0 <= metrics["best_validation_accuracy"] <= 1
+    plain = train_model.fn("teacher", TINY, TRAINING, LABELS, train, ctx, validation=validation)
+    assert "best_step" not in MlflowClient().get_run(plain.mlflow_run_id).data.metrics  # ignored without patience

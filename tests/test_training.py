@@ -86,3 +86,51 @@ def test_freezing_more_layers_than_the_model_has_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match=r"training.freeze_layers: 3 > the model's 2 encoder layers"):
         _fit(tmp_path, freeze_layers=3)
+
+
+def _early_stopped(tmp_path: Path, validation_labels: list[int], **distil):
+    """Validation labelled against the training labels: accuracy on it falls as training learns them."""
+    from transformers import TrainerCallback
+
+    from landing.models.params import TrainingParams
+    from landing.models.training import LabelledRows, fit_classifier
+
+    class Evaluations(TrainerCallback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, float]] = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seen.append((state.global_step, metrics["eval_accuracy"]))
+
+    seen = Evaluations()
+    params = TrainingParams(epochs=30, batch_size=4, learning_rate=3e-3, max_seq_length=16, warmup_ratio=0.0,
+                            save_checkpoint_steps=3, logging_steps=1000, early_stopping_patience=2)  # fmt: skip
+    model, tokenizer, result = fit_classifier(TINY, ["neg", "pos"], TEXTS, Y, params, tmp_path / "ckpt", seed=0,
+                                              validation=LabelledRows(TEXTS, validation_labels), callbacks=[seen],
+                                              **distil)  # fmt: skip
+    return model, tokenizer, result, seen.seen
+
+
+def test_early_stopping_keeps_the_best_validation_step_and_stops_after_the_patience(tmp_path):
+    from landing.models.predict import predict_logits
+
+    flipped = [1 - y for y in Y]
+    model, tokenizer, result, seen = _early_stopped(tmp_path, flipped)
+    budget = 30 * len(TEXTS) // 4
+    best_step, best = max(seen, key=lambda s: (s[1], -s[0]))  # the first of the best
+    assert result.global_step < budget and result.global_step == seen[-1][0]
+    assert (result.best_step, result.best_validation_accuracy) == (best_step, best)
+    assert [step for step, _ in seen if step > best_step] == [best_step + 3, best_step + 6]  # patience 2, every 3 steps
+    kept = (predict_logits(model, tokenizer, TEXTS, max_length=16).argmax(1) == flipped).mean()
+    assert kept == best  # the weights are the best step's, not the last one's
+
+
+def test_early_stopping_under_distillation_evaluates_without_teacher_logits(tmp_path):
+    import numpy as np
+
+    from landing.models.params import KDParams
+
+    soft = np.asarray([[-2.0, 2.0] if y else [2.0, -2.0] for y in Y], dtype=np.float32)
+    _, _, result, seen = _early_stopped(tmp_path, [1 - y for y in Y], teacher_logits=soft,
+                                        distillation=KDParams(type="vanilla_kd", temperature=2.0, alpha=0.5))  # fmt: skip
+    assert seen and result.best_step is not None and result.global_step < 30 * len(TEXTS) // 4

@@ -63,7 +63,7 @@ class PromptTrainer(Trainer):
             loss = (loss + second.loss) / 2 + self.prompt.rdrop_alpha * symmetric_kl(outputs.logits, second.logits)
         if self.prompt.mlm_loss_weight > 0:
             loss = loss + self.prompt.mlm_loss_weight * gold_word_mlm_loss(model, outputs.mask_log_probs, inputs["labels"])
-        if self._unlabelled is not None:
+        if self._unlabelled is not None and model.training:  # not while evaluating (early stopping)
             batch = {k: v.to(loss.device) for k, v in next(self._unlabelled).items()}
             loss = loss + self.prompt.unlabelled_mlm_weight * plain_mlm_loss(model, batch)
         return (loss, outputs) if return_outputs else loss
