@@ -185,3 +185,48 @@ def assert_disjoint(splits: dict[str, pd.DataFrame], key: Key | None = None) -> 
                 example = sorted(shared, key=str)[0]
                 cols = _key_columns(splits[a], key)
                 raise ValueError(f"splits {a!r} and {b!r} share {len(shared)} {cols} key(s), e.g. {example!r}")
+
+
+def word_counts(frame: pd.DataFrame) -> np.ndarray:
+    """Words per row, both texts of a pair counted."""
+    text = frame["text"].astype(str)
+    if "text_pair" in frame.columns:
+        text = text + " " + frame["text_pair"].astype(str)
+    return text.str.split().str.len().to_numpy()
+
+
+def length_matched_rows(frame: pd.DataFrame, reference: pd.DataFrame, count: int, seed: int,
+                        bins: int = 5) -> pd.DataFrame:  # fmt: skip
+    """``count`` rows of ``frame`` whose length distribution is ``reference``'s, each length bin stratified by label.
+
+    The bins are the reference's word-count quantiles; each takes the reference's share of ``count``, and rows
+    shorter or longer than every reference row get none. A bin with too few rows gives all it has and the
+    shortfall goes to the nearest bins, so the count is always met; ``attrs["length_shortfall"]`` says by how
+    many rows the result is off the reference's shares.
+    Why: a validation split drawn like the training rows (SST-2's are mostly phrases) does not predict what is
+    reported on full sentences."""
+    if count > len(frame):
+        raise ValueError(f"length-matched validation needs {count} rows; the labelled table has {len(frame)}")
+    ref_lengths = word_counts(reference)
+    edges = np.unique(np.quantile(ref_lengths, np.linspace(0, 1, bins + 1)[1:-1]))
+    lo, hi = ref_lengths.min(), ref_lengths.max()
+
+    def binned(lengths: np.ndarray) -> np.ndarray:  # 0: shorter than any reference row; last: longer than any
+        inside = 1 + np.searchsorted(edges, lengths, side="right")
+        return np.where(lengths < lo, 0, np.where(lengths > hi, len(edges) + 2, inside))
+
+    row_bin, n_bins = binned(word_counts(frame)), len(edges) + 3
+    share = np.bincount(binned(ref_lengths), minlength=n_bins) / len(reference)
+    want = np.floor(share * count).astype(int)
+    want[np.argsort(-(share * count - want))[: count - want.sum()]] += 1  # largest remainders
+    have = np.bincount(row_bin, minlength=n_bins)
+    take = np.minimum(want, have)
+    shortfall = int(count - take.sum())
+    short_bins = np.flatnonzero(want > have)
+    for b in sorted(range(len(take)), key=lambda b: min((abs(b - s) for s in short_bins), default=0)):
+        take[b] += min(have[b] - take[b], count - take.sum())  # the shortfall from the nearest bins with rows
+    picked = [stratified_split(frame[row_bin == b].reset_index(drop=True), {"validation": int(n)}, seed=seed + b)["validation"]
+              for b, n in enumerate(take) if n]  # fmt: skip
+    out = pd.concat(picked, ignore_index=True)
+    out.attrs["length_shortfall"] = shortfall
+    return out

@@ -80,6 +80,12 @@ class SplitConfig(StrictModel):
         f"default {DEFAULT_VALIDATION_FRACTION:.0%} of the labelled rows, at most {DEFAULT_VALIDATION_MAX_ROWS:,}; "
         "0 = none (nothing can then be tuned without touching eval)",
     )
+    validation_like: Literal["train", "eval"] = Field(
+        "train",
+        description="train: validation drawn like the training rows; eval: its rows chosen so their word-count "
+        "distribution is the eval table's (length-binned, each bin stratified by label), for data whose labelled "
+        "rows do not look like what is reported (SST-2: phrases to train on, full sentences in dev.tsv)",
+    )
     conflicts: ConflictPolicy = Field(
         "drop",
         description="inputs seen with different labels: drop all their rows (default: nothing says which label is "
@@ -107,6 +113,8 @@ class DataConfig(StrictModel):
     def _needs_eval(self) -> DataConfig:
         if self.eval is None and self.split.eval_size is None:
             raise ValueError("give data.eval (a held-out table) or data.split.eval_size")
+        if self.eval is None and self.split.validation_like == "eval":
+            raise ValueError("data.split.validation_like: eval matches the eval table's lengths; give data.eval")
         if self.contract.label_column is None:
             raise ValueError("data.contract.label_column is required for the labelled training table")
         return self

@@ -14,7 +14,13 @@ from landing.config import SplitConfig, TableConfig
 from landing.data_contracts.kshot import kshot_split
 from landing.data_contracts.manifest import DatasetManifest, RawTableManifest
 from landing.data_contracts.schema import TableContract
-from landing.data_contracts.splitting import assert_disjoint, deduplicate, remove_overlap, stratified_split
+from landing.data_contracts.splitting import (
+    assert_disjoint,
+    deduplicate,
+    length_matched_rows,
+    remove_overlap,
+    stratified_split,
+)
 from landing.data_contracts.validation import read_table, write_canonical
 from landing.files import atomic_write
 from landing.infra.fetch import Source, fetch
@@ -131,10 +137,15 @@ def split_tables(
             "labelled rows; gates fall back to eval, which is then no longer an unbiased report",
             stacklevel=2,
         )
-    parts = stratified_split(labelled, sizes, seed=ctx.seed) if sizes else {}
+    parts, labelled_rows = {}, len(labelled)
+    if cfg.validation_like == "eval" and "validation" in sizes and held_out is not None:
+        parts["validation"] = length_matched_rows(labelled, held_out, sizes.pop("validation"), seed=ctx.seed)
+        counts["validation_length_shortfall"] = parts["validation"].attrs["length_shortfall"]
+        labelled = labelled[~labelled["id"].isin(set(parts["validation"]["id"]))].reset_index(drop=True)
+    parts |= stratified_split(labelled, sizes, seed=ctx.seed) if sizes else {}
     taken = set().union(*(set(p["id"]) for p in parts.values())) if parts else set()
     parts.setdefault("train", labelled[~labelled["id"].isin(taken)])
-    counts["rows_unused"] = int(len(labelled) - sum(len(p) for p in parts.values()))
+    counts["rows_unused"] = int(labelled_rows - sum(len(p) for p in parts.values()))
     if held_out is not None:
         parts["eval"] = held_out
     transfer_parts = [parts.pop("transfer").drop(columns=["label"])] if "transfer" in parts else []

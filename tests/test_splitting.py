@@ -146,6 +146,25 @@ def test_validation_split_is_stratified_and_disjoint(step_context, publish_table
     assert set(out) == {"train", "validation", "eval", "transfer"}
 
 
+
+def test_a_validation_split_like_eval_takes_the_eval_lengths_from_the_labelled_rows(step_context, publish_table):
+    from landing.config import SplitConfig
+    from landing.data_contracts.splitting import word_counts
+    from landing.tasks.context import fetch_dataset
+    from landing.tasks.data import split_tables
+
+    ctx = step_context("splits-like-eval", 5)
+    phrases, sentences = [f"p{i}" for i in range(300)], [f"a full sentence number {i} here" for i in range(100)]
+    train = publish_table(ctx, "train", phrases + sentences, ["0", "1"] * 200)
+    held_out = publish_table(ctx, "eval", [f"another full sentence {i} ends" for i in range(50)], ["0", "1"] * 25)
+    cfg = SplitConfig(train_size=100, validation_size=40, validation_like="eval")
+    out = split_tables.fn(train, held_out, None, cfg, ctx)
+    frames = {name: fetch_dataset(m) for name, m in out.items()}
+    assert out["validation"].rows == 40 and set(word_counts(frames["validation"])) == {6}  # sentences only
+    assert out["validation"].label_counts == {"0": 20, "1": 20}
+    assert_disjoint(frames)
+    assert out["train"].rows == 100
+
 def test_validation_size_default_rule_and_explicit_zero():
     from landing.config import SplitConfig
     from landing.tasks.data import _split_sizes
@@ -156,3 +175,26 @@ def test_validation_size_default_rule_and_explicit_zero():
     assert SplitConfig(validation_size=7).validation_rows(400) == 7
     assert "validation" not in _split_sizes(SplitConfig(validation_size=0), True, 400)
     assert list(_split_sizes(SplitConfig(train_size=10), True, 400)) == ["validation", "train"]
+
+
+def test_length_matched_validation_follows_the_reference_lengths_and_keeps_labels_stratified():
+    import numpy as np
+
+    from landing.data_contracts.splitting import length_matched_rows, word_counts
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(1, 4, 900), rng.integers(10, 30, 300)])  # mostly phrases
+    pool = pd.DataFrame({"id": [f"p{i}" for i in range(len(lengths))], "label": ["0", "1"] * (len(lengths) // 2),
+                         "text": [" ".join([f"w{i}"] * n) for i, n in enumerate(lengths)]})  # fmt: skip
+    reference = pd.DataFrame({"text": [" ".join(["x"] * n) for n in rng.integers(10, 30, 200)]})  # full sentences
+    picked = length_matched_rows(pool, reference, 100, seed=1)
+    assert len(picked) == 100 and picked["id"].is_unique and set(picked["id"]) <= set(pool["id"])
+    assert word_counts(picked).min() >= 10 and picked.attrs["length_shortfall"] == 0
+    assert abs(np.median(word_counts(picked)) - np.median(word_counts(reference))) <= 2
+    assert abs((picked["label"] == "1").mean() - 0.5) <= 0.05  # stratified within each length bin
+    assert picked.equals(length_matched_rows(pool, reference, 100, seed=1))  # seeded
+    # Too few long rows: all of them, the rest from the nearest (longest) bins, and the shortfall said.
+    few = length_matched_rows(pool, reference, 400, seed=1)
+    assert len(few) == 400 and few.attrs["length_shortfall"] == 100 and (word_counts(few) >= 10).sum() == 300
+    with pytest.raises(ValueError, match="needs 2000 rows; the labelled table has 1200"):
+        length_matched_rows(pool, reference, 2000, seed=1)
