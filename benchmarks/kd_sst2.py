@@ -82,7 +82,7 @@ def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
-ROLES = [("teacher", "MiniLM-L6 teacher"), ("student_kd", "2-layer student, KD"),
+ROLES = [("teacher", "teacher"), ("student_kd", "2-layer student, KD"),
          ("student_baseline", "2-layer student, no KD"),
          ("student_baseline_steps", "2-layer student, no KD, as many steps as KD")]  # fmt: skip
 
@@ -92,11 +92,15 @@ def _validation(r: dict, role: str) -> float:
 
 
 def render(runs: list[dict], provenance_md: str, overrides: list[str]) -> str:
+    from landing.config import load_config
     from landing.infra.provenance import seed_provenance_markdown
 
-    roles = [(role, label) for role, label in ROLES if role in runs[0]]
+    teacher = load_config(CONFIG, overrides).teacher.model.name_or_path
+    roles = [(role, f"{teacher} teacher" if role == "teacher" else label) for role, label in ROLES if role in runs[0]]
+    rows = runs[0]["data"]
     lines = [
-        "# Low-resource KD on SST-2 (4,000 labelled + 20,000 unlabelled transfer; dev held out)",
+        f"# Low-resource KD on SST-2 ({rows['train']['rows']:,} labelled + {rows.get('transfer', {}).get('rows', 0):,} "
+        f"unlabelled transfer; {teacher} teacher; dev held out)",
         "",
         provenance_md,
         "",

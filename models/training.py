@@ -116,7 +116,7 @@ class DistillationTrainer(Trainer):
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "teacher_logits" not in inputs and self.teacher_model is None:  # validation rows: only their labels
+        if "teacher_logits" not in inputs:  # validation rows (early stopping): only their labels
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         teacher = ForwardOutputs(logits=inputs.pop("teacher_logits"))
         labels = inputs.pop("labels")
