@@ -85,6 +85,8 @@ class ModelManifest(ArtifactManifest):
     mlflow_run_id: str | None = None
     train_runtime_s: float | None = None
     global_step: int | None = None
+    bf16: bool = Field(False, description="trained in bf16 autocast (training.bf16: auto on a native-bf16 CPU): "
+                       "its logits export runs in bf16 too where the exporting CPU has native bf16")
     source: str | None = Field(None, description="imported models: where from")
     pruning: dict[str, Any] | None = Field(None, description="pruned models: the pruning statistics")
     word_student: Literal["bow", "bilstm"] | None = Field(None, description="a word student (not transformers)")

@@ -241,7 +241,7 @@ def publish_model(
     return ModelManifest(
         uri=uri, sha256=sha, role=role, parameters=n_params, labels=labels, mlflow_model_uri=model_uri,
         mlflow_run_id=run_id, max_seq_length=training.max_seq_length, eval_batch_size=training.eval_batch_size,
-        train_runtime_s=result.train_runtime_s, global_step=result.global_step, **extras,
+        train_runtime_s=result.train_runtime_s, global_step=result.global_step, bf16=result.bf16, **extras,
     )  # fmt: skip
 
 

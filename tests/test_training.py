@@ -134,3 +134,17 @@ def test_early_stopping_under_distillation_evaluates_without_teacher_logits(tmp_
     _, _, result, seen = _early_stopped(tmp_path, [1 - y for y in Y], teacher_logits=soft,
                                         distillation=KDParams(type="vanilla_kd", temperature=2.0, alpha=0.5))  # fmt: skip
     assert seen and result.best_step is not None and result.global_step < 30 * len(TEXTS) // 4
+
+
+def test_bf16_logits_stay_within_tolerance_of_fp32_and_in_row_order(tmp_path):
+    """The logits export's bf16 path (chosen only for a bf16-trained teacher on a native-bf16 CPU)."""
+    import numpy as np
+
+    from landing.models.predict import predict_logits
+
+    model, tokenizer, _ = _fit(tmp_path)
+    fp32 = predict_logits(model, tokenizer, TEXTS, max_length=16, batch_size=5)
+    bf16 = predict_logits(model, tokenizer, TEXTS, max_length=16, batch_size=5, bf16=True)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # it did run in bf16
+    np.testing.assert_allclose(bf16, fp32, atol=0.05 * np.abs(fp32).max() + 0.02)
+    assert (bf16.argmax(1) == fp32.argmax(1)).mean() >= 0.9
