@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import torch
 import torch.nn.functional as F
@@ -111,11 +112,13 @@ class PromptEncoder(nn.Module):
 class PromptClassifier:
     """The prompt classifier over a masked LM, mixed into one class per encoder family. The family names its
     encoder and MLM head classes and where they sit (as in its ``*ForMaskedLM``, so those weights load as they
-    are), how many separators stand between a pair's two texts, and whether the encoder takes segment ids."""
+    are), the module holding the head's ``decoder`` and ``bias``, how many separators stand between a pair's two
+    texts, and whether the encoder takes segment ids."""
 
     encoder_class: type
     head_class: type
     head_name: str
+    decoder_owner: str  # dotted path from the model
     pair_separators: int
     segment_ids: bool
 
@@ -144,15 +147,11 @@ class PromptClassifier:
     def word_embeddings(self) -> nn.Embedding:
         return self.encoder.embeddings.word_embeddings
 
-    def _decoder_owner(self) -> nn.Module:
-        """The module holding the head's ``decoder`` and ``bias``."""
-        raise NotImplementedError
-
     def get_output_embeddings(self):
-        return self._decoder_owner().decoder
+        return attrgetter(self.decoder_owner)(self).decoder
 
     def set_output_embeddings(self, new_embeddings):
-        owner = self._decoder_owner()
+        owner = attrgetter(self.decoder_owner)(self)
         owner.decoder = new_embeddings
         owner.bias = new_embeddings.bias
 
@@ -283,26 +282,22 @@ class PromptClassifier:
 class BertPromptForSequenceClassification(PromptClassifier, BertPreTrainedModel):
     config_class = BertPromptConfig
     encoder_class, head_class, head_name, pair_separators, segment_ids = BertModel, BertOnlyMLMHead, "cls", 1, True
+    decoder_owner = "cls.predictions"
     _tied_weights_keys = {  # as BertForMaskedLM: the decoder is the input embeddings
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
-
-    def _decoder_owner(self) -> nn.Module:
-        return self.cls.predictions
 
 
 class MPNetPromptForSequenceClassification(PromptClassifier, MPNetPreTrainedModel):
     config_class = MPNetPromptConfig
     # A pair is <s> a </s></s> b </s>, as RoBERTa; MPNet has no segment embeddings.
     encoder_class, head_class, head_name, pair_separators, segment_ids = MPNetModel, MPNetLMHead, "lm_head", 2, False
+    decoder_owner = "lm_head"
     _tied_weights_keys = {  # as MPNetForMaskedLM
         "lm_head.decoder.weight": "mpnet.embeddings.word_embeddings.weight",
         "lm_head.decoder.bias": "lm_head.bias",
     }
-
-    def _decoder_owner(self) -> nn.Module:
-        return self.lm_head
 
 
 FAMILIES: dict[str, type[PromptClassifier]] = {"bert": BertPromptForSequenceClassification,
