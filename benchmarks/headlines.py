@@ -113,6 +113,7 @@ def easynlp_mrpc(data: dict) -> tuple[str, str]:
 HEADLINES: list[tuple[str, str, Callable[[dict], tuple[str, str]]]] = [
     ("kd_sst2", "KD, SST-2, 4,000 labelled + 20,000 transfer", kd_sst2),
     ("kd_sst2_layers", "KD with hidden and attention MSE, SST-2", kd_sst2),
+    ("kd_sst2_mpnet", "KD from MPNet-base, SST-2, 1,000 labelled + 20,000 transfer", kd_sst2),
     ("compress_sst2", "compression of the KD student, SST-2", compress_sst2),
     ("augment_sst2", "augmentation and data distillation, SST-2, 1,000 labelled", augment_sst2),
     ("fewshot_sst2", "few-shot, SST-2", fewshot),
