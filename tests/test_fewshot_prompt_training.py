@@ -244,3 +244,16 @@ def test_cpt_stores_prototypes_after_training_and_predicts_by_similarity(tok, ml
     torch.testing.assert_close(loaded.prototypes, model.prototypes)
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, out.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_early_stopping_scores_validation_rows_by_the_label_loss_alone(tok, mlm, tmp_path):
+    """Evaluation draws no unlabelled MLM batch, and the run keeps its best validation step."""
+    model = build(mlm, tok, unlabelled_mlm_weight=0.5)
+    trainer = trainer_for(model, tok, tmp_path, unlabelled=EncodedTable(tok, UNLABELLED, 32))
+    labelled = trainer.compute_loss(model.eval(), dict(batch(tok))).item()
+    trainer._evaluating = True
+    assert trainer.compute_loss(model, dict(batch(tok))).item() < labelled  # the auxiliary term left out
+    result = train_classifier(build(mlm, tok, unlabelled_mlm_weight=0.5), tok, table(tok),
+                              params(epochs=4, save_checkpoint_steps=1, early_stopping_patience=1), tmp_path / "es",
+                              seed=0, unlabelled=EncodedTable(tok, UNLABELLED, 32), validation=table(tok))  # fmt: skip
+    assert result.best_step is not None and result.best_validation_accuracy is not None

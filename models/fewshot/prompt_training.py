@@ -29,6 +29,7 @@ class PromptTrainer(Trainer):
     def __init__(self, *args, prompt: PromptParams, unlabelled: Dataset | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prompt = prompt
+        self._evaluating = False  # validation rows (early stopping) are scored without the auxiliary MLM loss
         self._unlabelled = self._mlm_batches(unlabelled) if unlabelled is not None and prompt.unlabelled_mlm_weight else None
 
     def _mlm_batches(self, unlabelled: Dataset) -> Iterator[dict]:
@@ -55,6 +56,13 @@ class PromptTrainer(Trainer):
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.args.learning_rate)
         return self.optimizer
 
+    def prediction_step(self, *args, **kwargs):
+        self._evaluating = True
+        try:
+            return super().prediction_step(*args, **kwargs)
+        finally:
+            self._evaluating = False
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         loss = outputs.loss
@@ -63,7 +71,7 @@ class PromptTrainer(Trainer):
             loss = (loss + second.loss) / 2 + self.prompt.rdrop_alpha * symmetric_kl(outputs.logits, second.logits)
         if self.prompt.mlm_loss_weight > 0:
             loss = loss + self.prompt.mlm_loss_weight * gold_word_mlm_loss(model, outputs.mask_log_probs, inputs["labels"])
-        if self._unlabelled is not None and model.training:  # not while evaluating (early stopping)
+        if self._unlabelled is not None and not self._evaluating:
             batch = {k: v.to(loss.device) for k, v in next(self._unlabelled).items()}
             loss = loss + self.prompt.unlabelled_mlm_weight * plain_mlm_loss(model, batch)
         return (loss, outputs) if return_outputs else loss
