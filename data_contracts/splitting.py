@@ -209,14 +209,10 @@ def length_matched_rows(frame: pd.DataFrame, reference: pd.DataFrame, count: int
         raise ValueError(f"length-matched validation needs {count} rows; the labelled table has {len(frame)}")
     ref_lengths = word_counts(reference)
     edges = np.unique(np.quantile(ref_lengths, np.linspace(0, 1, bins + 1)[1:-1]))
-    lo, hi = ref_lengths.min(), ref_lengths.max()
-
-    def binned(lengths: np.ndarray) -> np.ndarray:  # 0: shorter than any reference row; last: longer than any
-        inside = 1 + np.searchsorted(edges, lengths, side="right")
-        return np.where(lengths < lo, 0, np.where(lengths > hi, len(edges) + 2, inside))
-
-    row_bin, n_bins = binned(word_counts(frame)), len(edges) + 3
-    share = np.bincount(binned(ref_lengths), minlength=n_bins) / len(reference)
+    # Bin 0: shorter than any reference row; the last: longer than any; the ones between follow the quantiles.
+    boundaries = [ref_lengths.min(), *edges, ref_lengths.max() + 1]
+    row_bin, n_bins = np.digitize(word_counts(frame), boundaries), len(boundaries) + 1
+    share = np.bincount(np.digitize(ref_lengths, boundaries), minlength=n_bins) / len(reference)
     want = np.floor(share * count).astype(int)
     want[np.argsort(-(share * count - want))[: count - want.sum()]] += 1  # largest remainders
     have = np.bincount(row_bin, minlength=n_bins)

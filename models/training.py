@@ -187,7 +187,7 @@ def freeze(model: PreTrainedModel, params: TrainingParams) -> None:
 
 def early_stopping(params: TrainerParams) -> int:
     """The patience of early stopping on validation accuracy; 0 when off (only ``training:`` blocks have it)."""
-    return getattr(params, "early_stopping_patience", 0)
+    return params.early_stopping_patience if isinstance(params, TrainingParams) else 0
 
 
 def _evaluation_arguments(params: TrainerParams) -> dict:
