@@ -52,20 +52,25 @@ def int8_dot_product_exact(flags: frozenset[str] | None = None) -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+# A benchmark's own result files are its output, not what it ran: a seed written into the tree must not
+# make the next seed of the same run "dirty".
+RESULTS_PATHSPEC = ("--", ".", ":(exclude)benchmarks/results")
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *RESULTS_PATHSPEC],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
 
 def git_diff_sha256() -> str | None:
-    """sha256 of ``git diff HEAD`` (tracked files): what a dirty tree ran, beyond its commit; None when clean."""
+    """sha256 of ``git diff HEAD`` (tracked files, results excluded): what a dirty tree ran, beyond its commit; None when clean."""
     try:
-        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, timeout=30)
+        diff = subprocess.run(["git", "diff", "HEAD", "--binary", *RESULTS_PATHSPEC], cwd=ROOT, capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return hashlib.sha256(diff.stdout).hexdigest() if diff.returncode == 0 and diff.stdout else None
