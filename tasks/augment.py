@@ -27,7 +27,7 @@ from landing.tasks.context import (
     publish_file,
     scratch_dir,
 )
-from landing.tasks.train import MlflowMetricsCallback, checkpoint_dir
+from landing.tasks.train import MlflowMetricsCallback, resumable_checkpoints
 
 SAMPLE_ROWS = 50  # augmented rows logged as an artifact, to look at
 
@@ -43,10 +43,10 @@ def adapt_mlm(base: str, tables: list[DatasetManifest], validation: DatasetManif
     out = scratch_dir(ctx.run_key, "models", "mlm-adapted")
     fingerprint = {"base": base, "tables": [t.sha256 for t in tables], "validation": validation and validation.sha256,
                    "params": dataclasses.asdict(params), "seed": ctx.seed}  # fmt: skip
-    with step_run(ctx.parent_run_id, "mlm-adapt"):
+    with step_run(ctx.parent_run_id, "mlm-adapt"), resumable_checkpoints("mlm-adapt", fingerprint) as checkpoints:
         log_params({"mlm_adapt": dataclasses.asdict(params), "base": base, "texts": len(texts)})
         metrics = adapt_masked_lm(base, texts, held_out, params, out, seed=ctx.seed,
-                                  checkpoint_dir=checkpoint_dir("mlm-adapt", fingerprint),
+                                  checkpoint_dir=checkpoints,
                                   callbacks=[MlflowMetricsCallback()])  # fmt: skip
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         uri = publish_dir(out, ctx.key("models", "mlm-adapted"))

@@ -35,7 +35,7 @@ from landing.models.predict import predict_logits
 from landing.models.quantize import PRECISION
 from landing.models.report import VariantResult, plot_accuracy_vs_latency, render_csv, render_markdown, report_rows
 from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_model_dir, publish_dir, scratch_dir
-from landing.tasks.train import MlflowMetricsCallback, checkpoint_dir
+from landing.tasks.train import MlflowMetricsCallback, resumable_checkpoints
 
 
 def _local_dir(uri: str) -> Path:
@@ -95,12 +95,13 @@ def prune_student(
         model, tokenizer, stats = prune(model, tokenizer, texts, soft, cfg)
         fingerprint = {"student": student.sha256, "compression": cfg.pruning_fingerprint(),
                        "pruning": cfg.pruning, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
-        result = distil_from_soft_targets(model, tokenizer, texts, y, soft, cfg.recover, cfg,
-                                          checkpoint_dir("pruned", fingerprint), seed=ctx.seed,
-                                          callbacks=[MlflowMetricsCallback()], teacher_dir=fetch_model_dir(student))  # fmt: skip
-        mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
-        mlflow.log_metric("recover_runtime_s", result.train_runtime_s)
-        uri, sha, model_uri = _publish_model(model, tokenizer, "pruned", ctx)  # what its ONNX variants come from
+        with resumable_checkpoints("pruned", fingerprint) as checkpoints:
+            result = distil_from_soft_targets(model, tokenizer, texts, y, soft, cfg.recover, cfg, checkpoints,
+                                              seed=ctx.seed, callbacks=[MlflowMetricsCallback()],
+                                              teacher_dir=fetch_model_dir(student))  # fmt: skip
+            mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
+            mlflow.log_metric("recover_runtime_s", result.train_runtime_s)
+            uri, sha, model_uri = _publish_model(model, tokenizer, "pruned", ctx)  # what its ONNX variants come from
     # Recovered at compression.max_seq_length, to which vocabulary pruning also cuts the position table.
     return student.model_copy(update={"uri": uri, "sha256": sha, "role": "pruned", "parameters": stats["params_after"],
                                       "pruning": stats, "mlflow_model_uri": model_uri,
@@ -125,13 +126,14 @@ def quantization_aware_training(
                        "reduce_range": reduce_range(cfg),
                        "kd": asdict(cfg.recover_distillation), "max_seq_length": cfg.max_seq_length,
                        "embeddings": cfg.qat_embeddings_on, "seed": ctx.seed, "train": splits["train"].sha256}  # fmt: skip
-        result = compression.quantization_aware_training(
-            student, tokenizer, texts, y, soft, cfg, checkpoint_dir("qat", fingerprint),
-            reduce_range=reduce_range(cfg), seed=ctx.seed, callbacks=[MlflowMetricsCallback()],
-            teacher_dir=fetch_model_dir(unpruned),
-        )  # fmt: skip
-        mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
-        uri, sha, model_uri = _publish_model(student, tokenizer, "qat", ctx)  # fake quantizers removed
+        with resumable_checkpoints("qat", fingerprint) as checkpoints:
+            result = compression.quantization_aware_training(
+                student, tokenizer, texts, y, soft, cfg, checkpoints,
+                reduce_range=reduce_range(cfg), seed=ctx.seed, callbacks=[MlflowMetricsCallback()],
+                teacher_dir=fetch_model_dir(unpruned),
+            )  # fmt: skip
+            mlflow.log_metric("qat_runtime_s", result.train_runtime_s)
+            uri, sha, model_uri = _publish_model(student, tokenizer, "qat", ctx)  # fake quantizers removed
     return model.model_copy(update={"uri": uri, "sha256": sha, "role": "qat", "mlflow_model_uri": model_uri})
 
 

@@ -21,7 +21,7 @@ from landing.models.metakd import (
 )
 from landing.models.specs import AnySpec
 from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_logits, publish_file, scratch_dir
-from landing.tasks.train import MlflowMetricsCallback, TrainedClassifier, checkpoint_dir, publish_model
+from landing.tasks.train import MlflowMetricsCallback, TrainedClassifier, publish_model, resumable_checkpoints
 
 
 def _publish_table(frame: pd.DataFrame, name: str, like: DatasetManifest, ctx: RunContext, context: str) -> DatasetManifest:
@@ -77,12 +77,12 @@ def train_meta_teacher(spec: AnySpec, training: TrainingConfig, labels: list[str
     domain_ids = [domains.index(d) for d in frame[params.domain_column].astype(str)]
     fingerprint = {"role": "meta-teacher", "spec": spec.model_dump(mode="json"), "weighted": weighted.sha256, "seed": ctx.seed,
                    "params": params.model_dump(mode="json")}  # fmt: skip
-    with step_run(ctx.parent_run_id, "meta-teacher"):
+    with step_run(ctx.parent_run_id, "meta-teacher"), resumable_checkpoints("meta-teacher", fingerprint) as checkpoints:
         log_params({"role": "meta-teacher", "model": spec.model_dump(mode="json"), "domain_loss_weight": params.domain_loss_weight,
                     "domain_loss": params.domain_loss, "domains": domains})  # fmt: skip
         model, tokenizer, result = fit_meta_teacher(
             spec, labels, list(frame["text"]), label_ids(frame["label"], labels), list(frame["prototype_weight"] + 0.0),
-            domain_ids, len(domains), training, checkpoint_dir("meta-teacher", fingerprint), seed=ctx.seed,
+            domain_ids, len(domains), training, checkpoints, seed=ctx.seed,
             domain_loss_weight=params.domain_loss_weight, mode=params.domain_loss, callbacks=[MlflowMetricsCallback()],
         )  # fmt: skip
         return publish_model("meta-teacher", TrainedClassifier(model, tokenizer, result), training, labels, len(frame), ctx)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +63,16 @@ def checkpoint_dir(role: str, fingerprint: dict) -> Path:
     keyed = {**fingerprint, "__environment__": environment_digest()}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Path(get_settings().state_dir, "checkpoints", f"{role}-{digest}")
+
+
+@contextmanager
+def resumable_checkpoints(role: str, fingerprint: dict) -> Iterator[Path]:
+    """The step's checkpoint directory, kept while the step may crash and removed once its block (training
+    and publishing the model) completes: the step's cached result replaces it from then on, and each
+    checkpoint also holds the optimizer state, about three times the model."""
+    path = checkpoint_dir(role, fingerprint)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def teacher_identity(model: ModelManifest) -> str:
@@ -175,7 +187,7 @@ def train_model(
         spec, unlabelled_texts = _prompt_inputs(spec, masked_lm, transfer)
     if init_from is not None:
         spec = PretrainedModel(name_or_path=str(fetch_model_dir(init_from)))
-    with step_run(ctx.parent_run_id, role):
+    with step_run(ctx.parent_run_id, role), resumable_checkpoints(role, fingerprint) as checkpoints:
         log_params({"role": role, "model": spec.model_dump(mode="json"), "training": asdict(training), "seed": ctx.seed})
         if init_from is not None:
             log_params({"init_from": teacher_identity(init_from)})  # the saved model this training started from
@@ -184,7 +196,7 @@ def train_model(
         if distillation is not None and distillation.teacher_labels == "hard":  # the argmax became labels
             soft, distillation = None, None
         job = TrainingJob(role, spec, training, labels, texts, pairs, y, soft, distillation, teacher,
-                          checkpoint_dir(role, fingerprint), ctx, unlabelled_texts, _example_weights(train, len(texts)),
+                          checkpoints, ctx, unlabelled_texts, _example_weights(train, len(texts)),
                           held_out)  # fmt: skip
         trained = training_strategy(job)(job)
         return publish_model(role, trained, training, labels, len(texts), ctx)
@@ -237,6 +249,7 @@ def publish_model(
     extras = trained.publish_extras(role, training, ctx, out)
     uri = publish_dir(out, ctx.key("models", role))
     model_uri = trained.log_model(out)
+    shutil.rmtree(out)  # published and logged: the store and MLflow keep it, fetch_model_dir brings it back
     run_id = mlflow.active_run().info.run_id
     return ModelManifest(
         uri=uri, sha256=sha, role=role, parameters=n_params, labels=labels, mlflow_model_uri=model_uri,

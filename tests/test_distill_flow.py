@@ -47,6 +47,11 @@ def test_distill_flow_end_to_end(prefect_api, flow_env, s3_env, assert_above_cha
         assert written[role]["split"] == "eval" and written[role]["validation"]["rows"] == 40
         assert written[role]["validation"]["accuracy"] > 0.0
 
+    # Finished steps leave neither checkpoints (their cached results replace them) nor scratch copies of models.
+    state = flow_env / "state"
+    assert not any((state / "checkpoints").glob("*")), sorted((state / "checkpoints").iterdir())
+    assert not list((state / "work").rglob("model.safetensors"))
+
     # The logits object is in the bucket, under this run's prefix.
     bucket = (flow_env / "bucket").read_text()
     assert written["logits_uri"] == f"s3://{bucket}/objects/runs/{summary['mlflow_run_id']}/logits/teacher_logits.npz"

