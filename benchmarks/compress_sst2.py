@@ -1,7 +1,7 @@
 """Compression benchmark on the SST-2 student of the KD benchmark (issue #3).
 
-Reads the seed's ``student_kd`` and ``teacher`` from ``benchmarks/results/kd_sst2.json``
-(run ``benchmarks/kd_sst2.py`` first), runs the ``compress`` flow (FP32, pruned, pruned+INT8,
+Reads the seed's ``student_kd`` and ``teacher`` from ``benchmarks/results/kd_sst2/`` (``--kd-run`` names
+another KD benchmark, e.g. ``kd_sst2_mpnet``; run ``benchmarks/kd_sst2.py`` first), runs the ``compress`` flow (FP32, pruned, pruned+INT8,
 pruned+INT8+INT8-embeddings, the same two after quantization-aware training, plus the teacher
 in PyTorch and ONNX FP32), all timed in one run on the host at batch 1, sequence 16 and 32,
 1 thread, and checks the issue's targets. Writes ``benchmarks/results/compress_sst2.{md,json}`` and the plot.
@@ -30,9 +30,12 @@ RESULTS = ROOT / "benchmarks/results"
 # The issue's final model: pruned + INT8 + INT8 embeddings, after quantization-aware training when
 # the config has `qat` (the post-training variant is reported next to it).
 FINAL = ("pruned_qat_int8_embeddings", "pruned_int8_embeddings")
+# Speed-up over the PyTorch FP32 teacher each KD benchmark's issue asks for: 40× from MiniLM-L6 (issue #3),
+# 80× from MPNet-base (issue #27, the seed's figure).
+TEACHER_SPEEDUP_TARGET = {"kd_sst2": 40.0, "kd_sst2_mpnet": 80.0}
 
 
-def targets(variants: dict[str, dict]) -> list[tuple[str, str, bool]]:
+def targets(variants: dict[str, dict], teacher_target: float) -> list[tuple[str, str, bool]]:
     """The issue's targets, each as (target, measured, met)."""
     final = next(variants[name] for name in FINAL if name in variants)
     student, teacher = variants["student_fp32"], variants["teacher_pytorch_fp32"]
@@ -44,13 +47,16 @@ def targets(variants: dict[str, dict]) -> list[tuple[str, str, bool]]:
         vs_student = student["latency_ms_p50"][seq] / final["latency_ms_p50"][seq]
         vs_teacher = teacher["latency_ms_p50"][seq] / final["latency_ms_p50"][seq]
         rows.append((f"≥ 2.13× faster than the FP32 ONNX student @{seq}", f"{vs_student:.2f}×", vs_student >= 2.13))
-        rows.append((f"≥ 40× faster than the PyTorch FP32 teacher @{seq}", f"{vs_teacher:.1f}×", vs_teacher >= 40))
+        rows.append((f"≥ {teacher_target:.0f}× faster than the PyTorch FP32 teacher @{seq}", f"{vs_teacher:.1f}×",
+                     vs_teacher >= teacher_target))  # fmt: skip
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1, help="which KD-benchmark seed's student to compress")
+    parser.add_argument("--kd-run", default="kd_sst2", help="the KD benchmark whose student and teacher to take, "
+                        "e.g. kd_sst2_mpnet (its state directory must still hold the models)")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".landing-benchmark")
     parser.add_argument("--output", default="compress_sst2", help="results/<output>.{md,json} and the plot's folder")
@@ -66,11 +72,12 @@ def main() -> None:
     from landing.flows.compress import compress
     from landing.infra.provenance import measured_run, provenance_markdown
 
-    per_seed = RESULTS / "kd_sst2" / f"seed-{args.seed}.json"  # written as soon as that KD seed finishes
+    per_seed = RESULTS / args.kd_run / f"seed-{args.seed}.json"  # written as soon as that KD seed finishes
     if per_seed.is_file():
         run = json.loads(per_seed.read_text())
     else:
-        run = next(r for r in json.loads((RESULTS / "kd_sst2.json").read_text())["runs"] if r["seed"] == args.seed)
+        runs = json.loads((RESULTS / f"{args.kd_run}.json").read_text())["runs"]
+        run = next(r for r in runs if r["seed"] == args.seed)
     overrides = [f"seed={args.seed}", f"student.uri={run['student_kd']['artifact_uri']}",
                  f"teacher.uri={run['teacher']['artifact_uri']}", *args.overrides]  # fmt: skip
     out = RESULTS / args.output
@@ -85,7 +92,7 @@ def main() -> None:
     chosen = max(sweep, key=lambda s: s["final"]["validation_accuracy"] or 0.0)  # selection: validation only
     summary = chosen["summary"]
     variants = {v["name"]: v for v in summary["variants"]}
-    lines = [f"# Compression benchmark (seed-{args.seed} KD student)", "", provenance_markdown(info), "",
+    lines = [f"# Compression benchmark (seed-{args.seed} KD student of `{args.kd_run}`)", "", provenance_markdown(info), "",
              "Accuracies in the tables are on the **eval** split (dev.tsv, reported only); the QAT setting "
              "was chosen on the **validation** split (carved from the labelled training rows).", "",
              f"Latency: {load_config(CONFIG, overrides).latency.rounds} interleaved round-robin rounds over every row "
@@ -100,7 +107,7 @@ def main() -> None:
                   for s in sweep]  # fmt: skip
         lines.append("")
     lines += [summary["report_markdown"], "", "| target | measured | met |", "| --- | --- | --- |"]
-    lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in targets(variants)]
+    lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in targets(variants, TEACHER_SPEEDUP_TARGET.get(args.kd_run, 40.0))]
     table = "\n".join(lines) + "\n"
     (RESULTS / f"{args.output}.md").write_text(table)
     record = {"provenance": info, "overrides": overrides, "qat_choice": chosen["qat"], "summary": summary,
