@@ -123,15 +123,38 @@ HEADLINES: list[tuple[str, str, Callable[[dict], tuple[str, str]]]] = [
 ]
 
 
+def _provenances(node) -> list[dict]:
+    """Every provenance record in a results file (one per seed where seeds recorded their own)."""
+    if isinstance(node, dict):
+        if "git_commit" in node:
+            return [node]
+        return [p for value in node.values() for p in _provenances(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in _provenances(value)]
+    return []
+
+
+def protocol(data: dict) -> str:
+    """Whether the results meet the benchmark protocol (issue #26): each run's commit clean (or its diff's
+    hash recorded) and the machine's load recorded; what is missing otherwise."""
+    records = [p for key, value in data.items() if key != "rendered" for p in _provenances(value)] or _provenances(data)
+    missing = []
+    if any(str(p["git_commit"]).endswith("-dirty") and not p.get("git_diff_sha256") for p in records):
+        missing.append("dirty tree")
+    if not all(any(k.startswith("load_average") for k in p) for p in records):
+        missing.append("no load average")
+    return "yes" if records and not missing else "pre-protocol: " + (", ".join(missing) or "no provenance")
+
+
 def table() -> str:
-    lines = [START, "", "| benchmark | eval accuracy (%) | paired difference (points) | results |",
-             "| --- | --- | --- | --- |"]  # fmt: skip
+    lines = [START, "", "| benchmark | eval accuracy (%) | paired difference (points) | per-run provenance | results |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, what, extract in HEADLINES:
         data = _load(name)
         if data is None:
             continue
         figure, claim = extract(data)
-        lines.append(f"| {what} | {figure} | {claim} | [`{name}.md`](benchmarks/results/{name}.md) |")
+        lines.append(f"| {what} | {figure} | {claim} | {protocol(data)} | [`{name}.md`](benchmarks/results/{name}.md) |")
     return "\n".join([*lines, "", END])
 
 
