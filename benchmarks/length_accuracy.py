@@ -168,12 +168,12 @@ def plot(names: list[str], measured: dict[str, list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), sharey=True, squeeze=False)
     x = np.arange(len(EDGES))
     for ax, name in zip(axes[0], names, strict=True):
-        for role, title in MODELS.items():
-            for split, style in zip(SPLITS, ("--", "-"), strict=True):
+        for colour, (role, title) in enumerate(MODELS.items()):
+            for split, style in zip(SPLITS, ("--", "-"), strict=True):  # one colour per model, dashed = validation
                 means = [np.nanmean([np.nan if (v := s["models"][role][split]["by_bin"][b]) is None else v
                                      for s in measured[name]])
                          for b in range(len(EDGES))]  # fmt: skip
-                ax.plot(x, 100 * np.array(means), style, marker="o", label=f"{title}, {split}")
+                ax.plot(x, 100 * np.array(means), style, color=f"C{colour}", marker="o", label=f"{title}, {split}")
         ax.set(title=name, xticks=x, xticklabels=bin_labels(), xlabel="words per row", ylabel="accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
