@@ -57,7 +57,7 @@ def log_trainer_metrics(logs: dict, step: int) -> None:
         mlflow.log_metrics(numeric, step=step)
 
 
-def checkpoint_dir(role: str, fingerprint: dict) -> Path:
+def _checkpoint_dir(role: str, fingerprint: dict) -> Path:
     """Stable per inputs, code and library versions: a re-run after a crash resumes the same
     checkpoints, a code change never resumes an old one."""
     keyed = {**fingerprint, "__environment__": environment_digest()}
@@ -70,7 +70,7 @@ def resumable_checkpoints(role: str, fingerprint: dict) -> Iterator[Path]:
     """The step's checkpoint directory, kept while the step may crash and removed once its block (training
     and publishing the model) completes: the step's cached result replaces it from then on, and each
     checkpoint also holds the optimizer state, about three times the model."""
-    path = checkpoint_dir(role, fingerprint)
+    path = _checkpoint_dir(role, fingerprint)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
