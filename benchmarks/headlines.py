@@ -118,6 +118,7 @@ HEADLINES: list[tuple[str, str, Callable[[dict], tuple[str, str]]]] = [
     ("augment_sst2", "augmentation and data distillation, SST-2, 1,000 labelled", augment_sst2),
     ("fewshot_sst2", "few-shot, SST-2", fewshot),
     ("fewshot_bbc", "few-shot, BBC News", fewshot),
+    ("fewshot_sst2_large", "few-shot, SST-2, MPNet-base", fewshot),
     ("metakd_blitzer", "Meta-KD, Amazon reviews, 4 domains", metakd_blitzer),
     ("easynlp_mrpc", "EasyNLP's KD chain as `easynlp` commands, MRPC", easynlp_mrpc),
 ]
