@@ -50,16 +50,6 @@ def local_path(uri: str) -> Path:
     return Path(parsed.path)
 
 
-def inside_a_row(frame, texts: list[str]) -> np.ndarray:
-    """Whether each row's text occurs inside a row the students trained on (train or transfer split).
-
-    SST-2's training table holds phrases cut from the same parsed sentences, so a held-out phrase is often a
-    piece of a kept one: deduplication does not catch it, and such a row is partly seen in training.
-    """
-    corpus = "\n".join(f" {t.lower()} " for t in texts)  # spaces: whole words only
-    return np.array([f" {t.lower()} " in corpus for t in frame["text"]])
-
-
 def correct_by_row(model_dir: Path, frame, max_length: int) -> np.ndarray:
     """1 where the saved model predicts the row's label, else 0."""
     from landing.models.loading import load_classifier
@@ -73,12 +63,15 @@ def correct_by_row(model_dir: Path, frame, max_length: int) -> np.ndarray:
 
 def measure_seed(run: dict, max_length: int) -> dict:
     """Per model and split: accuracy overall and by length bin, from the run's own models and splits."""
+    import pandas as pd
+
+    from landing.data_contracts.splitting import inside_rows
     from landing.data_contracts.validation import read_canonical
 
     frames = {s: read_canonical(local_path(run["data"][s]["uri"])) for s in SPLITS}
     bins = {s: length_bins(frames[s]) for s in SPLITS}
     trained_on = [read_canonical(local_path(run["data"][s]["uri"])) for s in ("train", "transfer")]
-    inside = inside_a_row(frames["validation"], [t for f in trained_on for t in f["text"]])
+    inside = inside_rows(frames["validation"], pd.concat(trained_on, ignore_index=True))
     out = {"rows_by_bin": {s: np.bincount(bins[s], minlength=len(EDGES)).tolist() for s in SPLITS},
            "validation_inside_training_rows": float(inside.mean()), "models": {}}  # fmt: skip
     for role in MODELS:

@@ -189,10 +189,40 @@ def assert_disjoint(splits: dict[str, pd.DataFrame], key: Key | None = None) -> 
 
 def word_counts(frame: pd.DataFrame) -> np.ndarray:
     """Words per row, both texts of a pair counted."""
+    return np.array([len(t.split()) for t in _joined_text(frame)], dtype=int)
+
+
+def _joined_text(frame: pd.DataFrame) -> list[str]:
+    """Each row's text (both texts of a pair), lower-cased and space-padded so a search matches whole words."""
     text = frame["text"].astype(str)
     if "text_pair" in frame.columns:
         text = text + " " + frame["text_pair"].astype(str)
-    return text.str.split().str.len().to_numpy()
+    return [f" {' '.join(t.lower().split())} " for t in text]
+
+
+# Word-level containment is written by hand: a plain substring search over one joined string is fast enough
+# for tables of 10^5 rows (CPython's two-way search) and needs no automaton library.
+def inside_rows(frame: pd.DataFrame, containers: pd.DataFrame) -> np.ndarray:
+    """Whether each row of ``frame`` occurs word for word inside a row of ``containers`` (or equals one).
+
+    SST-2's training table holds phrases cut from the same parsed sentences, so a held-out phrase is often a
+    piece of a kept one: deduplication does not catch it, and such a row is partly seen in training."""
+    corpus = "\n".join(_joined_text(containers))
+    return np.array([t in corpus for t in _joined_text(frame)], dtype=bool)
+
+
+def whole_text_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Whether each row occurs inside no other row of ``frame`` (SST-2: the full sentences, not their phrases).
+
+    Longest first, each row is searched in the whole rows found so far: a row inside a longer one is
+    inside a whole row, so the corpus searched stays as small as the whole rows."""
+    texts = _joined_text(frame)
+    whole, corpus = np.zeros(len(texts), dtype=bool), ""
+    for i in sorted(range(len(texts)), key=lambda i: -len(texts[i])):
+        if texts[i] not in corpus:
+            whole[i] = True
+            corpus += "\n" + texts[i]
+    return whole
 
 
 def length_matched_rows(frame: pd.DataFrame, reference: pd.DataFrame, count: int, seed: int,

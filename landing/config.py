@@ -86,6 +86,12 @@ class SplitConfig(StrictModel):
         "distribution is the eval table's (length-binned, each bin stratified by label), for data whose labelled "
         "rows do not look like what is reported (SST-2: phrases to train on, full sentences in dev.tsv)",
     )
+    validation_from: Literal["all_rows", "whole_texts"] = Field(
+        "all_rows",
+        description="all_rows: any labelled row may be a validation row; whole_texts: only rows that occur word for "
+        "word inside no other labelled row, and the rows inside a validation row are kept out of train and transfer "
+        "(SST-2: validation on full sentences, none of whose phrases is trained on)",
+    )
     conflicts: ConflictPolicy = Field(
         "drop",
         description="inputs seen with different labels: drop all their rows (default: nothing says which label is "

@@ -17,11 +17,14 @@ from landing.data_contracts.schema import TableContract
 from landing.data_contracts.splitting import (
     assert_disjoint,
     deduplicate,
+    inside_rows,
     length_matched_rows,
     remove_overlap,
     stratified_split,
+    whole_text_rows,
 )
 from landing.data_contracts.validation import read_table, write_canonical
+from landing.errors import UserError
 from landing.files import atomic_write
 from landing.infra.fetch import Source, fetch
 from landing.infra.settings import get_settings
@@ -138,10 +141,9 @@ def split_tables(
             stacklevel=2,
         )
     parts, labelled_rows = {}, len(labelled)
-    if cfg.validation_like == "eval" and "validation" in sizes and held_out is not None:
-        parts["validation"] = length_matched_rows(labelled, held_out, sizes.pop("validation"), seed=ctx.seed)
-        counts["validation_length_shortfall"] = parts["validation"].attrs["length_shortfall"]
-        labelled = labelled[~labelled["id"].isin(set(parts["validation"]["id"]))].reset_index(drop=True)
+    if "validation" in sizes and (cfg.validation_from != "all_rows" or cfg.validation_like != "train"):
+        parts["validation"], labelled = _validation_first(labelled, held_out, sizes.pop("validation"), cfg, ctx.seed,
+                                                          counts)  # fmt: skip
     parts |= stratified_split(labelled, sizes, seed=ctx.seed) if sizes else {}
     taken = set().union(*(set(p["id"]) for p in parts.values())) if parts else set()
     parts.setdefault("train", labelled[~labelled["id"].isin(taken)])
@@ -177,6 +179,29 @@ def split_tables(
                        "transfer": "distillation"}[name]  # fmt: skip
             log_dataset(frame, name=name, source_uri=uri, digest=manifests[name].sha256, context=context)
     return manifests
+
+
+def _validation_first(labelled: pd.DataFrame, held_out: pd.DataFrame | None, rows: int, cfg: SplitConfig, seed: int,
+                      counts: dict[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """The validation rows drawn before the other splits (``validation_from`` / ``validation_like`` set), and the
+    labelled rows left for them; what it withholds is counted in ``counts``."""
+    candidates = labelled
+    if cfg.validation_from == "whole_texts":
+        candidates = labelled[whole_text_rows(labelled)].reset_index(drop=True)
+        if len(candidates) < rows:
+            raise UserError(f"data.split.validation_from: whole_texts: {len(candidates)} labelled rows occur inside "
+                            f"no other row, and the validation split needs {rows}; lower data.split.validation_size")  # fmt: skip
+    if cfg.validation_like == "eval" and held_out is not None:
+        validation = length_matched_rows(candidates, held_out, rows, seed=seed)
+        counts["validation_length_shortfall"] = validation.attrs["length_shortfall"]
+    else:
+        validation = stratified_split(candidates, {"validation": rows}, seed=seed)["validation"]
+    rest = labelled[~labelled["id"].isin(set(validation["id"]))].reset_index(drop=True)
+    if cfg.validation_from == "whole_texts":
+        inside = inside_rows(rest, validation)
+        counts["rows_inside_validation"] = int(inside.sum())  # withheld: part of a validation row's text
+        rest = rest[~inside].reset_index(drop=True)
+    return validation, rest
 
 
 @task(name="kshot-split", cache_policy=STEP_CACHE, persist_result=True)

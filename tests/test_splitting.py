@@ -198,3 +198,36 @@ def test_length_matched_validation_follows_the_reference_lengths_and_keeps_label
     assert len(few) == 400 and few.attrs["length_shortfall"] == 100 and (word_counts(few) >= 10).sum() == 300
     with pytest.raises(ValueError, match="needs 2000 rows; the labelled table has 1200"):
         length_matched_rows(pool, reference, 2000, seed=1)
+
+
+def test_whole_text_rows_and_inside_rows_match_whole_words_only():
+    from landing.data_contracts.splitting import inside_rows, whole_text_rows
+
+    rows = pd.DataFrame({"text": ["a great movie , truly", "great movie", "a great", "Great  Movie", "eat", "other one"]})
+    assert whole_text_rows(rows).tolist() == [True, False, False, False, True, True]  # "eat" is not a word of "great"
+    containers = pd.DataFrame({"text": ["a great movie , truly"]})
+    assert inside_rows(rows, containers).tolist() == [True, True, True, True, False, False]  # case and spaces folded
+
+
+def test_a_validation_split_from_whole_texts_shares_no_phrase_with_training(step_context, publish_table):
+    from landing.config import SplitConfig
+    from landing.data_contracts.splitting import inside_rows
+    from landing.errors import UserError
+    from landing.tasks.context import fetch_dataset
+    from landing.tasks.data import split_tables
+
+    ctx = step_context("splits-whole-texts", 3)
+    sentences = [f"sentence {i} is long and full" for i in range(60)]
+    phrases = [f"sentence {i} is long" for i in range(60)] + [f"{i} is long and full" for i in range(60)]  # inside
+    train = publish_table(ctx, "train", sentences + phrases, ["0", "1"] * 90)
+    cfg = SplitConfig(train_size=60, transfer_size=40, validation_size=20, validation_from="whole_texts")
+    out = split_tables.fn(train, None, None, cfg, ctx)
+    frames = {name: fetch_dataset(m) for name, m in out.items()}
+    assert out["validation"].rows == 20 and set(frames["validation"]["text"]) <= set(sentences)
+    assert out["validation"].label_counts == {"0": 10, "1": 10}
+    for name in ("train", "transfer"):  # neither inside a validation row nor containing one
+        assert not inside_rows(frames[name], frames["validation"]).any()
+        assert not inside_rows(frames["validation"], frames[name]).any()
+    assert_disjoint(frames)
+    with pytest.raises(UserError, match="whole_texts: 60 labelled rows occur inside no other row, and the validation split needs 61"):
+        split_tables.fn(train, None, None, cfg.model_copy(update={"validation_size": 61}), ctx)
