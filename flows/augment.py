@@ -7,6 +7,7 @@ from prefect import flow
 from landing.config import AugmentRunConfig, DistillRunConfig
 from landing.data_contracts.manifest import DatasetManifest
 from landing.flows.data import prepare_data
+from landing.models.specs import tokenizer_name
 from landing.tasks.augment import adapt_mlm, augment_rows, mix_transfer
 from landing.tasks.context import RunContext
 from landing.tasks.tracking import publish_summary, tracked_run
@@ -35,7 +36,7 @@ def augmented_transfer(
 @flow(name="augment", log_prints=True)
 def augment(config: AugmentRunConfig, config_dir: str = ".", output_dir: str = "runs/augment") -> dict:
     with tracked_run(config) as ctx:
-        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        splits, rejects = prepare_data(config.data, config_dir, ctx, [tokenizer_name(config.teacher.model)])
         augmented = augmented_table(config, splits, ctx)
         summary = {
             "flow": "augment",

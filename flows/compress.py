@@ -7,6 +7,7 @@ from prefect import flow
 from landing.config import CompressionConfig, CompressRunConfig, LatencyConfig, ModelSource
 from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
+from landing.models.specs import tokenizer_name
 from landing.tasks.compress import (
     build_variant,
     import_model,
@@ -75,7 +76,8 @@ def compress_model(
 @flow(name="compress")
 def compress(config: CompressRunConfig, config_dir: str = ".", output_dir: str = "runs/compress") -> dict:
     with tracked_run(config) as ctx:
-        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        trained = None if isinstance(config.student, ModelSource) else tokenizer_name(config.student.model)
+        splits, rejects = prepare_data(config.data, config_dir, ctx, [trained])
         max_len = config.compression.max_seq_length
         if isinstance(config.student, ModelSource):
             student = import_model(config.student.uri, "student", max_len, ctx)

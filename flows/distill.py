@@ -11,6 +11,7 @@ from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.augment import augmented_transfer
 from landing.flows.compress import compress_model
 from landing.flows.data import prepare_data
+from landing.models.specs import tokenizer_name
 from landing.tasks.context import RunContext
 from landing.tasks.evaluate import evaluate_model
 from landing.tasks.predict import export_logits
@@ -35,7 +36,8 @@ def _evaluate(
 @flow(name="distill", log_prints=True)
 def distill(config: DistillRunConfig, config_dir: str = ".", output_dir: str = "runs/distill") -> dict:
     with tracked_run(config) as ctx:
-        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        tokenizers = [tokenizer_name(config.teacher.model), tokenizer_name(config.student.model)]
+        splits, rejects = prepare_data(config.data, config_dir, ctx, tokenizers)
         contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
         held_out = splits.get("validation")  # what early stopping (training.early_stopping_patience) evaluates

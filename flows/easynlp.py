@@ -17,9 +17,10 @@ from landing.easynlp_config import (
     EasynlpPredictConfig,
     EasynlpTrainConfig,
 )
-from landing.tasks.augment import augment_rows
+from landing.models.specs import tokenizer_name
+from landing.tasks.augment import adapt_mlm, augment_rows
 from landing.tasks.context import RunContext
-from landing.tasks.data import download_table, split_tables, validate_table
+from landing.tasks.data import check_token_coverage, download_table, split_tables, validate_table
 from landing.tasks.easynlp import (
     evaluate_checkpoint,
     import_teacher_logits,
@@ -53,11 +54,15 @@ def easynlp_train(config: EasynlpTrainConfig, output_dir: str) -> dict:
         train_rows = _read(config, 0, "train", ctx, labelled=True)
         eval_rows = _read(config, -1, "eval", ctx, labelled=True)
         splits = split_tables(train_rows, eval_rows, None, SplitConfig(validation_size=0), ctx)
+        check_token_coverage(tokenizer_name(config.model) or config.mlm_base, splits["train"],
+                             config.allow_unknown_tokens, ctx)  # fmt: skip
         logits = teacher = None
         if config.logits is not None:
             logits, teacher = import_teacher_logits(config.logits, train_rows, config.labels, ctx)
+        masked_lm = adapt_mlm(config.mlm_base, [splits["train"]], splits["eval"], config.mlm_adapt, ctx) if (
+            config.mlm_adapt is not None) else None  # fmt: skip
         model = train_model("model", config.model, config.training, config.labels, splits["train"], ctx,
-                            logits=logits, teacher=teacher, distillation=config.distillation)  # fmt: skip
+                            logits=logits, teacher=teacher, distillation=config.distillation, masked_lm=masked_lm)  # fmt: skip
         evaluation = evaluate_accuracy("model", model, splits["eval"], ctx)
         checkpoint = write_checkpoint(model, config.checkpoint_dir, splits["eval"], {"argv": config.argv}, ctx)
         summary = _summary(config, ctx, eval=evaluation, checkpoint=checkpoint, train_rows=splits["train"].rows,
@@ -85,8 +90,10 @@ def easynlp_predict(config: EasynlpPredictConfig, output_dir: str) -> dict:
 def easynlp_augment(config: EasynlpAugmentConfig, output_dir: str) -> dict:
     with tracked_run(config) as ctx:
         table = _read(config, 0, "augment", ctx, labelled=config.contract.label_column is not None)
-        augmented = augment_rows(table, config.augmentation, None, ctx)
         aug = config.augmentation
+        masked_lm = adapt_mlm(aug.mlm_base, [table], table, aug.mlm_adapt, ctx) if (
+            aug.mlm_da is not None and aug.mlm_model is None) else None  # fmt: skip
+        augmented = augment_rows(table, aug, masked_lm, ctx)
         keep = (aug.mlm_da or aug.eda).keep_originals
         result = write_augmented_rows(table, augmented, config.columns, keep, config.outputs, ctx)
         return publish_summary(ctx, _summary(config, ctx, augment=result), output_dir)

@@ -8,7 +8,7 @@ from prefect import flow
 from landing.config import FewshotRunConfig, TrainingConfig
 from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
-from landing.models.specs import AnySpec
+from landing.models.specs import AnySpec, tokenizer_name
 from landing.tasks.augment import adapt_mlm, mix_transfer
 from landing.tasks.context import RunContext
 from landing.tasks.data import kshot_tables
@@ -76,7 +76,8 @@ def _distil(config: FewshotRunConfig, best: dict, shots: dict[str, DatasetManife
 @flow(name="fewshot", log_prints=True)
 def fewshot(config: FewshotRunConfig, config_dir: str = ".", output_dir: str = "runs/fewshot") -> dict:
     with tracked_run(config) as ctx:
-        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        tokenizers = [config.mlm_base, *(tokenizer_name(spec) for spec, _ in _methods(config).values())]
+        splits, rejects = prepare_data(config.data, config_dir, ctx, tokenizers)
         contract = config.data.contract
         labels = list(contract.label_enumerate_values or sorted(splits["train"].label_counts))
         masked_lm = _masked_lm(config, splits, ctx)

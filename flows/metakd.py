@@ -15,7 +15,7 @@ from prefect import flow
 from landing.config import MetakdRunConfig, TrainingConfig
 from landing.data_contracts.manifest import DatasetManifest, ModelManifest
 from landing.flows.data import prepare_data
-from landing.models.specs import base_model_name
+from landing.models.specs import base_model_name, tokenizer_name
 from landing.tasks.context import RunContext
 from landing.tasks.evaluate import evaluate_model
 from landing.tasks.metakd import domain_tables, report_metakd, stage1_table, train_meta_teacher, weigh_examples
@@ -87,7 +87,8 @@ def render(results: dict[str, dict[str, float]]) -> str:
 @flow(name="metakd", log_prints=True)
 def metakd(config: MetakdRunConfig, config_dir: str = ".", output_dir: str = "runs/metakd") -> dict:
     with tracked_run(config) as ctx:
-        splits, rejects = prepare_data(config.data, config_dir, ctx)
+        tokenizers = [tokenizer_name(config.teacher.model), tokenizer_name(config.student.model)]
+        splits, rejects = prepare_data(config.data, config_dir, ctx, tokenizers)
         labels = list(config.data.contract.label_enumerate_values or sorted(splits["train"].label_counts))
         column, targets = config.metakd.domain_column, config.metakd.target_domains
         base = base_model_name(config.teacher.model)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from landing.errors import DEBUG_VARIABLE, HideUserErrorTracebacks, UserError, debug_enabled, user_error_in
+from landing.errors import DEBUG_VARIABLE, QuietUserErrors, UserError, debug_enabled, user_error_in
 
 app = typer.Typer(help="Land large pretrained language models in low-resource text classification.", no_args_is_help=True)
 console = Console()
@@ -74,13 +74,14 @@ def _machine_or_service_failure(exc: Exception) -> UserError | None:
 
 
 def _quiet_console_logs() -> None:
-    """Prefect logs a failed task and flow with the traceback; for a user's mistake the message is enough.
-    Our own progress notes (``landing.*`` at INFO) are shown."""
+    """Prefect logs a failed task and flow with the traceback; for a user's mistake the CLI's one line is
+    enough (``--debug`` keeps Prefect's records and tracebacks). Our own progress notes (``landing.*`` at
+    INFO) are shown."""
     logging.getLogger("landing").setLevel(logging.INFO)
     if not debug_enabled():  # MLflow's loggers have handlers of their own
         for handler in [*logging.getLogger().handlers, *logging.getLogger("mlflow").handlers]:
-            if not any(isinstance(f, HideUserErrorTracebacks) for f in handler.filters):
-                handler.addFilter(HideUserErrorTracebacks(_machine_or_service_failure))
+            if not any(isinstance(f, QuietUserErrors) for f in handler.filters):
+                handler.addFilter(QuietUserErrors(_machine_or_service_failure))
 
 
 def _load(config: Path, overrides: list[str] | None):

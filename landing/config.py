@@ -114,6 +114,9 @@ class DataConfig(StrictModel):
     unlabelled: TableConfig | None = None
     split: SplitConfig = SplitConfig()
     quarantine: bool = Field(False, description="write bad rows to a rejects file instead of failing")
+    allow_unknown_tokens: bool = Field(
+        False, description="train even when most of the training text is [UNK] to the model's tokenizer (refused by default)"
+    )
 
     @model_validator(mode="after")
     def _needs_eval(self) -> DataConfig:

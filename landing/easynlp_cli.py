@@ -161,14 +161,17 @@ def _augment_keys(kind: str) -> set[str]:
 KD_KEYS = {"enable_distillation", "type", "logits_name", "logits_saved_path", "temperature", "alpha",
            "teacher_model_path"}  # fmt: skip
 FEWSHOT_KEYS = {"enable_fewshot", "type"}
+# Our own keys (EasyNLP has none for it): adapt the named model into a masked LM first, as a cached step.
+MLM_ADAPT_KEYS = {"mlm_adapt_steps": "max_steps", "mlm_adapt_learning_rate": "learning_rate",
+                  "mlm_adapt_layers": "train_layers"}  # fmt: skip
 
 
 def allowed_keys(app: str, mode: str, udp: dict[str, str]) -> set[str]:
     """The user-defined keys this app and mode take (``easynlp --help`` lists them)."""
     if app == "data_augmentation":
-        return {"pretrain_model_name_or_path", "type"} | _augment_keys(udp.get("type", "mlm_da"))
+        return {"pretrain_model_name_or_path", "type"} | _augment_keys(udp.get("type", "mlm_da")) | set(MLM_ADAPT_KEYS)
     keys = {"pretrain_model_name_or_path"} | FEWSHOT_KEYS | _prompt_keys()
-    return keys | KD_KEYS if mode == "train" else keys
+    return keys | KD_KEYS | set(MLM_ADAPT_KEYS) | {"allow_unknown_tokens"} if mode == "train" else keys
 
 
 def _check_keys(app: str, mode: str, udp: dict[str, str]) -> None:
@@ -183,15 +186,16 @@ def _help_epilog() -> str:
     prompt = ", ".join(sorted(_prompt_keys()))
     return (
         "apps and modes:\n"
-        "  text_classify, text_match   train | evaluate | predict (text_match: --second_sequence)\n"
+        "  text_classify, text_match   train | evaluate | predict (pairs with --second_sequence; text_match needs it)\n"
         "  data_augmentation           predict (writes --outputs)\n\n"
         "user-defined parameters (--user_defined_parameters=\"key=value ...\"):\n"
-        "  train, evaluate, predict    pretrain_model_name_or_path\n"
+        "  train, evaluate, predict    pretrain_model_name_or_path; train: allow_unknown_tokens=True (mostly [UNK] text)\n"
         "  train, distillation         enable_distillation=True type=vanilla_kd (or e.g. vanilla_kd+hidden_mse) "
         "logits_name logits_saved_path temperature alpha teacher_model_path\n"
         f"  few-shot                    enable_fewshot=True type={'|'.join(FEWSHOT_TYPES)} pattern label_desc; also {prompt}\n"
         f"  data_augmentation           type={'|'.join(AUGMENT_TYPES)} pretrain_model_name_or_path (mlm_da's masked LM); "
-        f"mlm_da: {', '.join(sorted(_augment_keys('mlm_da')))}; eda: {', '.join(sorted(_augment_keys('eda')))}\n\n"
+        f"mlm_da: {', '.join(sorted(_augment_keys('mlm_da')))}; eda: {', '.join(sorted(_augment_keys('eda')))}\n"
+        f"  a model without a masked-LM head (prompt types, mlm_da): {' '.join(MLM_ADAPT_KEYS)} adapt it first\n\n"
         "Every command is a Prefect flow run tracked in MLflow; see the README's EasyNLP section."
     )
 
@@ -255,8 +259,6 @@ def _schema_and_columns(args, *, labelled: bool, logits_fields: list[str] = ()) 
                 "has_header": False, "skip_first_line": args.skip_first_line, "strip": False}  # fmt: skip
     if args.app_name == "text_match" and not args.second_sequence:
         raise EasynlpUsageError("--app_name=text_match needs --second_sequence (the second text of each pair)")
-    if args.app_name == "text_classify" and args.second_sequence:
-        raise EasynlpUsageError("--second_sequence: text_classify takes one text per row; use --app_name=text_match")
     return contract, columns
 
 
@@ -299,8 +301,8 @@ def _training(args) -> dict:
     return training
 
 
-def _model_spec(args, udp: dict[str, str]) -> tuple[dict, str | None]:
-    """(the model spec, the few-shot method or None)."""
+def _model_spec(args, udp: dict[str, str]) -> tuple[dict, str | None, dict]:
+    """(the model spec, the few-shot method or None, the mlm_adapt fields of the config: empty without it)."""
     from landing.infra.model_names import resolve_model_name
 
     name = udp.get("pretrain_model_name_or_path")
@@ -308,10 +310,10 @@ def _model_spec(args, udp: dict[str, str]) -> tuple[dict, str | None]:
         raise EasynlpUsageError("--user_defined_parameters: train needs pretrain_model_name_or_path=<model>")
     path = resolve_model_name(name, args.modelzoo_base_dir)
     if not _bool("enable_fewshot", udp.get("enable_fewshot", "False")):
-        stray = sorted(k for k in udp if k in _prompt_keys())
+        stray = sorted(k for k in udp if k in _prompt_keys() | set(MLM_ADAPT_KEYS))
         if stray:
             raise EasynlpUsageError(f"--user_defined_parameters: {', '.join(stray)} need enable_fewshot=True")
-        return {"kind": "pretrained", "name_or_path": path}, None
+        return {"kind": "pretrained", "name_or_path": path}, None, {}
     kind = udp.get("type", "pet_fewshot")
     if kind not in FEWSHOT_TYPES:
         raise EasynlpUsageError(f"--user_defined_parameters: type={kind}: few-shot types are "
@@ -321,7 +323,47 @@ def _model_spec(args, udp: dict[str, str]) -> tuple[dict, str | None]:
         prompt["label_desc"] = [w.strip() for w in prompt["label_desc"].split(",")]
     if "pseudo_init" in prompt:
         prompt["pseudo_init"] = [w.strip() for w in prompt["pseudo_init"].split(",")]
-    return {"kind": "prompt", "mlm_model": path, "prompt": {"method": FEWSHOT_TYPES[kind], **prompt}}, kind
+    adapt = _mlm_adapt(args, udp, name, path, f"type={kind}")
+    spec = {"kind": "prompt", "mlm_model": None if adapt else path, "prompt": {"method": FEWSHOT_TYPES[kind], **prompt}}
+    return spec, kind, {"mlm_adapt": adapt, "mlm_base": path} if adapt else {}
+
+
+def _layers_to_adapt(knobs: dict[str, str], path: str) -> int:
+    """mlm_adapt_layers, checked against the model's depth (mlm_adapt's default when not given)."""
+    from transformers import AutoConfig
+
+    from landing.models.mlm_adapt import MlmAdaptParams
+    from landing.models.pretrained import resolve_name_or_path
+
+    depth = getattr(AutoConfig.from_pretrained(resolve_name_or_path(path)), "num_hidden_layers", None)
+    try:
+        layers = int(knobs.get("train_layers", MlmAdaptParams().train_layers))
+    except ValueError:
+        raise EasynlpUsageError(f"--user_defined_parameters: mlm_adapt_layers={knobs['train_layers']!r}: expected a "
+                                "whole number of encoder layers") from None  # fmt: skip
+    if depth is not None and layers > depth:
+        raise EasynlpUsageError(f"--user_defined_parameters: mlm_adapt_layers={layers}: the model has {depth} encoder "
+                                f"layer(s); give mlm_adapt_layers={depth} or fewer")  # fmt: skip
+    return layers
+
+
+def _mlm_adapt(args, udp: dict[str, str], name: str, path: str, needs: str) -> dict | None:
+    """The mlm_adapt knobs the user-defined keys give, or None (then ``path`` must have a masked-LM head:
+    checked here, before any server starts or table is read)."""
+    knobs = {field: udp[key] for key, field in MLM_ADAPT_KEYS.items() if key in udp}
+    if knobs and "max_steps" not in knobs:
+        raise EasynlpUsageError(f"--user_defined_parameters: {', '.join(k for k in MLM_ADAPT_KEYS if k in udp)} "
+                                "need mlm_adapt_steps=<optimizer steps> (e.g. 800)")  # fmt: skip
+    if knobs:
+        return knobs | {"max_seq_length": min(args.sequence_length, 512), "train_layers": _layers_to_adapt(knobs, path)}
+    from landing.models.augment.mlm import has_mlm_head  # torch: only for commands that need a masked LM
+
+    if not has_mlm_head(path):
+        raise EasynlpUsageError(f"--user_defined_parameters: {needs} needs a masked LM, and "
+                                f"pretrain_model_name_or_path={name} has no masked-LM head; add mlm_adapt_steps=800 to "
+                                "adapt it into one first (a cached step; also mlm_adapt_learning_rate, "
+                                "mlm_adapt_layers), or name a model that has one")  # fmt: skip
+    return None
 
 
 def _distillation(args, udp: dict[str, str], spec_kind: str | None) -> tuple[dict | None, dict | None, list[str]]:
@@ -424,13 +466,14 @@ def _train(args, argv: list[str], udp: dict[str, str], uris: list[str]) -> dict:
     if len(uris) < 2:
         raise EasynlpUsageError(f"--tables: train needs the training table and the evaluation table "
                                 f"(train.tsv,dev.tsv); found only {uris[0]}")  # fmt: skip
-    spec, fewshot = _model_spec(args, udp)
+    spec, fewshot, adapt = _model_spec(args, udp)
     if "type" in udp and fewshot is None and not _bool("enable_distillation", udp.get("enable_distillation", "False")):
         raise EasynlpUsageError(f"--user_defined_parameters: type={udp['type']} needs enable_distillation=True or "
                                 "enable_fewshot=True")  # fmt: skip
     kd, logits, teacher_fields = _distillation(args, udp, fewshot)
     contract, columns = _schema_and_columns(args, labelled=True, logits_fields=teacher_fields)
-    return {**_common(args, argv, contract, columns, uris), "model": spec, "training": _training(args),
+    return {**_common(args, argv, contract, columns, uris), "model": spec, "training": _training(args), **adapt,
+            "allow_unknown_tokens": _bool("allow_unknown_tokens", udp.get("allow_unknown_tokens", "False")),
             "distillation": kd, "logits": logits, "checkpoint_dir": str(Path(args.checkpoint_dir).expanduser().resolve()),
             "labels": _labels(args.label_enumerate_values)}  # fmt: skip
 
@@ -472,13 +515,19 @@ def _augment(args, argv: list[str], udp: dict[str, str], uris: list[str]) -> dic
     params = {AUGMENT_ALIASES.get(k, k): v for k, v in udp.items() if k not in ("type", "pretrain_model_name_or_path")}
     if "strategies" in params:  # eda: unk:0.3,pos:0.4,ngram:0.3
         params["strategies"] = dict(_share(item) for item in params["strategies"].split(","))
+    params = {k: v for k, v in params.items() if k not in MLM_ADAPT_KEYS}
     augmentation = {kind: params}
     if kind == "mlm_da":
         name = udp.get("pretrain_model_name_or_path")
         if not name:
             raise EasynlpUsageError("--user_defined_parameters: type=mlm_da needs pretrain_model_name_or_path=<a "
-                                    "masked LM with its head>")  # fmt: skip
-        augmentation["mlm_model"] = resolve_model_name(name, args.modelzoo_base_dir)
+                                    "masked LM, or any encoder with mlm_adapt_steps=800>")  # fmt: skip
+        path = resolve_model_name(name, args.modelzoo_base_dir)
+        adapt = _mlm_adapt(args, udp, name, path, "type=mlm_da")
+        augmentation |= {"mlm_adapt": adapt, "mlm_base": path} if adapt else {"mlm_model": path}
+    elif any(k in udp for k in MLM_ADAPT_KEYS):
+        raise EasynlpUsageError(f"--user_defined_parameters: {', '.join(k for k in MLM_ADAPT_KEYS if k in udp)}: "
+                                f"type={kind} uses no masked LM")  # fmt: skip
     contract, columns = _schema_and_columns(args, labelled=bool(args.label_name))
     return {**_common(args, argv, contract, columns, uris), "outputs": str(Path(args.outputs).expanduser().resolve()),
             "augmentation": augmentation}  # fmt: skip
@@ -499,9 +548,13 @@ def _validation_message(exc) -> str:
     lines = []
     for e in exc.errors():
         loc = [str(p) for p in e["loc"] if not isinstance(p, int) and p not in ("pretrained", "prompt", "function-after")]
-        key = names.get(loc[-1], loc[-1]) if loc else "command"
-        lines.append(f"{key}: {e['msg']} (found {e.get('input')!r})" if "input" in e and not isinstance(e["input"], dict)
-                     else f"{key}: {e['msg']}")  # fmt: skip
+        key, message = names.get(loc[-1], loc[-1]) if loc else "command", e["msg"]
+        if "mlm_adapt" in loc:  # its knobs are user-defined keys of their own
+            for udp_key, field in MLM_ADAPT_KEYS.items():
+                key = udp_key if field == loc[-1] else key
+                message = message.replace(f"{field}:", f"{udp_key}:")
+        lines.append(f"{key}: {message} (found {e.get('input')!r})" if "input" in e and not isinstance(e["input"], dict)
+                     else f"{key}: {message}")  # fmt: skip
     return "; ".join(lines)
 
 

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from landing.config import AugmentationConfig, PretrainedModel, PromptModel, StrictModel, TableConfig, canonical_prompt
 from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
 from landing.data_contracts.schema import TableContract
+from landing.models.mlm_adapt import MlmAdaptParams
 from landing.models.params import KDParams, SeqLength, TrainingParams
 
 App = Literal["text_classify", "text_match", "data_augmentation"]
@@ -53,6 +54,17 @@ class EasynlpTrainConfig(EasynlpCommand):
     logits: TeacherLogitsFile | None = None
     checkpoint_dir: str
     labels: list[str] = Field(min_length=2)
+    mlm_adapt: MlmAdaptParams | None = Field(None, description="build the prompt model's masked LM from mlm_base first")
+    mlm_base: str | None = None
+    allow_unknown_tokens: bool = Field(False, description="train even when most of the text is [UNK] to the tokenizer")
+
+    @model_validator(mode="after")
+    def _a_masked_lm(self) -> EasynlpTrainConfig:
+        if isinstance(self.model, PromptModel) and self.model.mlm_model is None and self.mlm_adapt is None:
+            raise ValueError("a prompt model needs a masked LM: mlm_model, or mlm_adapt with mlm_base")
+        if self.mlm_adapt is not None and self.mlm_base is None:
+            raise ValueError("mlm_adapt needs mlm_base, the model it starts from")
+        return self
 
     @model_validator(mode="after")
     def _distillation_has_logits(self) -> EasynlpTrainConfig:

@@ -53,17 +53,29 @@ def disk_full_in(exc: BaseException | None) -> BaseException | None:
     return None
 
 
-class HideUserErrorTracebacks(logging.Filter):
-    """Drops the traceback from log records about a UserError, or about anything ``explained`` turns
-    into one (a full disk, a server gone: see ``landing.infra.failures``), since Prefect logs each failed
-    task and flow with its traceback; the record's message, which carries the error text, stays."""
+class QuietUserErrors(logging.Filter):
+    """Drops console log records about a UserError, or about anything ``explained`` turns into one (a full
+    disk, a server gone: see ``landing.infra.failures``): Prefect logs each failed task and flow, with the
+    traceback, up to four times per error, and the CLI prints the error once itself."""
 
     def __init__(self, explained: Callable[[BaseException], UserError | None] | None = None) -> None:
         super().__init__()
         self.explained = explained or (lambda exc: None)
+        self.seen: set[str] = set()  # the start of each error's text, to know its later "Failed(...)" records
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and (user_error_in(exc) or disk_full_in(exc) or self.explained(exc)):
-            record.exc_info, record.exc_text = None, None
-        return True
+        known = (user_error_in(exc) or disk_full_in(exc) or self.explained(exc)) if exc is not None else None
+        if known is not None:
+            self.seen |= {_quotable_start(str(known)), _quotable_start(str(exc))} - {""}
+            return False
+        if not self.seen:
+            return True
+        message = record.getMessage()  # e.g. the flow's "Finished in state Failed(...)", at INFO
+        return not any(start in message for start in self.seen)
+
+
+def _quotable_start(text: str) -> str:
+    """The error text up to its first quote (a state's repr escapes quotes), if long enough to be specific."""
+    start = text.split("'")[0].split('"')[0].splitlines()[0] if text else ""
+    return start if len(start) >= 20 else ""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as validated_dataclass
 
+from landing.errors import UserError
 from landing.models.params import SeqLength, TrainerParams
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def freeze_for_adaptation(model: PreTrainedModel, train_layers: int) -> list[str
 
     layers = encoder_layers(model)
     if train_layers > len(layers):
-        raise ValueError(f"mlm_adapt.train_layers: {train_layers} > the model's {len(layers)} encoder layers")
+        raise UserError(f"mlm_adapt.train_layers: {train_layers} > the model's {len(layers)} encoder layers")
     prefix = model.base_model_prefix + "."
     for param in model.parameters():
         param.requires_grad_(False)

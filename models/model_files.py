@@ -7,6 +7,7 @@ file can run any code in it. Each failure is a :class:`ModelFilesError` naming t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from landing.errors import UserError
@@ -22,8 +23,10 @@ class ModelFilesError(UserError, ValueError):
     """A model directory or file that cannot be used as it is; the message names it and the fix."""
 
 
-def looks_like_path(name_or_path: str) -> bool:
-    """A local path rather than a hub name: explicit (``/``, ``./``, ``../``, ``~``) or existing."""
+def looks_like_path(name_or_path: str | os.PathLike[str]) -> bool:
+    """A local path rather than a hub name: a ``Path``, explicit (``/``, ``./``, ``../``, ``~``) or existing."""
+    if isinstance(name_or_path, os.PathLike):
+        return True
     return name_or_path.startswith(("/", "./", "../", "~")) or Path(name_or_path).exists()
 
 

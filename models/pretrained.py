@@ -6,6 +6,7 @@ pretrained files through here, so none of them needs another to load a checkpoin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,8 +17,11 @@ from landing.models.model_files import ModelFilesError, check_model_dir, looks_l
 from landing.models.offline import OFFLINE_ALIASES
 
 
-def resolve_name_or_path(name_or_path: str) -> str:
-    return OFFLINE_ALIASES[name_or_path]() if name_or_path in OFFLINE_ALIASES else name_or_path
+def resolve_name_or_path(name_or_path: str | os.PathLike[str]) -> str:
+    """An offline alias's directory, else the name or path as given (a ``Path`` as its string: the offline
+    packages' ``get_model_path()`` returns one)."""
+    name = os.fspath(name_or_path)
+    return os.fspath(OFFLINE_ALIASES[name]()) if name in OFFLINE_ALIASES else name
 
 
 def checked_from_pretrained(load: Callable, name_or_path: str, **kwargs):

@@ -109,3 +109,9 @@ def as_spec(spec: BaseModel | Mapping[str, Any]) -> AnySpec:
 def base_model_name(spec: AnySpec) -> str | None:
     """The pretrained model (or tokenizer) a spec starts from: what a layer-subset student defaults to."""
     return getattr(spec, "name_or_path", None) or getattr(spec, "tokenizer", None)
+
+
+def tokenizer_name(spec: AnySpec) -> str | None:
+    """The pretrained tokenizer a spec reads text with; None for a word student (its own vocabulary) and for a
+    prompt model built by the run's mlm_adapt (which keeps its base model's tokenizer)."""
+    return base_model_name(spec) or getattr(spec, "mlm_model", None)

@@ -290,7 +290,7 @@ def train_classifier(
     if prompt is not None:
         from landing.models.fewshot.prompt_training import PromptTrainer, fit_prototypes, prepare_for_training
 
-        prepare_for_training(model, prompt)
+        prepare_for_training(model, prompt, params.max_seq_length, train)
         trainer = PromptTrainer(prompt=prompt, unlabelled=unlabelled, **common)
     else:
         trainer = (DistillationTrainer(distillation=distillation, teacher_model=teacher_model, **common)

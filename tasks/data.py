@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from landing.infra.fetch import Source, fetch
 from landing.infra.settings import get_settings
 from landing.infra.tracking import log_dataset, log_params, step_run
 from landing.tasks.context import STEP_CACHE, RunContext, fetch_dataset, fetch_file, publish_file, scratch_dir
+
+log = logging.getLogger("landing.data")
 
 
 @task(name="download", cache_policy=STEP_CACHE, persist_result=True)
@@ -202,6 +205,31 @@ def _validation_first(labelled: pd.DataFrame, held_out: pd.DataFrame | None, row
         counts["rows_inside_validation"] = int(inside.sum())  # withheld: part of a validation row's text
         rest = rest[~inside].reset_index(drop=True)
     return validation, rest
+
+
+@task(name="token-coverage")  # not cached: cheap, and a cached pass must not skip the warning or the refusal
+def check_token_coverage(model: str, table: DatasetManifest, allow_unknown_tokens: bool, ctx: RunContext) -> float:
+    """The share of ``table``'s tokens that ``model``'s tokenizer reads as [UNK], logged to MLflow; a warning
+    above ``WARN_SHARE``, and above ``REFUSE_SHARE`` a refusal unless unknown tokens are allowed."""
+    from landing.models.coverage import REFUSE_SHARE, WARN_SHARE, token_coverage
+    from landing.models.pretrained import load_tokenizer
+
+    frame = fetch_dataset(table)
+    coverage = token_coverage(load_tokenizer(model), list(frame["text"]),
+                              list(frame["text_pair"]) if "text_pair" in frame.columns else None)  # fmt: skip
+    share = coverage.unknown_share
+    with step_run(ctx.parent_run_id, "token-coverage"):
+        log_params({"model": model, "table": table.name})
+        mlflow.log_metrics({"unknown_token_share": share, "tokens": coverage.tokens, "unknown_tokens": coverage.unknown})
+    if share <= WARN_SHARE:
+        return share
+    what = (f"{table.name} rows: {share:.1%} of the tokens are unknown ([UNK]) to the tokenizer of {model}, "
+            f"e.g. {coverage.example_text[:80]!r}")  # fmt: skip
+    if share > REFUSE_SHARE and not allow_unknown_tokens:
+        raise UserError(f"{what}. The model cannot read this text: pick a model whose vocabulary covers it, or train "
+                        "anyway with data.allow_unknown_tokens: true (easynlp: allow_unknown_tokens=True)")  # fmt: skip
+    log.warning("%s: the model reads this text poorly; a model whose vocabulary covers it will do better", what)
+    return share
 
 
 @task(name="kshot-split", cache_policy=STEP_CACHE, persist_result=True)

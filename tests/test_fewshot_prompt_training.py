@@ -50,7 +50,7 @@ def build(mlm, tok, pattern=PET, words=WORDS, **params):
     torch.manual_seed(1)
     model = prompt_classifier_from_mlm(mlm, tok, LABELS, parse_pattern(pattern), verbalizer(LABELS, label_words=words),
                                        method=prompt.method, prompt_encoder=prompt.prompt_encoder,
-                                       cpt_temperature=prompt.cpt_temperature, pattern=pattern, max_seq_length=32)  # fmt: skip
+                                       cpt_temperature=prompt.cpt_temperature, pattern=pattern)  # fmt: skip
     model.prompt_params = prompt
     return model
 
@@ -257,3 +257,19 @@ def test_early_stopping_scores_validation_rows_by_the_label_loss_alone(tok, mlm,
                               params(epochs=4, save_checkpoint_steps=1, early_stopping_patience=1), tmp_path / "es",
                               seed=0, unlabelled=EncodedTable(tok, UNLABELLED, 32), validation=table(tok))  # fmt: skip
     assert result.best_step is not None and result.best_validation_accuracy is not None
+
+
+def test_training_fits_every_prompt_in_the_sequence_length_and_says_how_many_rows_lose_text(tok, mlm, caplog):
+    import logging
+
+    from landing.models.fewshot.patterns import PatternError
+    from landing.models.fewshot.prompt_training import prepare_for_training
+
+    model = build(mlm, tok)
+    rows = table(tok, texts=[" ".join(["word"] * 60), "short"], labels=[0, 1])  # encoded at 32 tokens
+    with caplog.at_level(logging.WARNING, logger="landing.models.fewshot.prompt_training"):
+        prepare_for_training(model, model.prompt_params, 32, rows)
+    assert model.config.max_prompt_tokens == 32
+    assert f"1 of 2 training rows are cut to fit the prompt in max_seq_length 32 (the pattern adds {model.config.fixed_tokens}" in caplog.text
+    with pytest.raises(PatternError, match="max_seq_length 4: the pattern alone takes"):
+        prepare_for_training(build(mlm, tok), model.prompt_params, 4, rows)

@@ -123,3 +123,15 @@ def test_parameters_are_validated():
         MlmAdaptParams(mask_probability=1.5)
     with pytest.raises(ValidationError):
         MlmAdaptParams(step=10)
+
+
+def test_model_paths_are_taken_as_path_objects_too(encoder_dir, tmp_path):
+    """As the offline packages' ``get_model_path()`` returns them (issue #30's AttributeError)."""
+    from landing.models.loading import load_classifier
+
+    assert not has_mlm_head(encoder_dir)
+    assert len(load_tokenizer(encoder_dir)) > 0
+    assert load_classifier(encoder_dir, ["neg", "pos"])[0].config.num_labels == 2
+    params = MlmAdaptParams(max_steps=2, batch_size=4, train_layers=0)
+    adapt_masked_lm(encoder_dir, TEXTS, TEXTS[:2], params, tmp_path / "adapted", seed=0, checkpoint_dir=tmp_path / "ckpt")
+    assert has_mlm_head(tmp_path / "adapted") and load_masked_lm(tmp_path / "adapted")[0] is not None

@@ -54,9 +54,10 @@ class _PromptFields:
     def __init__(
         self, prompt_parts: list | None = None, label_token_ids: list | None = None, prompt_method: str = "pet",
         prompt_encoder: str = "none", cpt_temperature: float = 0.1, prompt_pattern: str = "",
-        label_words: list | None = None, **kwargs,
+        label_words: list | None = None, max_prompt_tokens: int | None = None, **kwargs,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
+        self.max_prompt_tokens = max_prompt_tokens  # the training sequence length the whole prompt fits in
         self.prompt_parts = prompt_parts or []  # [{"kind": ..., "ids": [...]}] in pattern order
         self.label_token_ids = label_token_ids or []  # per label (config label order), its word's token ids
         self.prompt_method = prompt_method
@@ -72,6 +73,10 @@ class _PromptFields:
     @property
     def pseudo_count(self) -> int:
         return sum(len(p["ids"]) for p in self.prompt_parts if p["kind"] == PSEUDO)
+
+    @property
+    def has_pair(self) -> bool:
+        return any(p["kind"] == TEXT_PAIR for p in self.prompt_parts)
 
     @property
     def fixed_tokens(self) -> int:
@@ -121,6 +126,7 @@ class PromptClassifier:
     decoder_owner: str  # dotted path from the model
     pair_separators: int
     segment_ids: bool
+    position_offset: int  # position ids the encoder reserves before the first token
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -174,15 +180,33 @@ class PromptClassifier:
         return [p for m in modules for p in m.parameters()]
 
     # --- the prompt -------------------------------------------------------------------------------
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt: the training sequence length, and never more than the encoder's positions."""
+        positions = self.config.max_position_embeddings - self.position_offset
+        return min(getattr(self.config, "max_prompt_tokens", None) or positions, positions)  # older saves: unset
+
+    def prompt_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:
+        """Each row's prompt length before any cut, from its input length (the first token and the text fields,
+        without the input's separators, plus the pattern's fixed tokens)."""
+        separators = 1 + (self.pair_separators if self.config.has_pair else 0)
+        return input_lengths - separators + self.config.fixed_tokens
+
     def build_prompt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(ids, attention mask, mask positions, pseudo positions) of ``[CLS] parts... [SEP]`` per row."""
+        """(ids, attention mask, mask positions, pseudo positions) of ``[CLS] parts... [SEP]`` per row.
+
+        Text that would take the prompt past ``max_prompt_tokens`` is cut from its end (the second text's
+        first), so the text, the pattern and the special tokens always fit: a long row is never an error."""
         gap = self.pair_separators
         batch, length = input_ids.shape
         valid = attention_mask.bool()
         total = attention_mask.sum(1)
         first_sep = torch.argmax(((input_ids == self.config.sep_token_id) & valid).int(), dim=1)
         one = torch.ones_like(total)
-        spans = {TEXT: (one, first_sep - 1), TEXT_PAIR: (first_sep + gap, (total - first_sep - gap - 1).clamp(min=0))}
+        text, pair = first_sep - 1, (total - first_sep - gap - 1).clamp(min=0)
+        over = (self.prompt_lengths(total) - self.max_prompt_tokens).clamp(min=0)
+        cut_pair = torch.minimum(over, pair) if self.config.has_pair else torch.zeros_like(over)
+        spans = {TEXT: (one, text - (over - cut_pair)), TEXT_PAIR: (first_sep + gap, pair - cut_pair)}
         starts, lengths, masks, pseudos = [torch.zeros_like(total)], [one], None, []  # [CLS] from the input
         offset = length
         for part in self.config.prompt_parts:
@@ -198,7 +222,8 @@ class PromptClassifier:
         src_start, seg_len = torch.stack(starts, 1), torch.stack(lengths, 1)
         out_start = torch.cumsum(seg_len, 1) - seg_len
         fixed_ids = self._fixed_ids(input_ids.device)
-        positions = torch.arange(length + fixed_ids.numel(), device=input_ids.device)
+        # A slice, not min(): the cap must stay in the traced graph, whatever the example input's length.
+        positions = torch.arange(length + fixed_ids.numel(), device=input_ids.device)[: self.max_prompt_tokens]
         segment = (out_start.unsqueeze(1) <= positions.view(1, -1, 1)).sum(-1) - 1
         source = src_start.gather(1, segment) + positions.view(1, -1) - out_start.gather(1, segment)
         table = torch.cat([input_ids, fixed_ids.unsqueeze(0).expand(batch, -1)], 1)
@@ -247,9 +272,6 @@ class PromptClassifier:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         ids, mask, mask_positions, pseudo_positions = self.build_prompt(input_ids, attention_mask)
-        if ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(f"prompt of {ids.shape[1]} tokens exceeds the model's {self.config.max_position_embeddings}"
-                             " positions; lower max_seq_length")  # fmt: skip
         segments = {"token_type_ids": torch.zeros_like(ids)} if self.segment_ids else {}
         outputs = self.encoder(inputs_embeds=self._embeddings(ids, pseudo_positions), attention_mask=mask,
                                output_hidden_states=output_hidden_states, output_attentions=output_attentions,
@@ -282,7 +304,7 @@ class PromptClassifier:
 class BertPromptForSequenceClassification(PromptClassifier, BertPreTrainedModel):
     config_class = BertPromptConfig
     encoder_class, head_class, head_name, pair_separators, segment_ids = BertModel, BertOnlyMLMHead, "cls", 1, True
-    decoder_owner = "cls.predictions"
+    decoder_owner, position_offset = "cls.predictions", 0
     _tied_weights_keys = {  # as BertForMaskedLM: the decoder is the input embeddings
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
@@ -293,7 +315,7 @@ class MPNetPromptForSequenceClassification(PromptClassifier, MPNetPreTrainedMode
     config_class = MPNetPromptConfig
     # A pair is <s> a </s></s> b </s>, as RoBERTa; MPNet has no segment embeddings.
     encoder_class, head_class, head_name, pair_separators, segment_ids = MPNetModel, MPNetLMHead, "lm_head", 2, False
-    decoder_owner = "lm_head"
+    decoder_owner, position_offset = "lm_head", 2  # positions start after the padding index, as RoBERTa's
     _tied_weights_keys = {  # as MPNetForMaskedLM
         "lm_head.decoder.weight": "mpnet.embeddings.word_embeddings.weight",
         "lm_head.decoder.bias": "lm_head.bias",
@@ -375,7 +397,7 @@ def compile_parts(tokenizer: PreTrainedTokenizerBase, parts: Sequence[Part], mas
 def prompt_classifier_from_mlm(
     masked_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, labels: Sequence[str], parts: Sequence[Part],
     words: dict[str, str], *, method: str = "pet", prompt_encoder: str = "none", pseudo_init: Sequence[str] = (),
-    cpt_temperature: float = 0.1, pattern: str = "", max_seq_length: int = 128,
+    cpt_temperature: float = 0.1, pattern: str = "",
 ) -> PromptClassifier:  # fmt: skip
     """The prompt classifier sharing ``masked_lm``'s weights (a BERT or MPNet ``*ForMaskedLM``), in the run's label
     order."""
@@ -392,11 +414,8 @@ def prompt_classifier_from_mlm(
         prompt_parts=compiled, label_token_ids=label_token_ids, prompt_method=method, prompt_encoder=prompt_encoder,
         cpt_temperature=cpt_temperature, prompt_pattern=pattern, label_words=list(words.values()),
         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-        sep_token_id=tokenizer.sep_token_id, mask_token_id=tokenizer.mask_token_id, **base,
+        sep_token_id=tokenizer.sep_token_id, mask_token_id=tokenizer.mask_token_id, max_prompt_tokens=None, **base,
     )  # fmt: skip
-    if max_seq_length + config.fixed_tokens > config.max_position_embeddings:
-        raise PatternError(f"max_seq_length {max_seq_length} + the prompt's {config.fixed_tokens} tokens exceed the "
-                           f"model's {config.max_position_embeddings} positions; lower max_seq_length")  # fmt: skip
     model = family(config)
     missing, unexpected = model.load_state_dict(masked_lm.state_dict(), strict=False)
     own = ("prompt_embeddings.", "prompt_encoder.", "prototypes")
@@ -434,7 +453,7 @@ def prompt_classifier(mlm_model: str, params: PromptParams,
     model = prompt_classifier_from_mlm(
         masked_lm, tokenizer, labels, parse_pattern(params.pattern), words,
         method=params.method, prompt_encoder=params.prompt_encoder, pseudo_init=params.pseudo_init,
-        cpt_temperature=params.cpt_temperature, pattern=params.pattern, max_seq_length=0,
+        cpt_temperature=params.cpt_temperature, pattern=params.pattern,
     )  # fmt: skip
     model.prompt_params = params  # read by models/training.py: the prompt losses and learning rates
     return model, tokenizer

@@ -13,6 +13,7 @@ contrastive term) is the base; :class:`PromptTrainer` adds, as configured:
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -21,8 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase, Trainer
 
 from landing.models.fewshot.params import PromptParams
+from landing.models.fewshot.patterns import PatternError
 from landing.models.fewshot.prompt_model import PromptClassifier
 from landing.models.kd import IGNORE_LABEL
+
+log = logging.getLogger(__name__)
 
 
 class PromptTrainer(Trainer):
@@ -101,8 +105,19 @@ def plain_mlm_loss(model: PromptClassifier, batch: dict) -> torch.Tensor:
     return F.cross_entropy(model.mlm_head(hidden[where]).float(), labels[where])
 
 
-def prepare_for_training(model: PromptClassifier, prompt: PromptParams) -> None:
-    """``freeze_plm``: only the pseudo tokens and their encoder train (P-tuning's frozen-PLM setting)."""
+def prepare_for_training(model: PromptClassifier, prompt: PromptParams, max_seq_length: int, train: Dataset) -> None:
+    """Fit every prompt in ``max_seq_length`` (saved with the model, so prediction cuts the same way) and say once
+    how many training rows lose text to it; ``freeze_plm``: only the pseudo tokens and their encoder train
+    (P-tuning's frozen-PLM setting)."""
+    if model.config.fixed_tokens + 2 > min(max_seq_length, model.max_prompt_tokens):
+        raise PatternError(f"max_seq_length {max_seq_length}: the pattern alone takes {model.config.fixed_tokens} "
+                           "tokens and leaves no room for the text; raise it or shorten the pattern")  # fmt: skip
+    model.config.max_prompt_tokens = min(max_seq_length, model.max_prompt_tokens)
+    lengths = torch.tensor([len(ids) for ids in train.encodings["input_ids"]])
+    cut = int((model.prompt_lengths(lengths) > model.max_prompt_tokens).sum())
+    if cut:
+        log.warning("%d of %d training rows are cut to fit the prompt in max_seq_length %d (the pattern adds %d "
+                    "tokens)", cut, len(lengths), model.max_prompt_tokens, model.config.fixed_tokens)  # fmt: skip
     if prompt.freeze_plm:
         trainable = {id(p) for p in model.prompt_parameters()}
         for param in model.parameters():
