@@ -59,6 +59,10 @@ class LandingSettings(StateDirSettings):
         None, description="YAML file of 'name: path' lines: model names the easynlp command line resolves"
     )
     use_stack: bool = Field(True, description="use the stack `make up` started under state_dir while it runs")
+    reuse_prefect_server: bool = Field(
+        True, description="easynlp commands: start the stack's Prefect server once and reuse it (no temporary "
+        "server per command); stop it with `python -m landing.infra.stack down`",
+    )
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:

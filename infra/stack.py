@@ -217,6 +217,35 @@ def up(cfg: StackConfig, out: Callable[[str], None] = print) -> Path:
     return path
 
 
+def reused_prefect_api(cfg: StackConfig, out: Callable[[str], None] = print) -> str | None:
+    """The URL of the stack's Prefect server, started alone on first use and left running for the commands
+    that follow (each would otherwise start and stop a temporary server); None when its port is another
+    process's, and the caller keeps Prefect's temporary server."""
+    from filelock import FileLock
+
+    cfg.pids.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cfg.pids / "prefect.start.lock"), timeout=cfg.startup_timeout_s):  # one starter at a time
+        rec = read_record(cfg, "prefect")
+        if rec is not None and is_ours(rec) and healthy(cfg, "prefect"):
+            return cfg.prefect_api_url
+        if port_in_use(cfg.prefect_port):
+            return None
+        for d in (cfg.prefect_home, cfg.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        cmd, env, cwd = _command(cfg, "prefect")
+        t0, since = time.monotonic(), datetime.now(timezone.utc)
+        proc = _spawn(cfg, "prefect", cmd, env, cwd)
+        try:
+            _wait_ready(cfg, "prefect", proc, _ready_check(cfg, "prefect", since))
+            _record(cfg, "prefect", proc.pid, cfg.prefect_port)
+        except BaseException:
+            _stop_proc(proc, cfg.stop_timeout_s)
+            raise
+    out(f"started a Prefect server for this and later commands at {cfg.prefect_api_url} in "
+        f"{time.monotonic() - t0:.0f} s (pid {proc.pid}; stop it with: python -m landing.infra.stack down)")  # fmt: skip
+    return cfg.prefect_api_url
+
+
 def down(cfg: StackConfig, out: Callable[[str], None] = print) -> None:
     for name in reversed(SERVICES):
         out(f"{name:8} {stop_service(cfg, name)}")

@@ -138,7 +138,7 @@ def run(
     cfg = _load(config, set_)
     from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
-    from landing.flows import FLOWS
+    from landing.flows.table import FLOWS
 
     _quiet_console_logs()
     out = output_dir or Path("runs") / cfg.name
@@ -164,7 +164,7 @@ def augment(
     if cfg.augmentation is None:
         err.print(f"[red]error:[/] {config}: augmentation: expected an augmentation block, found none", highlight=False)
         raise typer.Exit(2)
-    from landing.flows import FLOWS
+    from landing.flows.table import FLOWS
     from landing.infra.augmented_tables import write_augmented_table
 
     _quiet_console_logs()

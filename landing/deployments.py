@@ -22,7 +22,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from landing.config import ConfigError, StrictModel, load_config
-from landing.flows import FLOWS
+from landing.flows.table import FLOWS
 from landing.infra.datasets import DATA_PUSHED_EVENT, dataset_resource_id
 
 FLOW_RUN_COMPLETED_EVENT = "prefect.flow-run.Completed"

@@ -561,6 +561,21 @@ def _validation_message(exc) -> str:
 # ---------------------------------------------------------------- running
 
 
+def _reuse_prefect_server() -> None:
+    """One Prefect server for a session of commands, not a temporary one each (unless an API is set, the
+    stack runs, or ``LANDING_REUSE_PREFECT_SERVER=false``)."""
+    from landing.infra.settings import get_settings
+
+    settings = get_settings()
+    if os.environ.get("PREFECT_API_URL") or not settings.reuse_prefect_server:
+        return
+    from landing.infra.stack import StackConfig, reused_prefect_api
+
+    url = reused_prefect_api(StackConfig(settings.state_dir), out=lambda line: print(f"easynlp: {line}", file=sys.stderr))
+    if url is not None:
+        os.environ["PREFECT_API_URL"] = url
+
+
 def run_command(argv: list[str]) -> dict:
     """Parse, validate and run one command; returns the flow's summary."""
     args = build_parser().parse_args(argv)
@@ -573,9 +588,11 @@ def run_command(argv: list[str]) -> dict:
 
         torch.set_num_threads(args.worker_cpu)
     from landing.cli import _quiet_console_logs, _runtime
-    from landing.flows.easynlp import easynlp_augment, easynlp_evaluate, easynlp_predict, easynlp_train
 
     _runtime()
+    _reuse_prefect_server()
+    from landing.flows.easynlp import easynlp_augment, easynlp_evaluate, easynlp_predict, easynlp_train
+
     _quiet_console_logs()
     flow = easynlp_augment if args.app_name == "data_augmentation" else {
         "train": easynlp_train, "evaluate": easynlp_evaluate, "predict": easynlp_predict}[args.mode]  # fmt: skip

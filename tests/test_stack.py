@@ -196,3 +196,27 @@ def test_down_never_kills_a_reused_pid(tmp_path: Path) -> None:
     finally:
         os.killpg(other.pid, signal.SIGKILL)
         other.wait()
+
+
+def test_easynlp_commands_share_one_prefect_server_started_on_first_use(stack_dir: tuple[Path, dict[str, int]]) -> None:
+    """``reused_prefect_api``: the first call starts the stack's Prefect server alone, the next reuses it; a port
+    held by another process means no reuse (the caller keeps Prefect's temporary server)."""
+    from landing.infra.processes import is_ours, read_record
+    from landing.infra.stack import reused_prefect_api
+
+    state, ports = stack_dir
+    cfg = StackConfig(state, prefect_port=ports["prefect"])
+    said: list[str] = []
+    url = reused_prefect_api(cfg, out=said.append)
+    assert url == cfg.prefect_api_url and _get(f"{url}/health") == 200
+    assert len(said) == 1 and "stop it with: python -m landing.infra.stack down" in said[0]
+    pid = read_record(cfg, "prefect").pid
+    assert reused_prefect_api(cfg, out=said.append) == url and len(said) == 1  # reused: nothing started, nothing said
+    assert read_record(cfg, "prefect").pid == pid and is_ours(read_record(cfg, "prefect"))
+    assert "running" in _cli("status", state, ports).stdout
+    stop_service(cfg, "prefect")
+    with socket.socket() as busy:  # another process on the port
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the stopped server's TIME_WAIT
+        busy.bind(("127.0.0.1", ports["prefect"]))
+        busy.listen()
+        assert reused_prefect_api(cfg, out=said.append) is None
