@@ -48,10 +48,23 @@ class DataValidationError(UserError, ValueError):
 
     def __init__(self, issues: list[ValidationIssue]):
         self.issues = list(issues)
-        shown = "\n  ".join(str(i) for i in self.issues[:MAX_LISTED_ISSUES])
-        more = len(self.issues) - MAX_LISTED_ISSUES
-        tail = f"\n  ... and {more} more issue(s)" if more > 0 else ""
+        groups: dict[tuple, list[ValidationIssue]] = {}  # the same problem on many rows: one line with its count
+        for issue in self.issues:
+            groups.setdefault((issue.file, issue.column, issue.expected, issue.found), []).append(issue)
+        shown = "\n  ".join(_grouped(same) for same in list(groups.values())[:MAX_LISTED_ISSUES])
+        more = len(groups) - MAX_LISTED_ISSUES
+        tail = f"\n  ... and {more} more kind(s) of issue" if more > 0 else ""
         super().__init__(f"{len(self.issues)} data validation issue(s):\n  {shown}{tail}")
+
+
+def _grouped(same: list[ValidationIssue], lines_shown: int = 5) -> str:
+    """One issue as it is, or the same issue on several rows: its first lines and how many rows have it."""
+    first = same[0]
+    if len(same) == 1 or first.line is None:
+        return str(first)
+    lines = ", ".join(str(i.line) for i in same[:lines_shown]) + (", ..." if len(same) > lines_shown else "")
+    col = f" column '{first.column}':" if first.column is not None else ""
+    return f"{first.file} lines {lines} ({len(same)} rows):{col} expected {first.expected}, found {first.found}"
 
 
 @dataclass

@@ -53,7 +53,7 @@ def easynlp_train(config: EasynlpTrainConfig, output_dir: str) -> dict:
     with tracked_run(config) as ctx:
         train_rows = _read(config, 0, "train", ctx, labelled=True)
         eval_rows = _read(config, -1, "eval", ctx, labelled=True)
-        splits = split_tables(train_rows, eval_rows, None, SplitConfig(validation_size=0), ctx)
+        splits = split_tables(train_rows, eval_rows, None, SplitConfig(validation_size=0), ctx, validation_needed=False)
         check_token_coverage(tokenizer_name(config.model) or config.mlm_base, splits["train"],
                              config.allow_unknown_tokens, ctx)  # fmt: skip
         logits = teacher = None

@@ -73,15 +73,25 @@ def _machine_or_service_failure(exc: Exception) -> UserError | None:
     return explain_failure(exc)
 
 
-def _quiet_console_logs() -> None:
+class _PrefectWarningsOnly(logging.Filter):
+    """Prefect's per-task INFO lines (and its server banner) off the console; the Prefect API still gets them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith("prefect")
+
+
+def _quiet_console_logs(prefect_progress: bool = True) -> None:
     """Prefect logs a failed task and flow with the traceback; for a user's mistake the CLI's one line is
     enough (``--debug`` keeps Prefect's records and tracebacks). Our own progress notes (``landing.*`` at
-    INFO) are shown."""
+    INFO) are shown; Prefect's INFO lines only with ``prefect_progress`` or ``--debug``."""
     logging.getLogger("landing").setLevel(logging.INFO)
-    if not debug_enabled():  # MLflow's loggers have handlers of their own
-        for handler in [*logging.getLogger().handlers, *logging.getLogger("mlflow").handlers]:
-            if not any(isinstance(f, QuietUserErrors) for f in handler.filters):
-                handler.addFilter(QuietUserErrors(_machine_or_service_failure))
+    if debug_enabled():
+        return
+    filters = [QuietUserErrors(_machine_or_service_failure), *([] if prefect_progress else [_PrefectWarningsOnly()])]
+    for handler in [*logging.getLogger().handlers, *logging.getLogger("mlflow").handlers]:  # MLflow has its own
+        for new in filters:
+            if not any(isinstance(f, type(new)) for f in handler.filters):
+                handler.addFilter(new)
 
 
 def _load(config: Path, overrides: list[str] | None):

@@ -593,11 +593,23 @@ def run_command(argv: list[str]) -> dict:
     _reuse_prefect_server()
     from landing.flows.easynlp import easynlp_augment, easynlp_evaluate, easynlp_predict, easynlp_train
 
-    _quiet_console_logs()
+    _quiet_console_logs(prefect_progress=False)  # an EasyNLP user expects its own few lines, not Prefect's
+    if not args.debug:  # loading and saving bars per model; training keeps its own progress bar
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     flow = easynlp_augment if args.app_name == "data_augmentation" else {
         "train": easynlp_train, "evaluate": easynlp_evaluate, "predict": easynlp_predict}[args.mode]  # fmt: skip
-    out = Path("runs") / config.name
-    return flow(config=config, output_dir=str(out))
+    out = _summary_dir(config.name)
+    return flow(config=config, output_dir=str(out)) | {"summary_path": str(out / "summary.json")}
+
+
+def _summary_dir(name: str) -> Path:
+    """``runs/<command kind>/<UTC time>-<pid>``: one folder per command, so a second run of the same kind never
+    overwrites the first one's summary."""
+    from datetime import datetime, timezone
+
+    return Path("runs") / name / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}Z-{os.getpid()}"
 
 
 def _report(summary: dict) -> None:
@@ -611,7 +623,8 @@ def _report(summary: dict) -> None:
         if key in summary:
             part = summary[key]
             print(f"{part.get('rows', part.get('rows_out'))} rows written to {part['outputs']}", file=sys.stderr)
-    print(f"MLflow run {summary['mlflow_run_id']}, Prefect flow run {summary['prefect_flow_run_id']}", file=sys.stderr)
+    print(f"MLflow run {summary['mlflow_run_id']}, Prefect flow run {summary['prefect_flow_run_id']}; summary: "
+          f"{summary['summary_path']}", file=sys.stderr)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -103,8 +102,12 @@ def split_tables(
     unlabelled: DatasetManifest | None,
     cfg: SplitConfig,
     ctx: RunContext,
+    validation_needed: bool = True,
 ) -> dict[str, DatasetManifest]:
     """Deduplicate, keep held-out texts out of training, split stratified and seeded.
+
+    ``validation_needed``: whether the flow selects or gates on validation rows, so that a split without
+    them is worth a warning (easynlp's train does not: it trains on all of ``tables[0]``, as EasyNLP does).
 
     Returns ``train``, ``validation`` (labelled rows for selection and tuning, so ``eval`` is only
     ever reported; absent when ``validation_size`` is 0) and ``eval`` manifests, and ``transfer``
@@ -124,11 +127,8 @@ def split_tables(
             out = work / f"{role}.conflicts.jsonl"
             write_conflicts(result.conflict_rows, out)
             conflict_files.append(out)
-            warnings.warn(
-                f"{role} table: {result.conflicts} input(s) occur with different labels "
-                f"({len(result.conflict_rows)} rows, policy {cfg.conflicts!r}); listed in rejects/{out.name}",
-                stacklevel=2,
-            )
+            log.warning("%s table: %d input(s) occur with different labels (%d rows, policy %r); listed in rejects/%s",
+                        role, result.conflicts, len(result.conflict_rows), cfg.conflicts, out.name)  # fmt: skip
         return result.frame
 
     labelled = dedup(train, "train")
@@ -137,12 +137,9 @@ def split_tables(
         held_out = dedup(eval_table, "eval")
         labelled, counts["overlap_train_eval"] = remove_overlap(labelled, held_out)
     sizes = _split_sizes(cfg, eval_table is not None, len(labelled))
-    if "validation" not in sizes:
-        warnings.warn(
-            "data.split.validation_size is 0: no validation split, so nothing is selected or tuned on held-out "
-            "labelled rows; gates fall back to eval, which is then no longer an unbiased report",
-            stacklevel=2,
-        )
+    if "validation" not in sizes and validation_needed:
+        log.warning("data.split.validation_size is 0: no validation split, so nothing is selected or tuned on "
+                    "held-out labelled rows; gates fall back to eval, which is then no longer an unbiased report")
     parts, labelled_rows = {}, len(labelled)
     if "validation" in sizes and (cfg.validation_from != "all_rows" or cfg.validation_like != "train"):
         parts["validation"], labelled = _validation_first(labelled, held_out, sizes.pop("validation"), cfg, ctx.seed,

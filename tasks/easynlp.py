@@ -24,6 +24,7 @@ from landing.data_contracts.manifest import (
     ModelManifest,
     TeacherManifest,
 )
+from landing.data_contracts.validation import example_id
 from landing.easynlp_config import EasynlpPredictConfig, TeacherLogitsFile
 from landing.files import atomic_path, sha256_file
 from landing.infra.tracking import log_dataset, log_params, step_run
@@ -208,7 +209,9 @@ def write_augmented_rows(original: DatasetManifest, augmented: DatasetManifest, 
         for out in ([{**row, "strategy": "original", "source_id": row["id"]}] if keep_originals else []) + made:
             merged = {**row, **{k: out[k] for k in ("text", "text_pair") if k in out}}
             lines.append("\t".join(_field(merged[column]) for column in columns.values()) + "\n")
-            provenance.append({"id": out["id"], "source_id": out["source_id"], "strategy": out["strategy"]})
+            # The id the written line gets when a later command reads it (and the logits sidecar records).
+            line_id = example_id(merged["text"], merged.get("text_pair"))
+            provenance.append({"id": line_id, "source_id": out["source_id"], "strategy": out["strategy"]})
     path = Path(outputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -86,13 +86,20 @@ def test_the_kd_chain_runs_through_the_easynlp_script(flow_env, tiny_mlm, schema
     width = 2 if schema is ONE else 5
     assert all(len(line.split("\t")) == width for line in got["aug"])  # the input schema's columns, in order
     assert len(got["logits"]) == len(got["aug"]) and all(len(ln.split(",")) == 2 for ln in got["logits"])
-    assert (flow_env / "teacher/pred.tsv.ids.json").is_file()
+    sidecar = json.loads((flow_env / "teacher/pred.tsv.ids.json").read_text())
+    provenance = [json.loads(line) for line in (flow_env / "aug.tsv.provenance.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in provenance] == sidecar["ids"]  # one id per row, augmentation to logits to KD
+    assert {p["strategy"] for p in provenance} == {"original", "mlm_da"}
     dev_rows = 4 if schema is ONE else 8
     assert len(got["predictions"]) == dev_rows
     for line in got["predictions"]:
         label, probabilities, logits, gold = line.split("\t")
         assert label in ("0", "1") and gold in ("0", "1")
         assert abs(sum(float(p) for p in probabilities.split(",")) - 1) < 1e-5 and len(logits.split(",")) == 2
+    summaries = sorted((flow_env / "runs/easynlp-text_classify-train").glob("*/summary.json"))
+    assert len(summaries) == 2  # the teacher's and the student's: one run of a kind never overwrites another
+    assert {json.loads(p.read_text())["checkpoint"]["checkpoint_dir"] for p in summaries} == {
+        str(flow_env / "teacher"), str(flow_env / "student")}
     student = flow_env / "student"
     assert {"model.safetensors", "model.onnx", "landing_model.json", "label_mapping.json"} <= {p.name for p in student.iterdir()}
     accuracy = sum(line.split("\t")[0] == line.split("\t")[-1] for line in got["predictions"]) / dev_rows

@@ -198,11 +198,19 @@ def test_quarantine_all_bad_still_raises(tmp_path):
     errors(p, contract(), quarantine_path=tmp_path / "r.jsonl")
 
 
-def test_error_message_truncates_at_20(tmp_path):
-    p = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "x\t9\n" * 25)
+def test_error_message_truncates_at_20_kinds_of_issue(tmp_path):
+    p = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "".join(f"x{i}\t9{i}\n" for i in range(25)))
     msg = str(errors(p, contract()))
-    assert msg.startswith("25 data validation issue(s)") and "... and 5 more issue(s)" in msg
+    assert msg.startswith("25 data validation issue(s)") and "... and 5 more kind(s) of issue" in msg
     assert f"{p}:21:" in msg and f"{p}:22:" not in msg
+
+
+def test_the_same_issue_on_many_rows_is_one_line_with_its_count_and_first_rows(tmp_path):
+    p = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "x\t9\n" * 25 + "y\t8\n")
+    msg = str(errors(p, contract()))
+    assert msg.splitlines() == ["26 data validation issue(s):",
+                                f"  {p} lines 2, 3, 4, 5, 6, ... (25 rows): column 'label': expected one of ['0', '1'], found '9'",
+                                f"  {p}:27: column 'label': expected one of ['0', '1'], found '8'"]  # fmt: skip
 
 
 def test_canonical_roundtrip_and_schema(tmp_path):
