@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertModel, TrainerCallback
 
+from landing.errors import UserError
 from landing.models.augment.mlm import has_mlm_head, load_masked_lm
 from landing.models.mlm_adapt import MlmAdaptParams, adapt_masked_lm
 from landing.models.pretrained import load_tokenizer
@@ -78,7 +79,7 @@ def test_an_existing_head_is_kept_and_layers_are_checked(tmp_path, tok):
     saved = load_file(str(tmp_path / "out" / "model.safetensors"))
     for name, param in mlm.bert.named_parameters():
         assert torch.equal(saved[f"bert.{name}"], param.detach()), name
-    with pytest.raises(ValueError, match=r"train_layers: 3 > the model's 2 encoder layers"):
+    with pytest.raises(UserError, match=r"train_layers: 3 > the model's 2 encoder layers"):
         adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, TEXTS, MlmAdaptParams(train_layers=3), tmp_path / "x", seed=0, checkpoint_dir=tmp_path / "ckpt")
     with pytest.raises(ValueError, match="both must be non-empty"):
         adapt_masked_lm(str(tmp_path / "mlm"), TEXTS, ["  "], MlmAdaptParams(max_steps=1), tmp_path / "x", seed=0, checkpoint_dir=tmp_path / "ckpt")
