@@ -355,7 +355,7 @@ def _mlm_adapt(args, udp: dict[str, str], name: str, path: str, needs: str) -> d
         raise EasynlpUsageError(f"--user_defined_parameters: {', '.join(k for k in MLM_ADAPT_KEYS if k in udp)} "
                                 "need mlm_adapt_steps=<optimizer steps> (e.g. 800)")  # fmt: skip
     if knobs:
-        return knobs | {"max_seq_length": min(args.sequence_length, 512), "train_layers": _layers_to_adapt(knobs, path)}
+        return knobs | {"max_seq_length": args.sequence_length, "train_layers": _layers_to_adapt(knobs, path)}
     from landing.models.augment.mlm import has_mlm_head  # torch: only for commands that need a masked LM
 
     if not has_mlm_head(path):
