@@ -9,7 +9,7 @@ import yaml
 
 from landing.errors import UserError
 from landing.infra.settings import get_settings
-from landing.models.pretrained import OFFLINE_ALIASES
+from landing.models.offline import OFFLINE_ALIASES  # not models.pretrained: naming a model needs no transformers
 
 DEFAULT_MODELZOO = Path("~/.easynlp_modelzoo")  # EasyNLP's own default
 
