@@ -106,7 +106,7 @@ def chinese_tables(work: Path, seed: int = 42) -> None:
 def chinese_commands(adapted: bool) -> list[tuple[str, list[str]]]:
     """The landing tutorial's six commands; ``adapted``: the keys that let MiniLM run on text it cannot read."""
     allow = " allow_unknown_tokens=True" if adapted else ""
-    mlm = " mlm_adapt_steps=200 mlm_adapt_layers=1" if adapted else ""
+    mlm = " mlm_adapt_steps=100 mlm_adapt_layers=1" if adapted else ""
     train = ["--mode=train", "--tables=train.tsv,dev.tsv", *ZH, *ZH_LABELS, "--random_seed=42"]
     return [
         ("few-shot PET", [*train, "--checkpoint_dir=pet", "--learning_rate=1e-5", "--epoch_num=5",
