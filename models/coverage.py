@@ -39,7 +39,7 @@ def token_coverage(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
     per_row = [0] * len(columns[0])
     lengths = [0] * len(columns[0])
     for column in columns:
-        for i, ids in enumerate(tokenizer(column, add_special_tokens=False)["input_ids"]):
+        for i, ids in enumerate(tokenizer(column, add_special_tokens=False, verbose=False)["input_ids"]):  # no length warning
             per_row[i] += ids.count(unk)
             lengths[i] += len(ids)
     worst = max(range(len(per_row)), key=lambda i: (per_row[i] / lengths[i] if lengths[i] else 0.0, -i))
