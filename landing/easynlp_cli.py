@@ -323,9 +323,23 @@ def _model_spec(args, udp: dict[str, str]) -> tuple[dict, str | None, dict]:
         prompt["label_desc"] = [w.strip() for w in prompt["label_desc"].split(",")]
     if "pseudo_init" in prompt:
         prompt["pseudo_init"] = [w.strip() for w in prompt["pseudo_init"].split(",")]
+    if "label_desc" in prompt:
+        _check_label_words(path, _labels(args.label_enumerate_values), prompt["label_desc"])
     adapt = _mlm_adapt(args, udp, name, path, f"type={kind}")
     spec = {"kind": "prompt", "mlm_model": None if adapt else path, "prompt": {"method": FEWSHOT_TYPES[kind], **prompt}}
     return spec, kind, {"mlm_adapt": adapt, "mlm_base": path} if adapt else {}
+
+
+def _check_label_words(path: str, labels: list[str], label_desc: list[str]) -> None:
+    """The verbalizer against the model's tokenizer (mlm_adapt keeps it), now rather than after an adaptation."""
+    from landing.models.fewshot.patterns import PatternError, verbalizer
+    from landing.models.fewshot.prompt_model import encode_label_words
+    from landing.models.pretrained import load_tokenizer
+
+    try:
+        encode_label_words(load_tokenizer(path), verbalizer(labels, label_desc=label_desc))
+    except PatternError as exc:
+        raise EasynlpUsageError(f"--user_defined_parameters: label_desc: {exc}") from None
 
 
 def _layers_to_adapt(knobs: dict[str, str], path: str) -> int:

