@@ -441,13 +441,13 @@ def test_the_right_s3_credentials_read_the_same_table(rclone_s3, tmp_path, monke
 
 
 def test_a_bug_keeps_its_traceback_and_says_where_the_logs_are(tmp_path, monkeypatch, capsys):
-    import landing.flows
+    import landing.flows.table as flows
 
     def broken_flow(**_):
         raise RuntimeError("an internal mistake")
 
-    entry = landing.flows.FLOWS["distill"]
-    monkeypatch.setitem(landing.flows.FLOWS, "distill", landing.flows.FlowEntry(entry.name, entry.config, broken_flow))
+    entry = flows.FLOWS["distill"]
+    monkeypatch.setitem(flows.FLOWS, "distill", flows.FlowEntry(entry.name, entry.config, broken_flow))
     monkeypatch.setenv("LANDING_STATE_DIR", str(tmp_path / "state"))
     code, output = _invoke(["run", str(_config(tmp_path, Case("bug")))], monkeypatch, capsys)
     flat = unwrapped(output)
