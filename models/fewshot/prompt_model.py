@@ -5,7 +5,8 @@ or ``[CLS] text [SEP] pair [SEP]``; MPNet's ``<s> text </s></s> pair </s>``) and
 with tensor gathers: the first token, the pattern's parts in order (text fields cut from the input, literal
 tokens, the masks, pseudo tokens), the separator. So training, prediction, logits export, ``distill`` and ONNX export treat it as any
 classifier and nothing outside needs to know the pattern. The output length is the input length
-plus the pattern's fixed tokens (a static shape, so it traces to ONNX).
+plus the pattern's fixed tokens, capped at the training sequence length (text is cut to fit; static shapes
+and a slice, so it traces to ONNX).
 
 Label scores (the ``logits``): a label word of ``n`` tokens is scored on the first ``n`` masks by its
 mean token log-probability (masks beyond its length are not read), so words of different lengths
