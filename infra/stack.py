@@ -176,6 +176,20 @@ def _ready_check(cfg: StackConfig, name: str, since: datetime) -> Callable[[], b
     return lambda: healthy(cfg, name)
 
 
+def _start(cfg: StackConfig, name: str) -> tuple[int, float]:
+    """Start one service and wait until it answers; (pid, seconds). A service that never answers is stopped."""
+    cmd, env, cwd = _command(cfg, name)
+    t0, since = time.monotonic(), datetime.now(timezone.utc)
+    proc = _spawn(cfg, name, cmd, env, cwd)
+    try:
+        _wait_ready(cfg, name, proc, _ready_check(cfg, name, since))
+        _record(cfg, name, proc.pid, cfg.port(name))
+    except BaseException:
+        _stop_proc(proc, cfg.stop_timeout_s)
+        raise
+    return proc.pid, time.monotonic() - t0
+
+
 def up(cfg: StackConfig, out: Callable[[str], None] = print) -> Path:
     """Start whatever is not already running; on any failure stop what this call started."""
     for d in (cfg.s3_dir / BUCKET, cfg.prefect_home, cfg.logs, cfg.pids):
@@ -197,17 +211,9 @@ def up(cfg: StackConfig, out: Callable[[str], None] = print) -> Path:
                 continue
             if name == "worker":
                 _ensure_work_pool(cfg)
-            cmd, env, cwd = _command(cfg, name)
-            t0, since = time.monotonic(), datetime.now(timezone.utc)
-            proc = _spawn(cfg, name, cmd, env, cwd)
-            try:
-                _wait_ready(cfg, name, proc, _ready_check(cfg, name, since))
-                _record(cfg, name, proc.pid, cfg.port(name))
-            except BaseException:
-                _stop_proc(proc, cfg.stop_timeout_s)
-                raise
+            pid, seconds = _start(cfg, name)
             started.append(name)
-            out(f"{name:8} started (pid {proc.pid}) at {cfg.url(name)} in {time.monotonic() - t0:.1f}s")
+            out(f"{name:8} started (pid {pid}) at {cfg.url(name)} in {seconds:.1f}s")
     except BaseException:
         for name in reversed(started):
             stop_service(cfg, name)
@@ -232,17 +238,9 @@ def reused_prefect_api(cfg: StackConfig, out: Callable[[str], None] = print) -> 
             return None
         for d in (cfg.prefect_home, cfg.logs):
             d.mkdir(parents=True, exist_ok=True)
-        cmd, env, cwd = _command(cfg, "prefect")
-        t0, since = time.monotonic(), datetime.now(timezone.utc)
-        proc = _spawn(cfg, "prefect", cmd, env, cwd)
-        try:
-            _wait_ready(cfg, "prefect", proc, _ready_check(cfg, "prefect", since))
-            _record(cfg, "prefect", proc.pid, cfg.prefect_port)
-        except BaseException:
-            _stop_proc(proc, cfg.stop_timeout_s)
-            raise
+        pid, seconds = _start(cfg, "prefect")
     out(f"started a Prefect server for this and later commands at {cfg.prefect_api_url} in "
-        f"{time.monotonic() - t0:.0f} s (pid {proc.pid}; stop it with: python -m landing.infra.stack down)")  # fmt: skip
+        f"{seconds:.0f} s (pid {pid}; stop it with: python -m landing.infra.stack down)")  # fmt: skip
     return cfg.prefect_api_url
 
 

@@ -604,7 +604,7 @@ def run_command(argv: list[str]) -> dict:
     from landing.cli import _quiet_console_logs, _runtime
 
     _runtime()
-    _reuse_prefect_server()
+    _reuse_prefect_server()  # before Prefect is first imported: it reads PREFECT_API_URL once, on import
     from landing.flows.easynlp import easynlp_augment, easynlp_evaluate, easynlp_predict, easynlp_train
 
     _quiet_console_logs(prefect_progress=False)  # an EasyNLP user expects its own few lines, not Prefect's
