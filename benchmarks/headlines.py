@@ -106,7 +106,15 @@ def easynlp_mrpc(data: dict) -> tuple[str, str]:
     mrpc = [r for r in data["runs"] if r.get("chain", "MRPC").startswith("MRPC")]  # older results: MRPC only
     acc = {r["command"]: r.get("accuracy") for r in mrpc}
     kd, no_kd = acc["student KD"], acc["student without KD (reference)"]
-    return (f"teacher {100 * acc['teacher fine-tuning']:.2f}, KD student {100 * kd:.2f}, no-KD {100 * no_kd:.2f} (1 run)",
+    startup = ""
+    if data.get("startup"):  # newer results: the start-up overhead, new process vs warm
+        import statistics
+
+        over = {p: statistics.median(r["overhead_s"] for r in data["startup"] if r["process"] == p)
+                for p in ("new process", "warm")}  # fmt: skip
+        startup = f"; start-up overhead {over['warm']:.1f} s warm, {over['new process']:.1f} s in a new process"
+    return (f"teacher {100 * acc['teacher fine-tuning']:.2f}, KD student {100 * kd:.2f}, no-KD {100 * no_kd:.2f} "
+            f"(1 run){startup}",
             f"KD − no KD: {100 * (kd - no_kd):+.2f} (one run: no sd)")  # fmt: skip
 
 

@@ -64,6 +64,12 @@ class LandingSettings(StateDirSettings):
         "server per command); stop it with `python -m landing.infra.stack down`",
     )
 
+    warm_commands: bool = Field(
+        True, description="easynlp commands: keep a warm process with the imports done, and run later commands "
+        "in a fork of it (landing/warm.py); false: every command in a new process",
+    )
+    warm_idle_minutes: float = Field(15.0, gt=0, description="the warm process exits after this long without a command")
+
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri

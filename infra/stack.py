@@ -247,6 +247,8 @@ def reused_prefect_api(cfg: StackConfig, out: Callable[[str], None] = print) -> 
 def down(cfg: StackConfig, out: Callable[[str], None] = print) -> None:
     for name in reversed(SERVICES):
         out(f"{name:8} {stop_service(cfg, name)}")
+    for record in sorted(cfg.pids.glob("*-warm.pid")):  # the commands' warm processes (landing/warm.py)
+        out(f"{record.stem} {stop_service(cfg, record.stem)}")
 
 
 def status(cfg: StackConfig) -> list[dict[str, str]]:

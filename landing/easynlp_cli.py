@@ -590,6 +590,27 @@ def _reuse_prefect_server() -> None:
         os.environ["PREFECT_API_URL"] = url
 
 
+def prepare_process() -> None:
+    """What a command sets up before Prefect's first import, which reads its settings once: the embedded
+    defaults (or the local stack), then the reused server. The warm process (``landing.warm``) does the same."""
+    from landing.cli import _runtime
+
+    _runtime()
+    _reuse_prefect_server()
+
+
+def warm_imports() -> None:
+    """What the warm process imports ahead of a command: the flows, and what their steps import lazily."""
+    import alembic.migration  # noqa: F401  (MLflow's schema check, at a run's start)
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import transformers.trainer  # noqa: F401
+
+    import landing.easynlp_config  # noqa: F401
+    import landing.flows.easynlp  # noqa: F401
+    import landing.models.training  # noqa: F401
+
+
 def run_command(argv: list[str]) -> dict:
     """Parse, validate and run one command; returns the flow's summary."""
     args = build_parser().parse_args(argv)
@@ -601,10 +622,9 @@ def run_command(argv: list[str]) -> dict:
         import torch
 
         torch.set_num_threads(args.worker_cpu)
-    from landing.cli import _quiet_console_logs, _runtime
+    from landing.cli import _quiet_console_logs
 
-    _runtime()
-    _reuse_prefect_server()  # before Prefect is first imported: it reads PREFECT_API_URL once, on import
+    prepare_process()
     from landing.flows.easynlp import easynlp_augment, easynlp_evaluate, easynlp_predict, easynlp_train
 
     _quiet_console_logs(prefect_progress=False)  # an EasyNLP user expects its own few lines, not Prefect's

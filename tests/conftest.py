@@ -18,6 +18,8 @@ for _k, _v in {
     "DO_NOT_TRACK": "1",
     # A developer's running `make up` stack must not capture the tests' flows.
     "LANDING_USE_STACK": "false",
+    # No warm easynlp processes left behind by every test that runs the script (test_warm.py turns it on).
+    "LANDING_WARM_COMMANDS": "false",
     # Steps called directly (`task.fn`) log outside a flow run: nothing to send to the API.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # As `landing` sets it (infra/settings.py): a temporary Prefect server on two busy cores starts slowly.
