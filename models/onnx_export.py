@@ -64,7 +64,7 @@ def trace_to_onnx(
         # LayerNormalization; ONNX LSTM ops for word students) is what onnxruntime.quantization and
         # the .ort converter expect.
         torch.onnx.export(
-            _LogitsOnly(model, input_names),
+            _LogitsOnly(model, input_names).eval(),  # export restores the wrapper's mode, and so the model's
             example,
             str(tmp),
             input_names=input_names,
@@ -99,7 +99,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = 17, max_length:
     example = tokenizer(_EXAMPLE_TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     trace_to_onnx(model, input_names, tuple(example[n] for n in input_names), out_path, opset)
 
-    _copy_tokenizer(tokenizer, out_path.parent)
+    copy_tokenizer(tokenizer, out_path.parent)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     meta = {
         "format": "landing-onnx/1",
@@ -119,7 +119,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = 17, max_length:
     return out_path
 
 
-def _copy_tokenizer(tokenizer: PreTrainedTokenizerBase, bundle_dir: Path) -> None:
+def copy_tokenizer(tokenizer: PreTrainedTokenizerBase, bundle_dir: Path) -> None:
     """save_pretrained into a temp dir, then rename each file in (no half-written tokenizer)."""
     with tempfile.TemporaryDirectory(dir=bundle_dir, prefix=".tokenizer.") as tmp:
         tokenizer.save_pretrained(tmp)

