@@ -79,3 +79,25 @@ def test_the_joint_loss_is_intent_ce_plus_weighted_slot_ce_over_labelled_positio
     assert out.loss.item() == pytest.approx((intent_ce + 0.5 * slot_ce).item(), rel=1e-6)
     out.loss.backward()
     assert model.slot_head.weight.grad.abs().sum() > 0 and model.intent_head.weight.grad.abs().sum() > 0
+
+
+def test_slot_preserving_augmentation_never_changes_a_tag_span():
+    import random
+
+    from landing.models.augment.slots import SlotValues, eda_on_outside_tokens, substitute_slot_values
+    from landing.models.slu import tag_spans
+
+    train = [(["fly", "to", "new", "york", "on", "monday"], ["O", "O", "B-toloc", "I-toloc", "O", "B-date"]),
+             (["fly", "to", "boston", "please"], ["O", "O", "B-toloc", "O"]),
+             (["any", "flight", "tuesday", "morning"], ["O", "O", "B-date", "I-date"])]  # fmt: skip
+    values = SlotValues(train)
+    rng = random.Random(0)
+    for _ in range(200):
+        tokens, tags = substitute_slot_values(*train[0], values, rng, p=1.0)
+        assert [s[0] for s in tag_spans(tags)] == ["toloc", "date"]  # the same slots, in order
+        assert [t for t, g in zip(tokens, tags, strict=True) if g == "O"] == ["fly", "to", "on"]  # O tokens untouched
+        swapped, swapped_tags = eda_on_outside_tokens(*train[0], rng, p_swap=0.5, p_delete=0.3)
+        originals = {" ".join(train[0][0][s:e]): slot for slot, s, e in tag_spans(train[0][1])}
+        assert {" ".join(swapped[s:e]): slot for slot, s, e in tag_spans(swapped_tags)} == originals
+    substituted = {tuple(substitute_slot_values(*train[0], values, random.Random(i), p=1.0)[0][2:4]) for i in range(20)}
+    assert ("boston", "on") in substituted  # a one-word value replaced two words, with its tags rewritten
