@@ -16,6 +16,7 @@ from landing.config import (
     FewshotRunConfig,
     MetakdRunConfig,
     PromoteRunConfig,
+    SluRunConfig,
     StrictModel,
 )
 from landing.flows.augment import augment
@@ -25,6 +26,7 @@ from landing.flows.fewshot import fewshot
 from landing.flows.metakd import metakd
 from landing.flows.promote import promote
 from landing.flows.retrain import retrain
+from landing.flows.slu import slu
 
 
 @dataclass(frozen=True)
@@ -49,5 +51,6 @@ FLOWS = _table(
     FlowEntry("fewshot", FewshotRunConfig, fewshot),
     FlowEntry("metakd", MetakdRunConfig, metakd),
     FlowEntry("augment", AugmentRunConfig, augment),
+    FlowEntry("slu", SluRunConfig, slu),
     FlowEntry("retrain", DistillRunConfig, retrain),  # distill again, on pushed data; deployed, not `landing run`
 )

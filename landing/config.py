@@ -23,6 +23,7 @@ from pydantic import (
 
 from landing.data_contracts.schema import TableContract
 from landing.data_contracts.splitting import ConflictPolicy
+from landing.data_contracts.token_labels import TokenLabelContract
 from landing.errors import UserError
 from landing.models.augment.eda import EdaParams
 from landing.models.augment.mlm import MlmAugmentParams
@@ -222,7 +223,7 @@ def one_vocabulary(teacher: BaseModel, student: BaseModel, what: str) -> None:
                          "(logits are joined by row id, so they work across tokenizers)")  # fmt: skip
 
 
-def layers_default_to_the_teacher(student: StudentConfig, teacher: TeacherConfig) -> None:
+def layers_default_to_the_teacher(student: StudentConfig | SluModelConfig, teacher: TeacherConfig | SluModelConfig) -> None:
     """A ``teacher_layers`` student without ``name_or_path`` takes its layers from the teacher's pretrained model."""
     if isinstance(student.model, TeacherLayers) and student.model.name_or_path is None:
         student.model.name_or_path = base_model_name(teacher.model)
@@ -440,7 +441,74 @@ class AugmentRunConfig(DistillRunConfig):
     flow: Literal["augment"] = "augment"  # type: ignore[assignment]
 
 
-RunConfig = DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig | FewshotRunConfig | MetakdRunConfig
+class SluDataConfig(StrictModel):
+    """Token-labelled utterances (``data_contracts/token_labels.py``): a train and an eval table in one layout;
+    the label sets from ``contract`` or a JointBERT folder's label files (``labels_from``)."""
+
+    contract: TokenLabelContract
+    train: str = Field(description="the training table: a JointBERT folder, a CoNLL or a JSONL file (relative to the config)")
+    eval: str = Field(description="the evaluation table, only ever reported")
+    labels_from: str | None = Field(None, description="a JointBERT dataset folder whose slot_label.txt and "
+                                    "intent_label.txt declare the label sets")  # fmt: skip
+    eval_undeclared_tags: Literal["error", "keep"] = Field(
+        "keep", description="eval tags outside the training label set: kept (scored as missed) or an error")
+    validation_size: ValidationSize = Field(0.1, description="held out of train, stratified by intent, for selection")
+    max_train_rows: int | None = Field(None, gt=0, description="the first N deduplicated training rows (smoke runs)")
+    conflicts: ConflictPolicy = "drop"
+
+    @model_validator(mode="after")
+    def _one_intent_head(self) -> SluDataConfig:
+        if self.contract.multi_intent != "first":
+            raise ValueError("contract.multi_intent: the joint model has one (single-label) intent head; use 'first'")
+        return self
+
+
+class SluModelConfig(StrictModel):
+    model: Annotated[PretrainedModel | RandomBert | RandomMPNet | TeacherLayers, Field(discriminator="kind")]
+    training: TrainingConfig = TrainingConfig()
+    slot_loss_weight: float = Field(1.0, ge=0, description="loss = intent CE + this × slot CE")
+
+
+class SluDistillationConfig(StrictModel):
+    """``vanilla_kd`` on both heads, each with its weight."""
+
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="the KL's share; 1 - alpha is the hard labels' CE")
+    intent_weight: float = Field(1.0, ge=0)
+    slot_weight: float = Field(1.0, ge=0)
+
+
+class SluAugmentationConfig(StrictModel):
+    """Tag-keeping copies of each training utterance, labelled by the teacher for the KD student."""
+
+    copies: int = Field(2, ge=0)
+    substitute_p: float = Field(0.5, ge=0, le=1, description="each slot span replaced by another value of its type")
+    swap_p: float = Field(0.1, ge=0, le=1, description="EDA swap of O tokens")
+    delete_p: float = Field(0.1, ge=0, le=1, description="EDA deletion of O tokens")
+
+
+class SluRunConfig(StrictModel):
+    """``flow: slu``: joint intent detection + slot filling, teacher → logits → KD student, no-KD baseline,
+    evaluated on eval (reported) and validation (selection), exported to ONNX with both heads."""
+
+    flow: Literal["slu"] = "slu"
+    name: str = "slu"
+    experiment: str = "landing-slu"
+    seed: int = 42
+    data: SluDataConfig
+    teacher: SluModelConfig
+    student: SluModelConfig
+    distillation: SluDistillationConfig = SluDistillationConfig()
+    augmentation: SluAugmentationConfig | None = None
+
+    @model_validator(mode="after")
+    def _layers_from_the_teacher(self) -> SluRunConfig:
+        layers_default_to_the_teacher(self.student, self.teacher)
+        return self
+
+
+RunConfig = (DistillRunConfig | CompressRunConfig | PromoteRunConfig | AugmentRunConfig | FewshotRunConfig
+             | MetakdRunConfig | SluRunConfig)  # fmt: skip
 # Flow name → its run config, from each config's own `flow:` field (declared once, there).
 FLOW_CONFIGS: dict[str, type[StrictModel]] = {cls.model_fields["flow"].default: cls for cls in get_args(RunConfig)}
 
@@ -542,8 +610,9 @@ def _check_verbalizers(config: StrictModel, path: Path) -> None:
 
     from landing.models.fewshot.patterns import PatternError, read_label_file, verbalizer
 
-    labels = config.data.contract.label_enumerate_values
-    for key, spec in _prompt_models(config).items():
+    prompts = _prompt_models(config)
+    labels = config.data.contract.label_enumerate_values if prompts else None
+    for key, spec in prompts.items():
         prompt = spec.prompt
         try:
             if prompt.label_file is not None:
@@ -564,7 +633,7 @@ def _check_masked_lm(config: StrictModel, path: Path) -> None:
     """``mlm_da`` or a prompt method on a model without an MLM head fails here, naming it and the options,
     not mid-run."""
     aug = getattr(config, "augmentation", None)
-    named = {"augmentation.mlm_model": aug.mlm_model} if aug is not None and aug.mlm_da is not None else {}
+    named = {"augmentation.mlm_model": aug.mlm_model} if isinstance(aug, AugmentationConfig) and aug.mlm_da is not None else {}
     named |= {f"{key}.mlm_model": spec.mlm_model for key, spec in _prompt_models(config).items()}
     named = {key: value for key, value in named.items() if value is not None}
     if not named:

@@ -29,10 +29,11 @@ INPUTS = ("input_ids", "attention_mask")
 
 def save_joint(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase, tags: Sequence[str],
                intents: Sequence[str], out_dir: Path) -> Path:  # fmt: skip
-    """``out_dir/encoder`` (save_pretrained, with the tokenizer), the heads as safetensors and ``slu.json``."""
+    """The encoder (save_pretrained, with the tokenizer), the heads as safetensors beside it and ``slu.json``:
+    one folder whose ``*.safetensors`` are the whole model (``weights_sha256``, its identity)."""
     out_dir = Path(out_dir)
-    model.encoder.save_pretrained(out_dir / "encoder", safe_serialization=True)
-    tokenizer.save_pretrained(out_dir / "encoder")
+    model.encoder.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
     heads = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
     with atomic_path(out_dir / HEADS_FILE) as tmp:
         save_file(heads, str(tmp))
@@ -46,10 +47,10 @@ def load_joint(model_dir: Path, attn_implementation: str | None = None) -> tuple
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / SLU_META).read_text(encoding="utf-8"))
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    encoder = AutoModel.from_pretrained(model_dir / "encoder", add_pooling_layer=False, **kwargs)
+    encoder = AutoModel.from_pretrained(model_dir, use_safetensors=True, **kwargs)
     model = JointIntentSlotModel(encoder, len(meta["intents"]), len(meta["tags"]), meta["slot_loss_weight"])
     model.load_state_dict(load_file(str(model_dir / HEADS_FILE)), strict=False)
-    return model.eval(), AutoTokenizer.from_pretrained(model_dir / "encoder"), meta
+    return model.eval(), AutoTokenizer.from_pretrained(model_dir), meta
 
 
 class _BothHeads(nn.Module):
@@ -118,14 +119,15 @@ class OnnxSluPredictor:
         self.tokenizer.enable_truncation(self.meta["max_length"])
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
-        """Per text: ``intent``, ``probability`` and ``slots`` (``slot``, ``text``, ``start``, ``end``, character
-        offsets into the text); words are the text's whitespace-separated tokens."""
+        """Per text: ``intent``, ``probability``, ``slots`` (``slot``, ``text``, ``start``, ``end``, character
+        offsets into the text) and ``tags`` (each word's BIO tag); words are the text's whitespace-separated tokens."""
         words = [text.split() for text in texts]
         encodings = self.tokenizer.encode_batch(words, is_pretokenized=True)
         width = max(len(e.ids) for e in encodings)
         pad = self.meta["pad_token_id"]
         ids = np.array([e.ids + [pad] * (width - len(e.ids)) for e in encodings], dtype=np.int64)
-        mask = np.array([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in encodings], dtype=np.int64)
+        # the encodings' own masks: a tokenizer.json saved with padding on already pads, and pads must not be pooled
+        mask = np.array([e.attention_mask + [0] * (width - len(e.ids)) for e in encodings], dtype=np.int64)
         intent_logits, slot_logits = self.session.run(list(OUTPUTS), {"input_ids": ids, "attention_mask": mask})
         exp = np.exp(intent_logits - intent_logits.max(-1, keepdims=True))
         probabilities = exp / exp.sum(-1, keepdims=True)
@@ -139,5 +141,5 @@ class OnnxSluPredictor:
                 previous = word
             best = int(probabilities[row].argmax())
             results.append({"intent": intents[best], "probability": float(probabilities[row, best]),
-                            "slots": slot_spans(text, word_tags)})  # fmt: skip
+                            "slots": slot_spans(text, word_tags), "tags": word_tags})  # fmt: skip
         return results

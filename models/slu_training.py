@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 from .kd import vanilla_kd_per_example
+from .loading import build_classifier
 from .params import KDParams, TrainerParams
 from .slu import IGNORE, JointIntentSlotModel, encode_utterances, word_predictions
 from .training import TrainResult, last_complete_checkpoint, training_arguments
@@ -35,6 +36,13 @@ class JointDistillation:
     kd: KDParams
     intent_weight: float = 1.0
     slot_weight: float = 1.0
+
+
+def build_joint_model(spec, tags: Sequence[str], intents: Sequence[str], slot_loss_weight: float = 1.0,
+                      seed: int = 0) -> tuple[JointIntentSlotModel, PreTrainedTokenizerBase]:  # fmt: skip
+    """The joint model on the encoder any transformer spec builds (pretrained, random, a layer subset)."""
+    classifier, tokenizer = build_classifier(spec, ["_"], seed)  # its encoder; the one-label head is dropped
+    return JointIntentSlotModel(classifier.base_model, len(intents), len(tags), slot_loss_weight), tokenizer
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -125,7 +133,8 @@ def joint_kd_loss(intent_logits: torch.Tensor, slot_logits: torch.Tensor, intent
 
 def train_joint(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase, rows: Utterances,
                 tags: Sequence[str], intents: Sequence[str], params: TrainerParams, max_length: int,
-                checkpoint_dir: Path, *, seed: int, distillation: JointDistillation | None = None) -> TrainResult:  # fmt: skip
+                checkpoint_dir: Path, *, seed: int, distillation: JointDistillation | None = None,
+                callbacks: list[TrainerCallback] | None = None) -> TrainResult:  # fmt: skip
     """Train in place on ``rows`` (a tag outside ``tags`` is ignored, never guessed), with the teacher's logits
     when ``distillation``, resuming from the newest complete checkpoint in ``checkpoint_dir``."""
     if distillation is not None and rows.teacher_intent_logits is None:
@@ -134,7 +143,7 @@ def train_joint(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase,
                        max_length)  # fmt: skip
     args = training_arguments(params, checkpoint_dir, seed)
     trainer = _JointTrainer(model=model, args=args, train_dataset=dataset, data_collator=_collate(tokenizer.pad_token_id),
-                            distillation=distillation)  # fmt: skip
+                            distillation=distillation, callbacks=callbacks)  # fmt: skip
     resume = last_complete_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume)
     return TrainResult(global_step=output.global_step, train_loss=float(output.training_loss),

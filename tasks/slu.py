@@ -1,0 +1,218 @@
+"""Steps of the ``slu`` flow (joint intent + slot filling): utterances in, a teacher and students trained, the
+teacher's logits per word, metrics on a split, the ONNX export with both heads (FP32 and dynamic INT8)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import task
+
+from landing.config import SluAugmentationConfig, SluDataConfig, SluDistillationConfig, SluModelConfig
+from landing.data_contracts.manifest import DatasetManifest, LogitsManifest, ModelManifest
+from landing.data_contracts.token_labels import (
+    deduplicate_utterances,
+    jointbert_label_sets,
+    read_token_table,
+    split_utterances,
+)
+from landing.data_contracts.validation import example_id
+from landing.files import atomic_write, sha256_file
+from landing.infra.tracking import log_params, step_run
+from landing.models.loading import count_parameters, weights_sha256
+from landing.models.params import KDParams
+from landing.models.slu import slu_metrics
+from landing.models.slu_export import OnnxSluPredictor, export_joint_onnx, load_joint, save_joint
+from landing.models.slu_training import (
+    JointDistillation,
+    Utterances,
+    build_joint_model,
+    joint_teacher_logits,
+    predict_joint,
+    train_joint,
+)
+from landing.tasks.context import (
+    STEP_CACHE,
+    RunContext,
+    fetch_file,
+    fetch_model_dir,
+    publish_dir,
+    publish_file,
+    scratch_dir,
+)
+from landing.tasks.train import MlflowMetricsCallback, resumable_checkpoints, teacher_identity
+
+SCHEMA = "slu:jsonl(id,text,tokens,tags,intent)"
+
+
+@task(name="slu-data")  # not cached: cheap; its files are named by their content, so later steps' keys stay put
+def prepare_utterances(data: SluDataConfig, config_dir: str, seed: int, ctx: RunContext) -> dict:
+    """Train and eval read under the contract, train deduplicated on its tokens and without eval's token
+    sequences, a validation split stratified by intent; the label sets (declared, or train's own)."""
+    base = Path(config_dir)
+    contract = data.contract
+    if data.labels_from is not None:
+        slots, intents = jointbert_label_sets(base / data.labels_from)
+        contract = contract.model_copy(update={"slot_labels": slots, "intents": intents})
+    train = read_token_table(base / data.train, contract, source=data.train)
+    evaluation = read_token_table(base / data.eval, contract.model_copy(update={"undeclared_tags": data.eval_undeclared_tags}),
+                                  source=data.eval)  # fmt: skip
+    deduped = deduplicate_utterances(train, data.conflicts, where=data.train)
+    train = deduped.frame[~deduped.frame["text"].isin(set(evaluation["text"]))].reset_index(drop=True)
+    if data.max_train_rows is not None:
+        train = train.iloc[: data.max_train_rows]
+    validation_rows = data.validation_size if isinstance(data.validation_size, int) else round(data.validation_size * len(train))
+    parts = split_utterances(train, {"validation": validation_rows, "train": len(train) - validation_rows}, seed) if (
+        validation_rows) else {"train": train}  # fmt: skip
+    parts["eval"] = evaluation
+    tags = contract.slot_labels or sorted({t for row in train["tags"] for t in row} | {"O"})
+    intents = contract.intents or sorted(set(train["intent"]))
+    manifests = {name: _publish_utterances(frame, name, ctx) for name, frame in parts.items()}
+    mlflow.log_metrics({"slu/train_duplicates_removed": deduped.removed, "slu/train_conflicts": deduped.conflicts,
+                        **{f"slu/{name}_rows": m.rows for name, m in manifests.items()}}, run_id=ctx.parent_run_id)  # fmt: skip
+    return {"splits": manifests, "tags": list(tags), "intents": list(intents)}
+
+
+def _publish_utterances(frame, name: str, ctx: RunContext) -> DatasetManifest:
+    out = scratch_dir(ctx.run_key, "slu") / f"{name}.jsonl"
+    with atomic_write(out) as fh:
+        for row in frame.itertuples(index=False):
+            fh.write(json.dumps({"id": row.id, "text": row.text, "tokens": list(row.tokens), "tags": list(row.tags),
+                                 "intent": row.intent}, ensure_ascii=False) + "\n")  # fmt: skip
+    sha = sha256_file(out)
+    uri, _ = publish_file(out, f"slu/{sha}.jsonl")
+    counts = frame["intent"].astype(str).value_counts()
+    return DatasetManifest(uri=uri, sha256=sha, rows=len(frame), label_counts={k: int(counts[k]) for k in sorted(counts.index)},
+                           input_schema=SCHEMA, name=name)  # fmt: skip
+
+
+def read_utterances(manifest: DatasetManifest) -> list[dict]:
+    return [json.loads(line) for line in fetch_file(manifest, ".jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@task(name="slu-augment", cache_policy=STEP_CACHE, persist_result=True)
+def augment_utterances(train: DatasetManifest, augmentation: SluAugmentationConfig, ctx: RunContext) -> DatasetManifest:
+    """Tag-keeping copies of each training utterance (slot-value substitution, then EDA on O tokens), seeded."""
+    from landing.models.augment.slots import SlotValues, eda_on_outside_tokens, substitute_slot_values
+
+    rows = read_utterances(train)
+    values = SlotValues([(r["tokens"], r["tags"]) for r in rows])
+    made, seen = [], {r["text"] for r in rows}
+    for index, row in enumerate(rows):
+        for copy in range(augmentation.copies):
+            rng = random.Random(f"{ctx.seed}:{row['id']}:{copy}")
+            tokens, tags = substitute_slot_values(row["tokens"], row["tags"], values, rng, augmentation.substitute_p)
+            tokens, tags = eda_on_outside_tokens(tokens, tags, rng, augmentation.swap_p, augmentation.delete_p)
+            text = " ".join(tokens)
+            if text not in seen:  # one row per token sequence, as everywhere
+                seen.add(text)
+                made.append({"tokens": tokens, "tags": tags, "intent": row["intent"], "source": index})
+    frame = pd.DataFrame([{"id": example_id(" ".join(r["tokens"])), "text": " ".join(r["tokens"]), **r} for r in made])
+    with step_run(ctx.parent_run_id, "slu-augment"):
+        log_params({"augmentation": augmentation.model_dump()})
+        mlflow.log_metrics({"rows_in": len(rows), "rows_out": len(frame)})
+        return _publish_utterances(frame, "augmented", ctx)
+
+
+@task(name="slu-train", cache_policy=STEP_CACHE, persist_result=True)
+def train_slu(role: str, model: SluModelConfig, tags: list[str], intents: list[str], tables: list[DatasetManifest],
+              ctx: RunContext, *, logits: LogitsManifest | None = None,
+              distillation: SluDistillationConfig | None = None) -> ModelManifest:  # fmt: skip
+    """The joint model on the rows of ``tables`` (labelled); with ``distillation``, also on the teacher's logits
+    for every one of those rows, joined by example id and word index."""
+    rows = [r for table in tables for r in read_utterances(table)]
+    rows_in = Utterances([r["tokens"] for r in rows], [r["tags"] for r in rows], [r["intent"] for r in rows])
+    if distillation is not None:
+        teacher = _read_logits(logits)
+        missing = [r["id"] for r in rows if r["id"] not in teacher]
+        if missing:
+            raise ValueError(f"{role}: the teacher's logits lack {len(missing)} of {len(rows)} rows (e.g. {missing[0]})")
+        rows_in = Utterances(rows_in.tokens, rows_in.tags, rows_in.intents, [teacher[r["id"]][0] for r in rows],
+                             [teacher[r["id"]][1] for r in rows])  # fmt: skip
+    fingerprint = {"role": role, "model": model.model_dump(mode="json"), "tables": [t.sha256 for t in tables],
+                   "logits": logits and logits.sha256, "distillation": distillation and distillation.model_dump(),
+                   "seed": ctx.seed}  # fmt: skip
+    kd = distillation and JointDistillation(KDParams(temperature=distillation.temperature, alpha=distillation.alpha),
+                                            distillation.intent_weight, distillation.slot_weight)  # fmt: skip
+    with step_run(ctx.parent_run_id, role), resumable_checkpoints(role, fingerprint) as checkpoints:
+        log_params({"role": role, "model": model.model_dump(mode="json"), "seed": ctx.seed})
+        if distillation is not None:
+            log_params({"distillation": distillation.model_dump(), "teacher": logits.teacher_id})
+        joint, tokenizer = build_joint_model(model.model, tags, intents, model.slot_loss_weight, seed=ctx.seed)
+        result = train_joint(joint, tokenizer, rows_in, tags, intents, model.training, model.training.max_seq_length,
+                             checkpoints, seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()])  # fmt: skip
+        parameters = count_parameters(joint)
+        mlflow.log_metrics({"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
+                            "train_rows": len(rows), "parameters": parameters, "global_step": result.global_step})  # fmt: skip
+        out = save_joint(joint, tokenizer, tags, intents, scratch_dir(ctx.run_key, "models", role))
+        uri = publish_dir(out, ctx.key("models", role))
+        mlflow.log_artifacts(str(out), artifact_path="model")
+        return ModelManifest(uri=uri, sha256=weights_sha256(out), role=role, labels=intents, parameters=parameters,
+                             max_seq_length=model.training.max_seq_length, eval_batch_size=model.training.eval_batch_size,
+                             train_runtime_s=result.train_runtime_s, global_step=result.global_step, bf16=result.bf16,
+                             mlflow_run_id=mlflow.active_run().info.run_id)  # fmt: skip
+
+
+@task(name="slu-logits", cache_policy=STEP_CACHE, persist_result=True)
+def export_slu_logits(teacher: ModelManifest, tables: list[DatasetManifest], ctx: RunContext) -> LogitsManifest:
+    """Per row (by example id): the teacher's intent logits and each word's slot logits (first sub-word)."""
+    model, tokenizer, meta = load_joint(fetch_model_dir(teacher))
+    rows = [r for table in tables for r in read_utterances(table)]
+    with step_run(ctx.parent_run_id, "slu-logits"):
+        start = time.perf_counter()
+        intents, slots = joint_teacher_logits(model, tokenizer, [r["tokens"] for r in rows], teacher.max_seq_length,
+                                              teacher.eval_batch_size)  # fmt: skip
+        out = scratch_dir(ctx.run_key, "logits") / "slu_teacher_logits.jsonl"
+        with atomic_write(out) as fh:
+            for row, intent, slot in zip(rows, intents, slots, strict=True):
+                fh.write(json.dumps({"id": row["id"], "intent_logits": intent, "slot_logits": slot}) + "\n")
+        uri, sha = publish_file(out, ctx.key("logits", "slu_teacher_logits.jsonl"))
+        mlflow.log_metrics({"rows": len(rows), "predict_runtime_s": time.perf_counter() - start})
+    return LogitsManifest(uri=uri, sha256=sha, teacher_id=teacher_identity(teacher), rows=len(rows),
+                          num_labels=len(meta["intents"]))  # fmt: skip
+
+
+def _read_logits(manifest: LogitsManifest) -> dict[str, tuple[list[float], list[list[float]]]]:
+    lines = fetch_file(manifest, ".jsonl").read_text(encoding="utf-8").splitlines()
+    return {(r := json.loads(line))["id"]: (r["intent_logits"], r["slot_logits"]) for line in lines}
+
+
+@task(name="slu-evaluate", cache_policy=STEP_CACHE, persist_result=True)
+def evaluate_slu(role: str, model: ModelManifest, table: DatasetManifest, ctx: RunContext) -> dict:
+    """Intent accuracy, slot F1 (seqeval) and sentence accuracy of ``model`` on ``table``."""
+    joint, tokenizer, meta = load_joint(fetch_model_dir(model))
+    rows = read_utterances(table)
+    with step_run(ctx.parent_run_id, f"{role}-{table.name}"):
+        intents, tags = predict_joint(joint, tokenizer, [r["tokens"] for r in rows], meta["tags"], meta["intents"],
+                                      model.max_seq_length, model.eval_batch_size)  # fmt: skip
+        metrics = slu_metrics([r["tags"] for r in rows], tags, [r["intent"] for r in rows], intents)
+        mlflow.log_metrics(metrics)
+    return {**metrics, "rows": len(rows), "split": table.name, "parameters": model.parameters}
+
+
+@task(name="slu-export", cache_policy=STEP_CACHE, persist_result=True)
+def export_slu(model: ModelManifest, table: DatasetManifest, ctx: RunContext) -> dict:
+    """The ONNX bundle (both heads, parity-checked) and its dynamic-INT8 copy, each scored on ``table`` through
+    the ONNX predictor, with its size."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rows = read_utterances(table)
+    bundle = scratch_dir(ctx.run_key, "models", f"{model.role}-onnx")
+    with step_run(ctx.parent_run_id, f"{model.role}-onnx"):
+        fp32 = export_joint_onnx(fetch_model_dir(model), bundle / "model.onnx", max_length=model.max_seq_length,
+                                 check_texts=[r["text"] for r in rows[:64]])  # fmt: skip
+        int8 = bundle / "model.int8.onnx"
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        result = {}
+        for name, path in (("fp32", fp32), ("int8", int8)):
+            predicted = OnnxSluPredictor(bundle, path.name).predict([r["text"] for r in rows])
+            metrics = slu_metrics([r["tags"] for r in rows], [p["tags"] for p in predicted], [r["intent"] for r in rows],
+                                  [p["intent"] for p in predicted])  # fmt: skip
+            result[name] = {**metrics, "size_mb": path.stat().st_size / 1e6}
+            mlflow.log_metrics({f"{name}/{k}": v for k, v in result[name].items()})
+        uri = publish_dir(bundle, ctx.key("models", f"{model.role}-onnx"))
+    return {"bundle": uri, **result}
