@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from landing.config import ConfigError
-from landing.deployments import FLOW_RUN_COMPLETED_EVENT, deployment_parameters, deployment_triggers, load_deployments
+from landing.deployments import (
+    DEPLOYABLE_FLOWS,
+    FLOW_RUN_COMPLETED_EVENT,
+    deployment_parameters,
+    deployment_triggers,
+    load_deployments,
+)
 from landing.infra.datasets import DATA_PUSHED_EVENT, dataset_resource_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +42,7 @@ def test_shipped_deployment_files_load_with_valid_run_configs(path):
     order = [d.name for d in spec.in_dependency_order()]
     for d in spec.deployments:
         params = deployment_parameters(d)
-        assert params["config"]["flow"] in ("distill", "compress", "promote", "fewshot", "metakd")
+        assert params["config"]["flow"] in DEPLOYABLE_FLOWS
         assert Path(params["config_dir"]).is_dir()
         if d.after:  # upstream deployments are created first: their ids go into the trigger
             assert order.index(d.after) < order.index(d.name)
