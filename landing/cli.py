@@ -283,6 +283,7 @@ def predict(
     The table is streamed in chunks (memory does not grow with it) and the output appears only when complete."""
     from landing.infra import predict_io
     from landing.models.onnx_predictor import OnnxClassifier
+    from landing.models.slu_predictor import OnnxSluPredictor
 
     try:
         predict_io.table_format(output)
@@ -292,11 +293,19 @@ def predict(
     except predict_io.MissingColumnError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
-    classifier = OnnxClassifier.load(_local_bundle(model), threads=threads)
+    bundle = _local_bundle(model)
+    classifier = (OnnxSluPredictor if _is_slu_bundle(bundle) else OnnxClassifier).load(bundle, threads=threads)
     with predict_io.terminal_progress(input) as advance:
         rows = predict_io.write_predictions(classifier, table, output, batch_size=batch_size, logits=logits,
                                             on_rows=advance)  # fmt: skip
     console.print(f"{rows} predictions written to {output}", highlight=False)
+
+
+def _is_slu_bundle(bundle: Path) -> bool:
+    """An SLU bundle (intent + slots, ``models/slu_export.py``) rather than a classifier's."""
+    from landing.models.onnx_predictor import read_bundle_meta
+
+    return bundle.is_dir() and read_bundle_meta(bundle).get("task") == "slu"
 
 
 def _local_bundle(model: str) -> Path:

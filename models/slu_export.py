@@ -1,5 +1,5 @@
 """The joint intent + slot model on disk and in ONNX: saved as safetensors (encoder folder + heads), exported with
-both heads as outputs, checked for parity on both, and served without torch by :class:`OnnxSluPredictor`, which
+both heads as outputs, checked for parity on both, and served without torch by ``models/slu_predictor.py``, which
 returns the intent, its probability and the slot spans with character offsets into the input."""
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from landing.files import atomic_path, write_bytes_atomic
 
 from .onnx_export import ParityError, copy_tokenizer
-from .onnx_predictor import TOKENIZER_FILE, make_session, read_bundle_meta, write_bundle_meta
-from .slu import JointIntentSlotModel, slot_spans
+from .onnx_predictor import make_session, write_bundle_meta
+from .slu import JointIntentSlotModel
+from .slu_predictor import OUTPUTS
 
 SLU_META = "slu.json"
 HEADS_FILE = "slu_heads.safetensors"
-OUTPUTS = ("intent_logits", "slot_logits")
 INPUTS = ("input_ids", "attention_mask")
 
 
@@ -104,42 +104,3 @@ def check_joint_parity(model: JointIntentSlotModel, tokenizer: PreTrainedTokeniz
         raise ParityError(f"{onnx_path.name}: max |Δ| intent {diffs['intent_logits']:.3g}, slots "
                           f"{diffs['slot_logits']:.3g} vs PyTorch exceeds atol {atol:g}")  # fmt: skip
     return {"max_abs_diff": diffs, "rows": len(texts)}
-
-
-class OnnxSluPredictor:
-    """An exported SLU bundle, served with onnxruntime and ``tokenizers`` alone (no torch, no transformers)."""
-
-    def __init__(self, bundle_dir: Path, model_file: str | None = None, threads: int = 1) -> None:
-        from tokenizers import Tokenizer
-
-        bundle_dir = Path(bundle_dir)
-        self.meta = read_bundle_meta(bundle_dir)
-        self.session = make_session(bundle_dir / (model_file or self.meta["onnx"]), threads=threads)
-        self.tokenizer = Tokenizer.from_file(str(bundle_dir / TOKENIZER_FILE))
-        self.tokenizer.enable_truncation(self.meta["max_length"])
-
-    def predict(self, texts: Sequence[str]) -> list[dict]:
-        """Per text: ``intent``, ``probability``, ``slots`` (``slot``, ``text``, ``start``, ``end``, character
-        offsets into the text) and ``tags`` (each word's BIO tag); words are the text's whitespace-separated tokens."""
-        words = [text.split() for text in texts]
-        encodings = self.tokenizer.encode_batch(words, is_pretokenized=True)
-        width = max(len(e.ids) for e in encodings)
-        pad = self.meta["pad_token_id"]
-        ids = np.array([e.ids + [pad] * (width - len(e.ids)) for e in encodings], dtype=np.int64)
-        # the encodings' own masks: a tokenizer.json saved with padding on already pads, and pads must not be pooled
-        mask = np.array([e.attention_mask + [0] * (width - len(e.ids)) for e in encodings], dtype=np.int64)
-        intent_logits, slot_logits = self.session.run(list(OUTPUTS), {"input_ids": ids, "attention_mask": mask})
-        exp = np.exp(intent_logits - intent_logits.max(-1, keepdims=True))
-        probabilities = exp / exp.sum(-1, keepdims=True)
-        tags, intents = self.meta["tags"], self.meta["intents"]
-        results = []
-        for row, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
-            word_tags, previous = ["O"] * len(words[row]), None
-            for position, word in enumerate(encoding.word_ids):
-                if word is not None and word != previous:
-                    word_tags[word] = tags[int(slot_logits[row, position].argmax())]
-                previous = word
-            best = int(probabilities[row].argmax())
-            results.append({"intent": intents[best], "probability": float(probabilities[row, best]),
-                            "slots": slot_spans(text, word_tags), "tags": word_tags})  # fmt: skip
-        return results

@@ -26,7 +26,8 @@ from landing.infra.tracking import log_params, step_run
 from landing.models.loading import count_parameters, weights_sha256
 from landing.models.params import KDParams
 from landing.models.slu import slu_metrics
-from landing.models.slu_export import OnnxSluPredictor, export_joint_onnx, load_joint, save_joint
+from landing.models.slu_export import export_joint_onnx, load_joint, save_joint
+from landing.models.slu_predictor import OnnxSluPredictor
 from landing.models.slu_training import (
     JointDistillation,
     Utterances,
@@ -209,7 +210,7 @@ def export_slu(model: ModelManifest, table: DatasetManifest, ctx: RunContext) ->
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
         result = {}
         for name, path in (("fp32", fp32), ("int8", int8)):
-            predicted = OnnxSluPredictor(bundle, path.name).predict([r["text"] for r in rows])
+            predicted = OnnxSluPredictor(bundle, path.name).analyse([r["text"] for r in rows])
             metrics = slu_metrics([r["tags"] for r in rows], [p["tags"] for p in predicted], [r["intent"] for r in rows],
                                   [p["intent"] for p in predicted])  # fmt: skip
             result[name] = {**metrics, "size_mb": path.stat().st_size / 1e6}

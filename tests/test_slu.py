@@ -14,10 +14,10 @@ from landing.models.slu import (
     JointIntentSlotModel,
     encode_utterances,
     first_subword_labels,
-    slot_spans,
     slu_metrics,
     word_predictions,
 )
+from landing.models.slu_spans import slot_spans
 
 TAGS = ["O", "B-fromloc", "I-fromloc", "B-toloc", "B-date"]
 TAG_IDS = {t: i for i, t in enumerate(TAGS)}
@@ -85,7 +85,7 @@ def test_slot_preserving_augmentation_never_changes_a_tag_span():
     import random
 
     from landing.models.augment.slots import SlotValues, eda_on_outside_tokens, substitute_slot_values
-    from landing.models.slu import tag_spans
+    from landing.models.slu_spans import tag_spans
 
     train = [(["fly", "to", "new", "york", "on", "monday"], ["O", "O", "B-toloc", "I-toloc", "O", "B-date"]),
              (["fly", "to", "boston", "please"], ["O", "O", "B-toloc", "O"]),

@@ -3,14 +3,20 @@ the ONNX predictor's intent, probability and slot spans against PyTorch on the s
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import BertConfig, BertModel
+from typer.testing import CliRunner
 
+from landing.cli import app
 from landing.models.onnx_export import ParityError
 from landing.models.pretrained import load_tokenizer
-from landing.models.slu import JointIntentSlotModel, slot_spans
-from landing.models.slu_export import OnnxSluPredictor, check_joint_parity, export_joint_onnx, load_joint, save_joint
+from landing.models.slu import JointIntentSlotModel
+from landing.models.slu_export import check_joint_parity, export_joint_onnx, load_joint, save_joint
+from landing.models.slu_predictor import OnnxSluPredictor
+from landing.models.slu_spans import slot_spans
 from landing.models.slu_training import predict_joint
 
 TAGS = ["O", "B-toloc", "I-toloc", "B-date"]
@@ -44,7 +50,7 @@ def test_both_heads_match_after_export_and_the_predictor_returns_spans(saved, tm
     onnx_path = export_joint_onnx(folder, tmp_path / "bundle" / "model.onnx", max_length=32, check_texts=TEXTS)
     model, tokenizer, _ = load_joint(folder)
     intents, tags = predict_joint(model, tokenizer, [t.split() for t in TEXTS], TAGS, INTENTS, 32)
-    served = OnnxSluPredictor(onnx_path.parent).predict(TEXTS)
+    served = OnnxSluPredictor(onnx_path.parent).analyse(TEXTS)
     assert [s["intent"] for s in served] == intents
     assert [s["slots"] for s in served] == [slot_spans(text, row) for text, row in zip(TEXTS, tags, strict=True)]
     enc = tokenizer([t.split() for t in TEXTS], is_split_into_words=True, padding=True, return_tensors="pt")
@@ -53,6 +59,14 @@ def test_both_heads_match_after_export_and_the_predictor_returns_spans(saved, tm
     assert [s["probability"] for s in served] == pytest.approx(expected.tolist(), abs=1e-5)  # pads never pooled
     for result, text in zip(served, TEXTS, strict=True):
         assert all(text[s["start"] : s["end"]] == s["text"] for s in result["slots"])
+
+    (tmp_path / "in.tsv").write_text("id\ttext\n" + "".join(f"r{i}\t{t}\n" for i, t in enumerate(TEXTS)))
+    done = CliRunner().invoke(app, ["predict", "--model", str(onnx_path.parent), "--input", str(tmp_path / "in.tsv"),
+                                    "--output", str(tmp_path / "out.jsonl"), "--id-column", "id"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(w["id"], w["intent"], json.loads(w["slots"])) for w in written] == [
+        (f"r{i}", s["intent"], s["slots"]) for i, s in enumerate(served)]  # fmt: skip
 
     with torch.no_grad():
         model.slot_head.bias += 1e-2  # a model the export is not of: the slot head's parity fails

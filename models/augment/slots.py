@@ -13,7 +13,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ..slu import tag_spans as spans
+from ..slu_spans import tag_spans as spans
 
 Tagged = tuple[list[str], list[str]]  # (tokens, tags)
 
