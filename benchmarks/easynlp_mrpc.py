@@ -293,7 +293,8 @@ def render(runs: list[dict], startup: list[dict], provenance_md: str, epochs: fl
              "starts the Prefect server the later ones reuse. Eval = each tutorial's dev.tsv, reported only; "
              f"nothing is tuned. MRPC: flags as EasyNLP's run_vanilla_kd.sh except --epoch_num={epochs:g}.", "",
              f"In the chains, overhead ranges {min(overheads):.1f}–{max(overheads):.1f} s over the commands that reused "
-             f"the server; the command that started it: {_cell(first[0] if first else None, '.1f')} s.", "",
+             f"the server; the command that started it: "
+             f"{f'{first[0]:.1f} s' if first else 'none (each command ran a temporary server of its own)'}.", "",
              *render_startup(startup)]  # fmt: skip
     for chain in dict.fromkeys(r["chain"] for r in runs):
         lines += [f"## {chain}", "", "| command | wall time (s) | overhead (s) | process | dev accuracy (%) | dev macro-F1 (%) | outcome |",

@@ -225,23 +225,36 @@ def up(cfg: StackConfig, out: Callable[[str], None] = print) -> Path:
 
 def reused_prefect_api(cfg: StackConfig, out: Callable[[str], None] = print) -> str | None:
     """The URL of the stack's Prefect server, started alone on first use and left running for the commands
-    that follow (each would otherwise start and stop a temporary server); None when its port is another
-    process's, and the caller keeps Prefect's temporary server."""
+    that follow (each would otherwise start and stop a temporary server). When its port is another process's
+    (another state directory's server, say), it starts on a free port, recorded with it; None only when no
+    port can be had, and the caller keeps Prefect's temporary server."""
+    from dataclasses import replace
+
     from filelock import FileLock
 
     cfg.pids.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cfg.pids / "prefect.start.lock"), timeout=cfg.startup_timeout_s):  # one starter at a time
         rec = read_record(cfg, "prefect")
-        if rec is not None and is_ours(rec) and healthy(cfg, "prefect"):
-            return cfg.prefect_api_url
+        if rec is not None and is_ours(rec):
+            running = replace(cfg, prefect_port=rec.port or cfg.prefect_port)
+            if healthy(running, "prefect"):
+                return running.prefect_api_url
         if port_in_use(cfg.prefect_port):
-            return None
+            cfg = replace(cfg, prefect_port=_free_port())
         for d in (cfg.prefect_home, cfg.logs):
             d.mkdir(parents=True, exist_ok=True)
         pid, seconds = _start(cfg, "prefect")
     out(f"started a Prefect server for this and later commands at {cfg.prefect_api_url} in "
         f"{seconds:.0f} s (pid {pid}; stop it with: python -m landing.infra.stack down)")  # fmt: skip
     return cfg.prefect_api_url
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
 
 
 def down(cfg: StackConfig, out: Callable[[str], None] = print) -> None:

@@ -200,7 +200,7 @@ def test_down_never_kills_a_reused_pid(tmp_path: Path) -> None:
 
 def test_easynlp_commands_share_one_prefect_server_started_on_first_use(stack_dir: tuple[Path, dict[str, int]]) -> None:
     """``reused_prefect_api``: the first call starts the stack's Prefect server alone, the next reuses it; a port
-    held by another process means no reuse (the caller keeps Prefect's temporary server)."""
+    held by another process (another state directory's server) means a free port, recorded and then reused."""
     from landing.infra.processes import is_ours, read_record
     from landing.infra.stack import reused_prefect_api
 
@@ -219,4 +219,7 @@ def test_easynlp_commands_share_one_prefect_server_started_on_first_use(stack_di
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the stopped server's TIME_WAIT
         busy.bind(("127.0.0.1", ports["prefect"]))
         busy.listen()
-        assert reused_prefect_api(cfg, out=said.append) is None
+        moved = reused_prefect_api(cfg, out=said.append)
+        assert moved != url and _get(f"{moved}/health") == 200 and len(said) == 2
+        assert reused_prefect_api(cfg, out=said.append) == moved and len(said) == 2  # the recorded port, reused
+        stop_service(cfg, "prefect")
