@@ -36,7 +36,7 @@ from landing.infra.processes import (
     read_record,
     stop_service,
 )
-from landing.infra.s3_server import find_rclone
+from landing.infra.s3_server import find_rclone, free_port
 from landing.infra.stack_config import (
     BUCKET,
     HOST,
@@ -240,21 +240,13 @@ def reused_prefect_api(cfg: StackConfig, out: Callable[[str], None] = print) -> 
             if healthy(running, "prefect"):
                 return running.prefect_api_url
         if port_in_use(cfg.prefect_port):
-            cfg = replace(cfg, prefect_port=_free_port())
+            cfg = replace(cfg, prefect_port=free_port())
         for d in (cfg.prefect_home, cfg.logs):
             d.mkdir(parents=True, exist_ok=True)
         pid, seconds = _start(cfg, "prefect")
     out(f"started a Prefect server for this and later commands at {cfg.prefect_api_url} in "
         f"{seconds:.0f} s (pid {pid}; stop it with: python -m landing.infra.stack down)")  # fmt: skip
     return cfg.prefect_api_url
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def down(cfg: StackConfig, out: Callable[[str], None] = print) -> None:

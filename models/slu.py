@@ -15,6 +15,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .pooling import mean_over_tokens
+from .slu_spans import first_subwords
 
 IGNORE = -100  # torch's cross-entropy ignore_index: positions without a slot label
 
@@ -56,10 +57,9 @@ class JointIntentSlotModel(nn.Module):
 
 def first_subword_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
     """Per sub-word position: the word's label on its first sub-word, ``IGNORE`` on the rest and on specials."""
-    labels, previous = [], None
-    for word in word_ids:
-        labels.append(IGNORE if word is None or word == previous else word_labels[word])
-        previous = word
+    labels = [IGNORE] * len(word_ids)
+    for word, position in first_subwords(word_ids).items():
+        labels[position] = word_labels[word]
     return labels
 
 
@@ -88,11 +88,9 @@ def word_predictions(slot_logits: torch.Tensor, word_ids: Sequence[Sequence[int 
     out = []
     for row, ids, n in zip(best, word_ids, words, strict=True):
         predicted = ["O"] * n
-        previous = None
-        for position, word in enumerate(ids):
-            if word is not None and word != previous and word < n:
+        for word, position in first_subwords(ids).items():
+            if word < n:
                 predicted[word] = tags[row[position]]
-            previous = word
         out.append(predicted)
     return out
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .onnx_predictor import TOKENIZER_FILE, make_session, read_bundle_meta
-from .slu_spans import slot_spans
+from .slu_spans import first_subwords, slot_spans
 
 OUTPUTS = ("intent_logits", "slot_logits")
 
@@ -62,11 +62,9 @@ class OnnxSluPredictor:
         tags, intents = self.meta["tags"], self.meta["intents"]
         results = []
         for row, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
-            word_tags, previous = ["O"] * len(words[row]), None
-            for position, word in enumerate(encoding.word_ids):
-                if word is not None and word != previous:
-                    word_tags[word] = tags[int(slot_logits[row, position].argmax())]
-                previous = word
+            word_tags = ["O"] * len(words[row])
+            for word, position in first_subwords(encoding.word_ids).items():
+                word_tags[word] = tags[int(slot_logits[row, position].argmax())]
             best = int(probabilities[row].argmax())
             results.append({"intent": intents[best], "probability": float(probabilities[row, best]),
                             "slots": slot_spans(text, word_tags), "tags": word_tags})  # fmt: skip

@@ -1,5 +1,5 @@
-"""Slot spans of BIO tags, conlleval-style, with character offsets: pure Python, so the ONNX predictor
-serves them without torch."""
+"""Slot spans of BIO tags, conlleval-style, with character offsets, and where each word's first sub-word is:
+pure Python, so the ONNX predictor serves them without torch."""
 
 from __future__ import annotations
 
@@ -33,3 +33,12 @@ def slot_spans(text: str, tags: Sequence[str]) -> list[dict]:
         raise ValueError(f"{len(tags)} tags for {len(words)} words")
     return [{"slot": slot, "text": text[offsets[first][0]:offsets[end - 1][1]], "start": offsets[first][0],
              "end": offsets[end - 1][1]} for slot, first, end in tag_spans(tags)]  # fmt: skip
+
+
+def first_subwords(word_ids: Sequence[int | None]) -> dict[int, int]:
+    """Word index → the position of its first sub-word (special tokens have no word; a cut word has no entry)."""
+    first: dict[int, int] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in first:
+            first[word] = position
+    return first

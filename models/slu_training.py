@@ -14,6 +14,7 @@ from .kd import vanilla_kd_per_example
 from .loading import build_classifier
 from .params import KDParams, TrainerParams
 from .slu import IGNORE, JointIntentSlotModel, encode_utterances, word_predictions
+from .slu_spans import first_subwords
 from .training import TrainResult, last_complete_checkpoint, training_arguments
 
 
@@ -75,11 +76,10 @@ def _teacher_targets(word_ids: Sequence[int | None], intent: Sequence[float], sl
                      n_tags: int) -> dict[str, torch.Tensor]:  # fmt: skip
     """The teacher's word logits on each word's first sub-word (joined by word index); ``teacher_slot_mask``
     marks those positions (a word the teacher did not see, cut by its length, has none)."""
-    logits, mask, previous = torch.zeros(len(word_ids), n_tags), torch.zeros(len(word_ids), dtype=torch.bool), None
-    for position, word in enumerate(word_ids):
-        if word is not None and word != previous and word < len(slots):
+    logits, mask = torch.zeros(len(word_ids), n_tags), torch.zeros(len(word_ids), dtype=torch.bool)
+    for word, position in first_subwords(word_ids).items():
+        if word < len(slots):
             logits[position], mask[position] = torch.tensor(slots[word]), True
-        previous = word
     return {"teacher_intent_logits": torch.tensor(intent), "teacher_slot_logits": logits, "teacher_slot_mask": mask}
 
 
@@ -164,10 +164,7 @@ def joint_teacher_logits(model: JointIntentSlotModel, tokenizer: PreTrainedToken
         out = model(enc["input_ids"], enc["attention_mask"])
         intents += out.intent_logits.tolist()
         for row, ids in enumerate(enc["word_ids"]):
-            first = {}
-            for position, word in enumerate(ids):
-                if word is not None and word not in first:
-                    first[word] = position
+            first = first_subwords(ids)
             slots.append([out.slot_logits[row, first[w]].tolist() for w in sorted(first)])
     return intents, slots
 
