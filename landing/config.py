@@ -30,7 +30,15 @@ from landing.models.augment.mlm import MlmAugmentParams
 from landing.models.fewshot.params import PromptParams
 from landing.models.mlm_adapt import MlmAdaptParams
 from landing.models.model_files import ModelFilesError, check_model_dir, looks_like_path
-from landing.models.params import CompressionParams, KDParams, LatencyParams, Launch, TrainingParams
+from landing.models.params import (
+    SLU_REFUSED,
+    SLU_STRATEGIES,
+    CompressionParams,
+    KDParams,
+    LatencyParams,
+    Launch,
+    TrainingParams,
+)
 from landing.models.specs import (  # noqa: F401  (the model kinds, re-exported: configs are written in them)
     ContrastiveModel,
     ModelSpec,
@@ -500,10 +508,25 @@ class SluRunConfig(StrictModel):
     student: SluModelConfig
     distillation: SluDistillationConfig = SluDistillationConfig()
     augmentation: SluAugmentationConfig | None = None
+    compression: CompressionConfig = Field(
+        default_factory=lambda: CompressionConfig(strategies="dynamic_int8"),
+        description=f"the KD student's compression: strategies from {'+'.join(SLU_STRATEGIES)}")  # fmt: skip
+    latency: LatencyConfig = Field(default_factory=LatencyConfig, description="every ONNX variant, timed interleaved")
 
     @model_validator(mode="after")
     def _layers_from_the_teacher(self) -> SluRunConfig:
         layers_default_to_the_teacher(self.student, self.teacher)
+        return self
+
+    @model_validator(mode="after")
+    def _joint_compression(self) -> SluRunConfig:
+        refused = [s for s in self.compression.strategy_list if s not in SLU_STRATEGIES]
+        if refused:
+            raise ValueError(f"compression.strategies: {refused} not offered for the joint model ({SLU_REFUSED}); "
+                             f"use {'+'.join(SLU_STRATEGIES)}")  # fmt: skip
+        if "vocab" in self.compression.strategy_list and self.compression.dropped_tokens != "pieces":
+            raise ValueError("compression.dropped_tokens: the joint model takes 'pieces' only (the 'nearest' remap "
+                             "is built into the sentence classifier)")  # fmt: skip
         return self
 
 

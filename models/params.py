@@ -215,9 +215,17 @@ def strategy_names() -> tuple[str, ...]:
     from landing.models.quantize import QUANTIZERS  # imported when a config is validated, not with the schemas
 
     return (*PRUNING_STRATEGIES, "qat", *QUANTIZERS)
+
+
 # Settings that only change the QAT step or the exported variants: not part of the pruning
 # fingerprint (its pruning strategies are, separately), so adding `qat` reuses the recovery checkpoints.
 QAT_ONLY_SETTINGS = {"qat", "qat_embeddings", "graph_fusion", "strategies", "reduce_range"}
+
+
+# The joint intent + slot model's share of the compression chain (models/slu_compression.py), and why not the rest.
+SLU_STRATEGIES = ("vocab", "qat", "dynamic_int8", "int8_embeddings")
+SLU_REFUSED = ("width and depth pruning rank and rewrite a sentence classifier (a student's teacher_layers picks its "
+               "depth); static INT8 calibrates the classifier's inputs")  # fmt: skip
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))

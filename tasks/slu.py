@@ -1,18 +1,27 @@
 """Steps of the ``slu`` flow (joint intent + slot filling): utterances in, a teacher and students trained, the
-teacher's logits per word, metrics on a split, the ONNX export with both heads (FP32 and dynamic INT8)."""
+teacher's logits per word, metrics on a split, the KD student compressed (vocabulary, QAT) and exported to ONNX
+with both heads (FP32 and the INT8 variants)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from prefect import task
 
-from landing.config import SluAugmentationConfig, SluDataConfig, SluDistillationConfig, SluModelConfig
+from landing.config import (
+    CompressionConfig,
+    SluAugmentationConfig,
+    SluDataConfig,
+    SluDistillationConfig,
+    SluModelConfig,
+)
 from landing.data_contracts.manifest import DatasetManifest, LogitsManifest, ModelManifest
 from landing.data_contracts.token_labels import (
     deduplicate_utterances,
@@ -26,7 +35,8 @@ from landing.infra.tracking import log_params, step_run
 from landing.models.loading import count_parameters, weights_sha256
 from landing.models.params import KDParams
 from landing.models.slu import slu_metrics
-from landing.models.slu_export import export_joint_onnx, load_joint, save_joint
+from landing.models.slu_compression import check_joint_agreement, fake_quantized, prune_joint_vocabulary
+from landing.models.slu_export import check_joint_parity, export_joint_onnx, load_joint, save_joint
 from landing.models.slu_predictor import OnnxSluPredictor
 from landing.models.slu_training import (
     JointDistillation,
@@ -36,6 +46,7 @@ from landing.models.slu_training import (
     predict_joint,
     train_joint,
 )
+from landing.tasks.compress import reduce_range
 from landing.tasks.context import (
     STEP_CACHE,
     RunContext,
@@ -195,25 +206,84 @@ def evaluate_slu(role: str, model: ModelManifest, table: DatasetManifest, ctx: R
     return {**metrics, "rows": len(rows), "split": table.name, "parameters": model.parameters}
 
 
-@task(name="slu-export", cache_policy=STEP_CACHE, persist_result=True)
-def export_slu(model: ModelManifest, table: DatasetManifest, ctx: RunContext) -> dict:
-    """The ONNX bundle (both heads, parity-checked) and its dynamic-INT8 copy, each scored on ``table`` through
-    the ONNX predictor, with its size."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+@task(name="slu-compress", cache_policy=STEP_CACHE, persist_result=True)
+def compress_slu(student: ModelManifest, tables: list[DatasetManifest], compression: CompressionConfig,
+                 distillation: SluDistillationConfig, ctx: RunContext) -> ModelManifest:  # fmt: skip
+    """Vocabulary pruning with a KD recovery, then QAT, as ``compression.strategies`` name them; both distil from
+    the uncompressed student's logits per word (joined by word index, so the pruned tokenizer may differ)."""
+    model, tokenizer, meta = load_joint(fetch_model_dir(student))
+    rows = [r for table in tables for r in read_utterances(table)]
+    tokens, length = [r["tokens"] for r in rows], compression.max_seq_length
+    intents, slots = joint_teacher_logits(model, tokenizer, tokens, length, student.eval_batch_size)
+    utterances = Utterances(tokens, [r["tags"] for r in rows], [r["intent"] for r in rows], intents, slots)
+    kd = JointDistillation(compression.recover_distillation, distillation.intent_weight, distillation.slot_weight)
+    strategies, stats = compression.strategy_list, {}
+    fingerprint = {"student": student.sha256, "tables": [t.sha256 for t in tables], "seed": ctx.seed,
+                   "compression": dataclasses.asdict(compression), "distillation": distillation.model_dump()}  # fmt: skip
+    train = partial(train_joint, tags=meta["tags"], intents=meta["intents"], max_length=length, seed=ctx.seed,
+                    distillation=kd, callbacks=[MlflowMetricsCallback()])  # fmt: skip
+    with step_run(ctx.parent_run_id, "slu-compress"):
+        log_params({"strategies": compression.strategies, "compression": dataclasses.asdict(compression)})
+        if "vocab" in strategies:
+            model, tokenizer, stats = prune_joint_vocabulary(model, tokenizer, [r["text"] for r in rows], compression)
+            with resumable_checkpoints("slu-pruned", fingerprint) as checkpoints:
+                mlflow.log_metric("recover_runtime_s", train(model, tokenizer, utterances, params=compression.recover,
+                                                             checkpoint_dir=checkpoints).train_runtime_s)  # fmt: skip
+            mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
+        if "qat" in strategies:
+            mlflow.log_param("quantize.reduce_range", reduce_range(compression))
+            with (resumable_checkpoints("slu-qat", fingerprint) as checkpoints,
+                  fake_quantized(model, embeddings=compression.qat_embeddings_on, reduce_range=reduce_range(compression))):  # fmt: skip
+                mlflow.log_metric("qat_runtime_s", train(model, tokenizer, utterances, params=compression.qat,
+                                                         checkpoint_dir=checkpoints).train_runtime_s)  # fmt: skip
+        out = save_joint(model, tokenizer, meta["tags"], meta["intents"], scratch_dir(ctx.run_key, "models", "compressed"))
+        uri = publish_dir(out, ctx.key("models", "compressed"))
+        parameters = count_parameters(model)
+        mlflow.log_metric("parameters", parameters)
+    return student.model_copy(update={"uri": uri, "sha256": weights_sha256(out), "role": "compressed", "parameters": parameters,
+                                      "max_seq_length": length, "pruning": stats or None})  # fmt: skip
 
-    rows = read_utterances(table)
+
+@task(name="slu-export", cache_policy=STEP_CACHE, persist_result=True)
+def export_slu(model: ModelManifest, quantizers: list[str], splits: dict[str, DatasetManifest],
+               compression: CompressionConfig, ctx: RunContext) -> list[dict]:  # fmt: skip
+    """``model`` in ONNX with both heads (FP32, parity-checked) and its INT8 copies by ``quantizers`` (argmax
+    agreement with PyTorch on validation, the gate split), each scored through the ONNX predictor on every
+    split; published only when every check passed."""
+    from landing.models.quantize import PRECISION, QUANTIZERS
+
+    gate_split = "validation" if "validation" in splits else "eval"
+    gate = read_utterances(splits[gate_split])
+    model_dir, length = fetch_model_dir(model), model.max_seq_length
+    joint, tokenizer, _ = load_joint(model_dir)
     bundle = scratch_dir(ctx.run_key, "models", f"{model.role}-onnx")
     with step_run(ctx.parent_run_id, f"{model.role}-onnx"):
-        fp32 = export_joint_onnx(fetch_model_dir(model), bundle / "model.onnx", max_length=model.max_seq_length,
-                                 check_texts=[r["text"] for r in rows[:64]])  # fmt: skip
-        int8 = bundle / "model.int8.onnx"
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-        result = {}
-        for name, path in (("fp32", fp32), ("int8", int8)):
-            predicted = OnnxSluPredictor(bundle, path.name).analyse([r["text"] for r in rows])
-            metrics = slu_metrics([r["tags"] for r in rows], [p["tags"] for p in predicted], [r["intent"] for r in rows],
-                                  [p["intent"] for p in predicted])  # fmt: skip
-            result[name] = {**metrics, "size_mb": path.stat().st_size / 1e6}
-            mlflow.log_metrics({f"{name}/{k}": v for k, v in result[name].items()})
+        fp32 = export_joint_onnx(model_dir, bundle / "model.onnx", max_length=length)
+        parity = {"fp32": check_joint_parity(joint, tokenizer, fp32, [r["text"] for r in gate[:64]], max_length=length,
+                                             atol=compression.fp32_max_abs_diff), "split": gate_split}  # fmt: skip
+        files = {"fp32": (fp32, parity)}
+        for name in quantizers:
+            out = QUANTIZERS[name](fp32, bundle / f"model.{name}.onnx", max_length=length,
+                                   per_channel=compression.per_channel, reduce_range=reduce_range(compression))  # fmt: skip
+            agreement = check_joint_agreement(joint, tokenizer, out, [r["tokens"] for r in gate], max_length=length,
+                                              min_agreement=compression.int8_min_agreement)  # fmt: skip
+            files[name] = (out, parity | {"int8": agreement | {"reduce_range": reduce_range(compression)}})
+        variants = []
+        for name, (path, checks) in files.items():
+            scores = {split: _onnx_scores(bundle, path.name, read_utterances(table)) for split, table in splits.items()
+                      if split in ("eval", "validation")}  # fmt: skip
+            size = path.stat().st_size
+            mlflow.log_metrics({f"{name}/{split}_{k}": v for split, m in scores.items() for k, v in m.items()}
+                               | {f"{name}/size_bytes": size})  # fmt: skip
+            variants.append({"name": f"{model.role}-{name}", "precision": PRECISION.get(name, "fp32"),
+                             "model_file": path.name, "size_bytes": size, "sha256": sha256_file(path), "parity": checks,
+                             **scores})  # fmt: skip
+        mlflow.log_dict({v["name"]: v["parity"] for v in variants}, "parity.json")
         uri = publish_dir(bundle, ctx.key("models", f"{model.role}-onnx"))
-    return {"bundle": uri, **result}
+    return [v | {"uri": uri} for v in variants]
+
+
+def _onnx_scores(bundle: Path, model_file: str, rows: list[dict]) -> dict:
+    predicted = OnnxSluPredictor(bundle, model_file).analyse([r["text"] for r in rows])
+    return slu_metrics([r["tags"] for r in rows], [p["tags"] for p in predicted], [r["intent"] for r in rows],
+                       [p["intent"] for p in predicted])  # fmt: skip
