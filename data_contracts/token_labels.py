@@ -4,7 +4,10 @@
   ``label`` (the intent), line for line; its ``intent_label.txt`` / ``slot_label.txt`` give the label sets;
 - ``conll``: one ``token<TAB or space>tag`` line per token, a blank line between utterances, and the intent on a
   ``# intent = NAME`` line before the tokens (optional without intents);
-- ``jsonl``: one object a line with ``tokens``, ``tags`` and ``intent``.
+- ``jsonl``: one object a line with ``tokens``, ``tags`` and ``intent``;
+- ``easynlp``: EasyNLP's sequence_labeling table: tab-separated ``columns``, the tokens (separated by spaces) in
+  ``tokens_column`` and their tags in ``tags_column`` (none for rows to predict); no intent, so every row has the
+  one intent ``NO_INTENT`` (the joint model's one-class intent head then adds nothing to the loss).
 
 Every problem names its file, line and token, and all of them are reported at once (``DataValidationError``).
 An utterance's id is the content id of its token sequence, so dedup and leak-free splits work on the tokens.
@@ -15,11 +18,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from landing.errors import UserError
 
@@ -28,6 +32,7 @@ from .validation import DataFileNotFoundError, DataValidationError, ValidationIs
 
 JOINTBERT_FILES = ("seq.in", "seq.out", "label")
 JOINTBERT_RESERVED = frozenset({"PAD", "UNK"})  # that repository's own entries in its label files
+NO_INTENT = "-"  # the one intent of tag-only tables (easynlp)
 
 
 class TokenLabelContract(BaseModel):
@@ -35,7 +40,7 @@ class TokenLabelContract(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["jointbert", "conll", "jsonl"]
+    format: Literal["jointbert", "conll", "jsonl", "easynlp"]
     slot_labels: list[str] | None = Field(None, description="the BIO tags allowed, e.g. O, B-city, I-city")
     intents: list[str] | None = Field(None, description="the intents allowed (single intents, never joined ones)")
     multi_intent: Literal["first", "multi"] = Field(
@@ -47,6 +52,20 @@ class TokenLabelContract(BaseModel):
         "error", description="a well-formed BIO tag outside slot_labels: an error, or kept (for an eval table: ATIS "
         "dev has a tag its train set lacks, which a model then cannot predict and which counts as missed)",
     )
+    columns: list[str] | None = Field(None, description="easynlp: the tab-separated columns in order (input_schema)")
+    tokens_column: str | None = Field(None, description="easynlp: the column of space-separated tokens")
+    tags_column: str | None = Field(None, description="easynlp: the column of space-separated tags; none: unlabelled")
+    skip_first_line: bool = Field(False, description="easynlp: the first line is a header")
+
+    @model_validator(mode="after")
+    def _easynlp_columns(self) -> TokenLabelContract:
+        if self.format == "easynlp":
+            named = [c for c in (self.tokens_column, self.tags_column) if c is not None]
+            if not self.columns or self.tokens_column is None or any(c not in self.columns for c in named):
+                raise ValueError(f"format easynlp: tokens_column (and tags_column) must be among columns; found "
+                                 f"columns {self.columns}, tokens_column {self.tokens_column!r}, tags_column "
+                                 f"{self.tags_column!r}")  # fmt: skip
+        return self
 
 
 class TokenLabelError(UserError, ValueError):
@@ -82,7 +101,7 @@ def read_token_table(path: str | Path, contract: TokenLabelContract, source: str
     """One row per utterance: ``id``, ``text`` (the tokens joined by spaces), ``tokens``, ``tags``, ``intent``
     (``intents``, a list, under ``multi_intent: multi``); raises with every issue found."""
     p, src = Path(path), source or str(path)
-    readers = {"jointbert": _jointbert, "conll": _conll, "jsonl": _jsonl}
+    readers = {"jointbert": _jointbert, "conll": _conll, "jsonl": _jsonl, "easynlp": partial(_easynlp, contract=contract)}
     utterances = list(readers[contract.format](p, src))
     if not utterances:
         raise DataValidationError([ValidationIssue(src, None, None, "at least one utterance", "none")])
@@ -173,6 +192,31 @@ def _jsonl(path: Path, src: str) -> Iterator[_Utterance]:
         if len(utterance.tags) != len(utterance.tokens) and not utterance.issues:
             utterance.issues.append(ValidationIssue(src, number, "tags", f"{len(utterance.tokens)} tags (one per token)",
                                                     f"{len(utterance.tags)}"))  # fmt: skip
+        yield utterance
+
+
+def _easynlp(path: Path, src: str, contract: TokenLabelContract) -> Iterator[_Utterance]:
+    if not path.is_file():
+        raise DataFileNotFoundError(f"data file not found: {src}")
+    lines = _file_lines(path)
+    for number, line in enumerate(lines, start=1):
+        if (number == 1 and contract.skip_first_line) or not line.strip():
+            continue
+        fields = line.rstrip("\r").split("\t")
+        utterance = _Utterance(src, number, [], [], NO_INTENT)
+        if len(fields) != len(contract.columns):
+            utterance.issues.append(ValidationIssue(src, number, None, f"{len(contract.columns)} tab-separated columns "
+                                                    f"({', '.join(contract.columns)})", f"{len(fields)}"))  # fmt: skip
+            yield utterance
+            continue
+        row = dict(zip(contract.columns, fields, strict=True))
+        utterance.tokens = row[contract.tokens_column].split()
+        if contract.tags_column is not None:
+            utterance.tags = row[contract.tags_column].split()
+            if len(utterance.tags) != len(utterance.tokens):
+                utterance.issues.append(ValidationIssue(src, number, contract.tags_column, f"{len(utterance.tokens)} tags "
+                                                        f"(one per token of {contract.tokens_column})",
+                                                        f"{len(utterance.tags)}"))  # fmt: skip
         yield utterance
 
 

@@ -1,4 +1,5 @@
-"""One flow per ``easynlp`` command (``landing.easynlp_cli``): train, evaluate, predict, data_augmentation.
+"""One flow per ``easynlp`` command (``landing.easynlp_cli``): train, evaluate, predict, data_augmentation, and
+sequence_labeling's train, evaluate and predict (the ``slu`` flow's joint model and steps).
 
 Each is a Prefect flow run with its MLflow parent run, like the YAML flows; the tables pass the same data
 contracts (EasyNLP's input_schema), and training goes through the same cached ``train`` step.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 from prefect import flow
 
-from landing.config import SplitConfig
+from landing.config import SluDataConfig, SplitConfig
 from landing.data_contracts.manifest import DatasetManifest
 from landing.easynlp_config import (
     EasynlpAugmentConfig,
     EasynlpCommand,
     EasynlpEvaluateConfig,
+    EasynlpLabelingEvaluateConfig,
+    EasynlpLabelingPredictConfig,
+    EasynlpLabelingTrainConfig,
     EasynlpPredictConfig,
     EasynlpTrainConfig,
 )
@@ -23,12 +27,16 @@ from landing.tasks.context import RunContext
 from landing.tasks.data import check_token_coverage, download_table, split_tables, validate_table
 from landing.tasks.easynlp import (
     evaluate_checkpoint,
+    evaluate_labeling_checkpoint,
     import_teacher_logits,
+    predict_labels_to_file,
     predict_to_file,
     write_augmented_rows,
     write_checkpoint,
+    write_labeling_checkpoint,
 )
 from landing.tasks.evaluate import evaluate_accuracy
+from landing.tasks.slu import evaluate_slu, prepare_utterances, read_utterance_table, train_slu
 from landing.tasks.tracking import publish_summary, tracked_run
 from landing.tasks.train import train_model
 
@@ -99,3 +107,36 @@ def easynlp_augment(config: EasynlpAugmentConfig, output_dir: str) -> dict:
         return publish_summary(ctx, _summary(config, ctx, augment=result), output_dir)
 
 
+
+
+@flow(name="easynlp-labeling-train", log_prints=True)
+def easynlp_labeling_train(config: EasynlpLabelingTrainConfig, output_dir: str) -> dict:
+    """Train the tagger on ``tables[0]`` (deduplicated on its tokens, without eval's), report on ``tables[-1]``,
+    write ``checkpoint_dir``."""
+    with tracked_run(config) as ctx:
+        data = SluDataConfig(contract=config.contract, train=config.tables[0], eval=config.tables[-1], validation_size=0)
+        prepared = prepare_utterances(data, ".", config.seed, ctx)
+        splits = prepared["splits"]
+        model = train_slu("model", config.model, prepared["tags"], prepared["intents"], [splits["train"]], ctx)
+        evaluation = evaluate_slu("model", model, splits["eval"], ctx)
+        checkpoint = write_labeling_checkpoint(model, config.checkpoint_dir, splits["eval"], {"argv": config.argv}, ctx)
+        summary = _summary(config, ctx, eval={k: v for k, v in evaluation.items() if k != "intent_accuracy"},
+                           checkpoint=checkpoint, train_rows=splits["train"].rows,
+                           data={name: m.model_dump() for name, m in splits.items()})  # fmt: skip
+        return publish_summary(ctx, summary, output_dir)
+
+
+@flow(name="easynlp-labeling-evaluate", log_prints=True)
+def easynlp_labeling_evaluate(config: EasynlpLabelingEvaluateConfig, output_dir: str) -> dict:
+    with tracked_run(config) as ctx:
+        table = read_utterance_table(config.tables[-1], config.contract, "eval", ctx)
+        result = evaluate_labeling_checkpoint(config.checkpoint_path, table, config.sequence_length, config.batch_size, ctx)
+        return publish_summary(ctx, _summary(config, ctx, eval=result), output_dir)
+
+
+@flow(name="easynlp-labeling-predict", log_prints=True)
+def easynlp_labeling_predict(config: EasynlpLabelingPredictConfig, output_dir: str) -> dict:
+    with tracked_run(config) as ctx:
+        table = read_utterance_table(config.tables[0], config.contract, "predict", ctx)
+        result = predict_labels_to_file(config, table, ctx)
+        return publish_summary(ctx, _summary(config, ctx, predict=result), output_dir)

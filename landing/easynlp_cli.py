@@ -19,7 +19,7 @@ from pathlib import Path
 from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
 from landing.errors import DEBUG_VARIABLE, UserError
 
-APPS = ("text_classify", "text_match", "data_augmentation")
+APPS = ("text_classify", "text_match", "data_augmentation", "sequence_labeling")
 MODES = ("train", "evaluate", "predict")
 FEWSHOT_TYPES = {"pet_fewshot": "pet", "cpt_fewshot": "cpt", "ptuning_fewshot": "ptuning"}
 AUGMENT_TYPES = ("mlm_da", "eda")
@@ -170,6 +170,8 @@ def allowed_keys(app: str, mode: str, udp: dict[str, str]) -> set[str]:
     """The user-defined keys this app and mode take (``easynlp --help`` lists them)."""
     if app == "data_augmentation":
         return {"pretrain_model_name_or_path", "type"} | _augment_keys(udp.get("type", "mlm_da")) | set(MLM_ADAPT_KEYS)
+    if app == "sequence_labeling":
+        return {"pretrain_model_name_or_path"} if mode == "train" else set()
     keys = {"pretrain_model_name_or_path"} | FEWSHOT_KEYS | _prompt_keys()
     return keys | KD_KEYS | set(MLM_ADAPT_KEYS) | {"allow_unknown_tokens"} if mode == "train" else keys
 
@@ -187,7 +189,9 @@ def _help_epilog() -> str:
     return (
         "apps and modes:\n"
         "  text_classify, text_match   train | evaluate | predict (pairs with --second_sequence; text_match needs it)\n"
-        "  data_augmentation           predict (writes --outputs)\n\n"
+        "  data_augmentation           predict (writes --outputs)\n"
+        "  sequence_labeling           train | evaluate | predict (content: tokens separated by spaces, label: one tag "
+        "each; predict --output_schema output,predictions)\n\n"
         "user-defined parameters (--user_defined_parameters=\"key=value ...\"):\n"
         "  train, evaluate, predict    pretrain_model_name_or_path; train: allow_unknown_tokens=True (mostly [UNK] text)\n"
         "  train, distillation         enable_distillation=True type=vanilla_kd (or e.g. vanilla_kd+hidden_mse) "
@@ -214,7 +218,7 @@ def _labels(value: str | None) -> list[str] | None:
     if value is None:
         return None
     path = Path(value).expanduser()
-    if path.is_file():
+    if "," not in value and path.is_file():  # a long comma list is no file name (and may be too long for one)
         labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not labels:
             raise EasynlpUsageError(f"--label_enumerate_values={value}: the file has no labels")
@@ -447,6 +451,8 @@ def build_config(args, argv: list[str], udp: dict[str, str]):
         raise EasynlpUsageError(f"--tables: --mode={args.mode} reads one table, found {len(uris)} ({args.tables})")
     if len(uris) > 1 and args.mode == "evaluate":
         print(f"easynlp: --mode=evaluate: evaluating on the last table, {uris[-1]}", file=sys.stderr)
+    if args.app_name == "sequence_labeling":
+        return _labeling_config(args, argv, udp, uris)
     try:
         if args.app_name == "data_augmentation":
             return c.EasynlpAugmentConfig(**_augment(args, argv, udp, uris))
@@ -465,6 +471,65 @@ def build_config(args, argv: list[str], udp: dict[str, str]):
         return c.EasynlpPredictConfig(**_predict(args, argv, uris), checkpoint_path=checkpoint)
     except ValidationError as exc:
         raise EasynlpUsageError(_validation_message(exc)) from None
+
+
+def _labeling_config(args, argv: list[str], udp: dict[str, str], uris: list[str]):
+    """``--app_name=sequence_labeling``: the joint model of the ``slu`` flow on tag-only tables."""
+    from pydantic import ValidationError
+
+    from landing import easynlp_config as c
+    from landing.data_contracts.schema import parse_input_schema
+
+    if any("://" in uri for uri in uris):
+        raise EasynlpUsageError(f"--tables: sequence_labeling reads local files; found {', '.join(uris)}")
+    _require(args, "input_schema", "first_sequence")
+    try:
+        columns = [f.name for f in parse_input_schema(args.input_schema)]
+    except UserError as exc:
+        raise EasynlpUsageError(f"--input_schema: {exc}") from None
+    labelled = args.mode != "predict"
+    if labelled:
+        _require(args, "label_name")
+    contract = {"format": "easynlp", "columns": columns, "tokens_column": args.first_sequence,
+                "tags_column": args.label_name if labelled else None, "skip_first_line": args.skip_first_line,
+                "slot_labels": _labels(args.label_enumerate_values)}  # fmt: skip
+    common = {"name": f"easynlp-{args.app_name}-{args.mode}", "seed": args.random_seed, "argv": argv,
+              "contract": contract, "tables": uris}  # fmt: skip
+    try:
+        if args.mode == "train":
+            _require(args, "label_enumerate_values", "checkpoint_dir")
+            if len(uris) < 2:
+                raise EasynlpUsageError(f"--tables: train needs the training table and the evaluation table "
+                                        f"(train.tsv,dev.tsv); found only {uris[0]}")  # fmt: skip
+            spec, _, _ = _model_spec(args, udp)
+            return c.EasynlpLabelingTrainConfig(**common, model={"model": spec, "training": _training(args)},
+                                                checkpoint_dir=str(Path(args.checkpoint_dir).expanduser().resolve()))  # fmt: skip
+        _require(args, "checkpoint_dir")
+        reading = {"checkpoint_path": _labeling_checkpoint(args.checkpoint_dir), "sequence_length": args.sequence_length,
+                   "batch_size": args.micro_batch_size}  # fmt: skip
+        if args.mode == "evaluate":
+            return c.EasynlpLabelingEvaluateConfig(**common, **reading)
+        _require(args, "outputs")
+        output_schema = [col.strip() for col in (args.output_schema or "").split(",") if col.strip()]
+        append = [col.strip() for col in (args.append_cols or "").split(",") if col.strip()]
+        for column in append:
+            if column not in columns:
+                raise EasynlpUsageError(f"--append_cols: {column!r} is not a column of --input_schema "
+                                        f"({', '.join(columns)}){_close(column, columns)}")  # fmt: skip
+        return c.EasynlpLabelingPredictConfig(**common, **reading, outputs=str(Path(args.outputs).expanduser().resolve()),
+                                              output_schema=output_schema, append_cols=append)  # fmt: skip
+    except ValidationError as exc:
+        raise EasynlpUsageError(_validation_message(exc)) from None
+
+
+def _labeling_checkpoint(path: str) -> str:
+    from landing.models.slu_export import SLU_META
+
+    model_dir = Path(path).expanduser()
+    if not (model_dir / SLU_META).is_file():
+        raise EasynlpUsageError(f"--checkpoint_path: {path} is not a sequence_labeling checkpoint (no {SLU_META}; "
+                                "write one with --app_name=sequence_labeling --mode=train)")  # fmt: skip
+    return str(model_dir.resolve())
 
 
 def _checkpoint(path: str) -> str:
@@ -625,15 +690,20 @@ def run_command(argv: list[str]) -> dict:
     from landing.cli import _quiet_console_logs
 
     prepare_process()
-    from landing.flows.easynlp import easynlp_augment, easynlp_evaluate, easynlp_predict, easynlp_train
+    from landing.flows import easynlp as flows
 
     _quiet_console_logs(prefect_progress=False)  # an EasyNLP user expects its own few lines, not Prefect's
     if not args.debug:  # loading and saving bars per model; training keeps its own progress bar
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    flow = easynlp_augment if args.app_name == "data_augmentation" else {
-        "train": easynlp_train, "evaluate": easynlp_evaluate, "predict": easynlp_predict}[args.mode]  # fmt: skip
+    if args.app_name == "data_augmentation":
+        flow = flows.easynlp_augment
+    elif args.app_name == "sequence_labeling":
+        flow = {"train": flows.easynlp_labeling_train, "evaluate": flows.easynlp_labeling_evaluate,
+                "predict": flows.easynlp_labeling_predict}[args.mode]  # fmt: skip
+    else:
+        flow = {"train": flows.easynlp_train, "evaluate": flows.easynlp_evaluate, "predict": flows.easynlp_predict}[args.mode]
     out = _summary_dir(config.name)
     return flow(config=config, output_dir=str(out)) | {"summary_path": str(out / "summary.json")}
 
@@ -647,7 +717,11 @@ def _summary_dir(name: str) -> Path:
 
 
 def _report(summary: dict) -> None:
-    if "eval" in summary:
+    if "eval" in summary and "slot_f1" in summary["eval"]:
+        e = summary["eval"]
+        print(f"eval: slot F1 {100 * e['slot_f1']:.2f}% (seqeval), sentence accuracy {100 * e['sentence_accuracy']:.2f}%",
+              file=sys.stderr)  # fmt: skip
+    elif "eval" in summary:
         e = summary["eval"]
         print(f"eval: accuracy {100 * e['accuracy']:.2f}%, macro-F1 {100 * e['macro_f1']:.2f}%", file=sys.stderr)
     if "checkpoint" in summary:

@@ -8,9 +8,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from landing.config import AugmentationConfig, PretrainedModel, PromptModel, StrictModel, TableConfig, canonical_prompt
+from landing.config import (
+    AugmentationConfig,
+    PretrainedModel,
+    PromptModel,
+    SluModelConfig,
+    StrictModel,
+    TableConfig,
+    canonical_prompt,
+)
 from landing.data_contracts.easynlp_files import OUTPUT_COLUMNS
 from landing.data_contracts.schema import TableContract
+from landing.data_contracts.token_labels import TokenLabelContract
 from landing.models.mlm_adapt import MlmAdaptParams
 from landing.models.params import KDParams, SeqLength, TrainingParams
 
@@ -109,3 +118,50 @@ class EasynlpAugmentConfig(EasynlpCommand):
     mode: Literal["predict"] = "predict"
     outputs: str
     augmentation: AugmentationConfig
+
+
+LabelingOutput = Literal["output", "predictions"]
+
+
+class EasynlpLabelingCommand(StrictModel):
+    """``--app_name=sequence_labeling``: EasyNLP's token tagging (``content``: tokens separated by spaces,
+    ``label``: one tag each), run as the ``slu`` flow's joint model with the one intent of tag-only tables."""
+
+    experiment: str = "easynlp"
+    name: str
+    seed: int
+    app_name: Literal["sequence_labeling"] = "sequence_labeling"
+    argv: list[str]
+    contract: TokenLabelContract
+    tables: list[str] = Field(min_length=1, description="local paths of EasyNLP tables")
+
+
+class EasynlpLabelingTrainConfig(EasynlpLabelingCommand):
+    """``--mode=train``: train on ``tables[0]`` (all of it, deduplicated and without eval's token sequences),
+    report on ``tables[-1]``, write ``checkpoint_dir`` (the model, its ONNX bundle and ``label_mapping.json``)."""
+
+    mode: Literal["train"] = "train"
+    model: SluModelConfig
+    checkpoint_dir: str
+
+
+class EasynlpLabelingEvaluateConfig(EasynlpLabelingCommand):
+    """``--mode=evaluate``: slot F1 (seqeval), precision, recall and sentence accuracy on ``tables[-1]``."""
+
+    mode: Literal["evaluate"] = "evaluate"
+    checkpoint_path: str
+    sequence_length: SeqLength
+    batch_size: int = Field(gt=0)
+
+
+class EasynlpLabelingPredictConfig(EasynlpLabelingCommand):
+    """``--mode=predict``: per row of ``tables[0]``, in order, the spans (``output``) and the word tags
+    (``predictions``), then ``append_cols``."""
+
+    mode: Literal["predict"] = "predict"
+    checkpoint_path: str
+    outputs: str
+    output_schema: list[LabelingOutput] = Field(min_length=1)
+    append_cols: list[str] = Field(default_factory=list)
+    sequence_length: SeqLength
+    batch_size: int = Field(gt=0)

@@ -232,3 +232,102 @@ def write_augmented_rows(original: DatasetManifest, augmented: DatasetManifest, 
 def _field(value) -> str:
     """A value as EasyNLP prints it; a multi-value column comma-joined, as it was read."""
     return ",".join(str(x) for x in value) if isinstance(value, list | tuple | np.ndarray) else str(value)
+
+
+# ---------------------------------------------------------------- sequence_labeling (the slu flow's joint model)
+
+
+@task(name="write-labeling-checkpoint")
+def write_labeling_checkpoint(model: ModelManifest, checkpoint_dir: str, parity_table: DatasetManifest, meta: dict,
+                              ctx: RunContext) -> dict:  # fmt: skip
+    """The joint model as ``checkpoint_dir``: its safetensors folder (``easynlp`` evaluate / predict), the ONNX
+    bundle of both heads with their parity checked (``landing predict --model``) and ``label_mapping.json``;
+    built beside the target and renamed in."""
+    from landing.models.slu_export import export_joint_onnx, load_joint
+
+    from .slu import read_utterances
+
+    target = Path(checkpoint_dir).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        shutil.copytree(fetch_model_dir(model), staging, dirs_exist_ok=True)
+        texts = [r["text"] for r in read_utterances(parity_table)[:PARITY_ROWS]]
+        export_joint_onnx(staging, staging / "model.onnx", max_length=model.max_seq_length, check_texts=texts)
+        tags = load_joint(staging)[2]["tags"]
+        (staging / "label_mapping.json").write_text(json.dumps({name: i for i, name in enumerate(tags)}))
+        (staging / CHECKPOINT_META).write_text(json.dumps({**meta, "labels": tags, "max_seq_length": model.max_seq_length}))
+        _replace_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    with step_run(ctx.parent_run_id, "write-checkpoint"):
+        log_params({"checkpoint_dir": str(target), "model": checkpoint_identity(target)})
+    return {"checkpoint_dir": str(target), "model": checkpoint_identity(target)}
+
+
+def _label_rows(checkpoint_path: str, table: DatasetManifest, sequence_length: int, batch_size: int):
+    from landing.models.slu_export import load_joint
+    from landing.models.slu_training import predict_joint
+
+    from .slu import read_utterances
+
+    model, tokenizer, meta = load_joint(Path(checkpoint_path))
+    rows = read_utterances(table)
+    _, tags = predict_joint(model, tokenizer, [r["tokens"] for r in rows], meta["tags"], meta["intents"],
+                            sequence_length, batch_size)  # fmt: skip
+    return rows, tags
+
+
+@task(name="easynlp-labeling-evaluate", cache_policy=STEP_CACHE, persist_result=True)
+def evaluate_labeling_checkpoint(checkpoint_path: str, table: DatasetManifest, sequence_length: int, batch_size: int,
+                                 ctx: RunContext) -> dict:  # fmt: skip
+    """Span-level slot precision, recall and F1 (seqeval) and sentence accuracy of a checkpoint on a table."""
+    from seqeval.metrics import precision_score, recall_score
+
+    from landing.models.slu import slu_metrics
+
+    rows, tags = _label_rows(checkpoint_path, table, sequence_length, batch_size)
+    gold = [r["tags"] for r in rows]
+    metrics = slu_metrics(gold, tags, [r["intent"] for r in rows], [r["intent"] for r in rows])
+    metrics = {"slot_f1": metrics["slot_f1"], "slot_precision": float(precision_score(gold, tags)),
+               "slot_recall": float(recall_score(gold, tags)), "sentence_accuracy": metrics["sentence_accuracy"]}  # fmt: skip
+    with step_run(ctx.parent_run_id, "easynlp-evaluate"):
+        mlflow.log_metrics(metrics)
+        log_params({"checkpoint": checkpoint_identity(Path(checkpoint_path)), "eval": table.uri})
+    return {**metrics, "rows": len(rows), "model": checkpoint_identity(Path(checkpoint_path))}
+
+
+@task(name="easynlp-labeling-predict")
+def predict_labels_to_file(config, table: DatasetManifest, ctx: RunContext) -> dict:
+    """Every row, in order: ``output`` (the spans as JSON, EasyNLP's keys word / tag / start / end, with character
+    offsets into the content) and ``predictions`` (one tag per token), then ``append_cols``; written to a
+    temporary name, then renamed, with the ids sidecar."""
+    from landing.models.slu_spans import slot_spans
+
+    rows, tags = _label_rows(config.checkpoint_path, table, config.sequence_length, config.batch_size)
+    raw = {r["line"]: r for r in read_token_table_rows(config)}
+    lines = []
+    for row, row_tags in zip(rows, tags, strict=True):
+        content = raw[row["line"]][config.contract.tokens_column]  # as written: offsets index the user's text
+        spans = [{"word": s["text"], "tag": s["slot"], "start": s["start"], "end": s["end"]}
+                 for s in slot_spans(content, row_tags)]  # fmt: skip
+        values = {"output": json.dumps(spans, ensure_ascii=False), "predictions": " ".join(row_tags)}
+        lines.append("\t".join([values[c] for c in config.output_schema] + [raw[row["line"]][c] for c in config.append_cols]) + "\n")
+    outputs = Path(config.outputs)
+    outputs.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(outputs) as tmp:
+        Path(tmp).write_text("".join(lines), encoding="utf-8")
+    identity = checkpoint_identity(Path(config.checkpoint_path))
+    write_sidecar(outputs, [r["id"] for r in rows], identity, [], list(config.output_schema))
+    with step_run(ctx.parent_run_id, "easynlp-predict"):
+        log_params({"checkpoint": identity, "outputs": str(outputs), "output_schema": ",".join(config.output_schema)})
+        mlflow.log_metrics({"rows": len(lines)})
+    return {"outputs": str(outputs), "rows": len(lines), "model": identity}
+
+
+def read_token_table_rows(config) -> list[dict]:
+    """The predict table's raw columns per line number (what ``append_cols`` copies)."""
+    lines = Path(config.tables[0]).read_text(encoding="utf-8").removesuffix("\n").split("\n")
+    start = 2 if config.contract.skip_first_line else 1
+    return [dict(zip(config.contract.columns, line.rstrip("\r").split("\t"), strict=False)) | {"line": number}
+            for number, line in enumerate(lines[start - 1:], start=start) if line.strip()]  # fmt: skip

@@ -24,6 +24,7 @@ from landing.config import (
 )
 from landing.data_contracts.manifest import DatasetManifest, LogitsManifest, ModelManifest
 from landing.data_contracts.token_labels import (
+    TokenLabelContract,
     deduplicate_utterances,
     jointbert_label_sets,
     read_token_table,
@@ -89,12 +90,19 @@ def prepare_utterances(data: SluDataConfig, config_dir: str, seed: int, ctx: Run
     return {"splits": manifests, "tags": list(tags), "intents": list(intents)}
 
 
+@task(name="slu-read")
+def read_utterance_table(path: str, contract: TokenLabelContract, name: str, ctx: RunContext) -> DatasetManifest:
+    """Every row of one table under the contract, in file order (nothing deduplicated or dropped)."""
+    return _publish_utterances(read_token_table(path, contract), name, ctx)
+
+
 def _publish_utterances(frame, name: str, ctx: RunContext) -> DatasetManifest:
     out = scratch_dir(ctx.run_key, "slu") / f"{name}.jsonl"
     with atomic_write(out) as fh:
         for row in frame.itertuples(index=False):
+            line = {"line": int(row.line)} if hasattr(row, "line") else {}  # where a read row came from
             fh.write(json.dumps({"id": row.id, "text": row.text, "tokens": list(row.tokens), "tags": list(row.tags),
-                                 "intent": row.intent}, ensure_ascii=False) + "\n")  # fmt: skip
+                                 "intent": row.intent, **line}, ensure_ascii=False) + "\n")  # fmt: skip
     sha = sha256_file(out)
     uri, _ = publish_file(out, f"slu/{sha}.jsonl")
     counts = frame["intent"].astype(str).value_counts()

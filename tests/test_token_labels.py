@@ -1,4 +1,4 @@
-"""Token-labelled data contracts (``data_contracts/token_labels.py``): the three layouts, one error case each
+"""Token-labelled data contracts (``data_contracts/token_labels.py``): the four layouts, one error case each
 (named by file, line and token), the multi-intent policy, dedup and splits on the token sequence, and the real
 ATIS / SNIPS folders."""
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from landing.data_contracts.token_labels import (
+    NO_INTENT,
     TokenLabelContract,
     TokenLabelError,
     deduplicate_utterances,
@@ -109,6 +110,22 @@ def test_jsonl_rows_name_their_line_and_key(tmp_path):
     message = issues_of(path, contract("jsonl"))
     assert f"{path}:2: column 'tags': expected a list of strings, found 'O'" in message
     assert f"{path}:3: expected a JSON object, found invalid JSON" in message
+
+
+def test_easynlp_tables_read_their_declared_columns_with_the_one_intent(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("content\tlabel\tsource\nfly to  boston\tO O B-city\tweb\nrain today\tO B-date\tapp\n"
+                    "new york\tB-city I-city\n")  # fmt: skip
+    easynlp = TokenLabelContract(format="easynlp", slot_labels=SLOTS, columns=["content", "label", "source"],
+                                 tokens_column="content", tags_column="label", skip_first_line=True)  # fmt: skip
+    assert f"{path}:4: expected 3 tab-separated columns (content, label, source), found 2" in issues_of(path, easynlp)
+    path.write_text(path.read_text().replace("I-city\n", "I-city\tweb\n"))
+    frame = read_token_table(path, easynlp)
+    assert list(frame["tokens"][0]) == ["fly", "to", "boston"] and set(frame["intent"]) == {NO_INTENT}
+    unlabelled = read_token_table(path, easynlp.model_copy(update={"tags_column": None}))
+    assert list(unlabelled["line"]) == [2, 3, 4] and all(len(t) == 0 for t in unlabelled["tags"])
+    with pytest.raises(ValueError, match="tokens_column .* must be among columns"):
+        TokenLabelContract(format="easynlp", columns=["text"], tokens_column="content")
 
 
 def test_dedup_and_splits_work_on_the_token_sequence(tmp_path):
