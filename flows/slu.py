@@ -32,7 +32,8 @@ def slu(config: SluRunConfig, config_dir: str = ".", output_dir: str = "runs/slu
         kd_rows = labelled + ([augment_utterances(splits["train"], config.augmentation, ctx)] if config.augmentation else [])
         logits = export_slu_logits(teacher, kd_rows, ctx)
         student_kd = train_slu("student_kd", config.student, tags, intents, kd_rows, ctx, logits=logits,
-                               distillation=config.distillation)  # fmt: skip
+                               distillation=config.distillation,
+                               teacher=teacher if config.distillation.kd.needs_teacher_model else None)  # fmt: skip
         baseline = train_slu("student_baseline", config.student, tags, intents, labelled, ctx)
         models = {"teacher": teacher, "student_kd": student_kd, "student_baseline": baseline}
         results = {role: {"eval": evaluate_slu(role, model, splits["eval"], ctx),

@@ -478,12 +478,28 @@ class SluModelConfig(StrictModel):
 
 
 class SluDistillationConfig(StrictModel):
-    """``vanilla_kd`` on both heads, each with its weight."""
+    """``vanilla_kd`` on both heads, each with its weight; plus, where the student reads the teacher's vocabulary,
+    the intermediate-layer losses of ``models/kd_layers.py`` on the encoders (``type: vanilla_kd+hidden_mse``)."""
 
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="the KL's share; 1 - alpha is the hard labels' CE")
     intent_weight: float = Field(1.0, ge=0)
     slot_weight: float = Field(1.0, ge=0)
+    type: str = Field("vanilla_kd", description="vanilla_kd, then intermediate-layer losses joined by '+'")
+    weights: dict[str, float] = Field(default_factory=dict, description="the intermediate losses' weights (default 1)")
+    layer_map: dict[int, int] | None = Field(None, description="student layer → teacher layer; default uniform")
+
+    @model_validator(mode="after")
+    def _vanilla_kd_first(self) -> SluDistillationConfig:
+        if self.kd.loss_names[0] != "vanilla_kd" or "vanilla_kd" in self.weights:
+            raise ValueError(f"type {self.type!r}: the joint model's heads distil by vanilla_kd (weighted by "
+                             "intent_weight and slot_weight), so type starts with vanilla_kd; layer losses follow")  # fmt: skip
+        return self
+
+    @property
+    def kd(self) -> KDParams:
+        return KDParams(temperature=self.temperature, alpha=self.alpha, type=self.type, weights=self.weights,
+                        layer_map=self.layer_map)  # fmt: skip
 
 
 class SluAugmentationConfig(StrictModel):
@@ -524,6 +540,9 @@ class SluRunConfig(StrictModel):
         if refused:
             raise ValueError(f"compression.strategies: {refused} not offered for the joint model ({SLU_REFUSED}); "
                              f"use {'+'.join(SLU_STRATEGIES)}")  # fmt: skip
+        if self.compression.recover_distillation.needs_teacher_model:
+            raise ValueError("compression.recover_distillation.type: the joint model recovers from the uncompressed "
+                             "student's logits per word (vanilla_kd); intermediate-layer losses are not offered there")  # fmt: skip
         if "vocab" in self.compression.strategy_list and self.compression.dropped_tokens != "pieces":
             raise ValueError("compression.dropped_tokens: the joint model takes 'pieces' only (the 'nearest' remap "
                              "is built into the sentence classifier)")  # fmt: skip

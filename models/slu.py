@@ -27,6 +27,8 @@ class JointOutput:
     loss: torch.Tensor | None = None
     intent_loss: torch.Tensor | None = None
     slot_loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # the encoder's, when asked (intermediate-layer KD)
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 class JointIntentSlotModel(nn.Module):
@@ -43,11 +45,15 @@ class JointIntentSlotModel(nn.Module):
         self.slot_loss_weight = slot_loss_weight
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, intent_labels: torch.Tensor | None = None,
-                slot_labels: torch.Tensor | None = None) -> JointOutput:  # fmt: skip
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                slot_labels: torch.Tensor | None = None, **encoder_options) -> JointOutput:  # fmt: skip
+        """``encoder_options`` (``output_hidden_states``, ``output_attentions``) go to the encoder; its hidden
+        states and attentions are then in the output."""
+        encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **encoder_options)
+        hidden = encoded.last_hidden_state
         intent_logits = self.intent_head(self.dropout(mean_over_tokens(hidden, attention_mask)))
         slot_logits = self.slot_head(self.dropout(hidden))
-        out = JointOutput(intent_logits, slot_logits)
+        out = JointOutput(intent_logits, slot_logits, hidden_states=encoded.get("hidden_states"),
+                          attentions=encoded.get("attentions"))  # fmt: skip
         if intent_labels is not None and slot_labels is not None:
             out.intent_loss = nn.functional.cross_entropy(intent_logits, intent_labels)
             out.slot_loss = nn.functional.cross_entropy(slot_logits.flatten(0, 1), slot_labels.flatten(), ignore_index=IGNORE)

@@ -11,9 +11,10 @@ import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 from .kd import vanilla_kd_per_example
+from .kd_registry import DistillBatch, ForwardOutputs
 from .loading import build_classifier
 from .params import KDParams, TrainerParams
-from .slu import IGNORE, JointIntentSlotModel, encode_utterances, word_predictions
+from .slu import IGNORE, JointIntentSlotModel, JointOutput, encode_utterances, word_predictions
 from .slu_spans import first_subwords
 from .training import TrainResult, last_complete_checkpoint, training_arguments
 
@@ -32,7 +33,8 @@ class Utterances:
 
 @dataclass(frozen=True)
 class JointDistillation:
-    """``vanilla_kd`` (its temperature and alpha) on both heads, each with its own weight."""
+    """``vanilla_kd`` (its temperature and alpha) on both heads, each with its own weight; the other losses of
+    ``kd.type`` (intermediate layers) on the encoders."""
 
     kd: KDParams
     intent_weight: float = 1.0
@@ -104,9 +106,33 @@ def _collate(pad_id: int):
 
 
 class _JointTrainer(Trainer):
-    def __init__(self, *args, distillation: JointDistillation | None = None, **kwargs):
+    """The joint loss, or with ``distillation`` ``vanilla_kd`` on both heads plus its intermediate-layer losses on
+    the encoders (the teacher model run alongside on the same input ids; width projections trained with the
+    student, as ``models/training.py``'s ``DistillationTrainer`` does for the classifiers)."""
+
+    def __init__(self, *args, distillation: JointDistillation | None = None,
+                 teacher_model: JointIntentSlotModel | None = None, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
-        self.distillation = distillation
+        self.distillation, self.teacher_model, self.projections, self.encoder_options = distillation, None, None, {}
+        if distillation is not None and distillation.kd.needs_teacher_model:
+            from .kd_layers import check_models, projections
+
+            if teacher_model is None:
+                raise ValueError(f"distillation type {distillation.kd.type!r} needs the teacher model, not only its logits")
+            check_models(distillation.kd, self.model.encoder, teacher_model.encoder)
+            losses = [loss for loss, _ in distillation.kd.losses()]
+            self.encoder_options = {k: True for k, on in (("output_hidden_states", any(x.needs_hidden_states for x in losses)),
+                                                          ("output_attentions", any(x.needs_attentions for x in losses))) if on}  # fmt: skip
+            if "output_attentions" in self.encoder_options:
+                self.model.encoder.set_attn_implementation("eager")  # SDPA returns no attention probabilities
+            self.teacher_model = teacher_model.to(self.args.device).eval()
+            self.projections = projections(distillation.kd, self.model.encoder, teacher_model.encoder).to(self.args.device)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.projections is not None and len(self.projections):
+            optimizer.add_param_group({"params": list(self.projections.parameters()), "weight_decay": 0.0})
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher = {k: inputs.pop(k) for k in ("teacher_intent_logits", "teacher_slot_logits", "teacher_slot_mask")
@@ -114,10 +140,21 @@ class _JointTrainer(Trainer):
         if self.distillation is None:
             out = model(**inputs)
             return (out.loss, out) if return_outputs else out.loss
-        out = model(inputs["input_ids"], inputs["attention_mask"])
+        out = model(inputs["input_ids"], inputs["attention_mask"], **self.encoder_options)
         loss = joint_kd_loss(out.intent_logits, out.slot_logits, inputs["intent_labels"], inputs["slot_labels"],
                              teacher, self.distillation)  # fmt: skip
+        if self.teacher_model is not None:
+            loss = loss + self._layer_loss(out, inputs)
         return (loss, out) if return_outputs else loss
+
+    def _layer_loss(self, student: JointOutput, inputs: dict) -> torch.Tensor:
+        with torch.no_grad():
+            ran = self.teacher_model(inputs["input_ids"], inputs["attention_mask"], **self.encoder_options)
+        batch = DistillBatch(ForwardOutputs(student.intent_logits, student.hidden_states, student.attentions),
+                             ForwardOutputs(ran.intent_logits, ran.hidden_states, ran.attentions),
+                             inputs["intent_labels"], inputs["attention_mask"], None, self.projections)  # fmt: skip
+        return sum(weight * loss.fn(batch, self.distillation.kd).mean()
+                   for loss, weight in self.distillation.kd.losses() if loss.needs_teacher_outputs)
 
 
 def joint_kd_loss(intent_logits: torch.Tensor, slot_logits: torch.Tensor, intent_labels: torch.Tensor,
@@ -134,16 +171,18 @@ def joint_kd_loss(intent_logits: torch.Tensor, slot_logits: torch.Tensor, intent
 def train_joint(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase, rows: Utterances,
                 tags: Sequence[str], intents: Sequence[str], params: TrainerParams, max_length: int,
                 checkpoint_dir: Path, *, seed: int, distillation: JointDistillation | None = None,
+                teacher_model: JointIntentSlotModel | None = None,
                 callbacks: list[TrainerCallback] | None = None) -> TrainResult:  # fmt: skip
     """Train in place on ``rows`` (a tag outside ``tags`` is ignored, never guessed), with the teacher's logits
-    when ``distillation``, resuming from the newest complete checkpoint in ``checkpoint_dir``."""
+    when ``distillation`` (and ``teacher_model`` for its intermediate-layer losses), resuming from the newest
+    complete checkpoint in ``checkpoint_dir``."""
     if distillation is not None and rows.teacher_intent_logits is None:
         raise ValueError("distillation needs the teacher's logits for every row")
     dataset = _Encoded(tokenizer, rows, {t: i for i, t in enumerate(tags)}, {n: i for i, n in enumerate(intents)},
                        max_length)  # fmt: skip
     args = training_arguments(params, checkpoint_dir, seed)
     trainer = _JointTrainer(model=model, args=args, train_dataset=dataset, data_collator=_collate(tokenizer.pad_token_id),
-                            distillation=distillation, callbacks=callbacks)  # fmt: skip
+                            distillation=distillation, teacher_model=teacher_model, callbacks=callbacks)  # fmt: skip
     resume = last_complete_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume)
     return TrainResult(global_step=output.global_step, train_loss=float(output.training_loss),

