@@ -81,6 +81,22 @@ def projections(params: KDParams, student, teacher) -> nn.ModuleDict:
     return nn.ModuleDict(maps)
 
 
+def outputs_needed(params: KDParams) -> dict[str, bool]:
+    """The forward options the configured losses read (``output_hidden_states``, ``output_attentions``), only
+    those that are on."""
+    losses = [loss for loss, _ in params.losses()]
+    wanted = {"output_hidden_states": any(loss.needs_hidden_states for loss in losses),
+              "output_attentions": any(loss.needs_attentions for loss in losses)}  # fmt: skip
+    return {k: True for k, on in wanted.items() if on}
+
+
+def add_projections(optimizer, projections: nn.ModuleDict | None):
+    """The width projections trained with the student (not saved with it), as one more parameter group."""
+    if projections is not None and len(projections):
+        optimizer.add_param_group({"params": list(projections.parameters()), "weight_decay": 0.0})
+    return optimizer
+
+
 def _token_mask(batch: DistillBatch, like: torch.Tensor) -> torch.Tensor:
     if batch.attention_mask is None:
         return torch.ones(like.shape[:2], dtype=like.dtype, device=like.device)

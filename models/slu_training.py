@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 from .kd import vanilla_kd_per_example
+from .kd_layers import add_projections, check_models, outputs_needed, projections
 from .kd_registry import DistillBatch, ForwardOutputs
 from .loading import build_classifier
 from .params import KDParams, TrainerParams
@@ -115,24 +116,17 @@ class _JointTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.distillation, self.teacher_model, self.projections, self.encoder_options = distillation, None, None, {}
         if distillation is not None and distillation.kd.needs_teacher_model:
-            from .kd_layers import check_models, projections
-
             if teacher_model is None:
                 raise ValueError(f"distillation type {distillation.kd.type!r} needs the teacher model, not only its logits")
             check_models(distillation.kd, self.model.encoder, teacher_model.encoder)
-            losses = [loss for loss, _ in distillation.kd.losses()]
-            self.encoder_options = {k: True for k, on in (("output_hidden_states", any(x.needs_hidden_states for x in losses)),
-                                                          ("output_attentions", any(x.needs_attentions for x in losses))) if on}  # fmt: skip
+            self.encoder_options = outputs_needed(distillation.kd)
             if "output_attentions" in self.encoder_options:
                 self.model.encoder.set_attn_implementation("eager")  # SDPA returns no attention probabilities
             self.teacher_model = teacher_model.to(self.args.device).eval()
             self.projections = projections(distillation.kd, self.model.encoder, teacher_model.encoder).to(self.args.device)
 
     def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        if self.projections is not None and len(self.projections):
-            optimizer.add_param_group({"params": list(self.projections.parameters()), "weight_decay": 0.0})
-        return optimizer
+        return add_projections(super().create_optimizer(model), self.projections)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher = {k: inputs.pop(k) for k in ("teacher_intent_logits", "teacher_slot_logits", "teacher_slot_mask")

@@ -90,12 +90,10 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, *args, distillation: KDParams, teacher_model: PreTrainedModel | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        from landing.models.kd_layers import outputs_needed
+
         self.distillation = distillation
-        losses = [loss for loss, _ in distillation.losses()]
-        self.forward_options = {
-            "output_hidden_states": any(loss.needs_hidden_states for loss in losses),
-            "output_attentions": any(loss.needs_attentions for loss in losses),
-        }
+        self.forward_options = outputs_needed(distillation)
         self.teacher_model, self.projections = None, None
         if distillation.needs_teacher_model:
             from landing.models.kd_layers import check_models, projections
@@ -103,17 +101,16 @@ class DistillationTrainer(Trainer):
             if teacher_model is None:
                 raise ValueError(f"distillation type {distillation.type!r} needs the teacher model, not only its logits")
             check_models(distillation, self.model, teacher_model)
-            if self.forward_options["output_attentions"] and hasattr(self.model, "set_attn_implementation"):
+            if "output_attentions" in self.forward_options and hasattr(self.model, "set_attn_implementation"):
                 self.model.set_attn_implementation("eager")  # SDPA returns no attention probabilities
             self.teacher_model = teacher_model.to(self.args.device).eval()
             self.projections = projections(distillation, self.model, teacher_model).to(self.args.device)
 
     def create_optimizer(self, model=None):
         """The student's parameters, plus the width projections of the intermediate losses (not saved with it)."""
-        optimizer = super().create_optimizer(model)
-        if self.projections is not None and len(self.projections):
-            optimizer.add_param_group({"params": list(self.projections.parameters()), "weight_decay": 0.0})
-        return optimizer
+        from landing.models.kd_layers import add_projections
+
+        return add_projections(super().create_optimizer(model), self.projections)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "teacher_logits" not in inputs:  # validation rows (early stopping): only their labels
@@ -121,7 +118,7 @@ class DistillationTrainer(Trainer):
         teacher = ForwardOutputs(logits=inputs.pop("teacher_logits"))
         labels = inputs.pop("labels")
         example_weights = inputs.pop("example_weights", None)
-        options = {k: v for k, v in self.forward_options.items() if v}
+        options = self.forward_options
         outputs = model(**inputs, **options)
         if self.teacher_model is not None:
             from landing.models.kd_layers import teacher_outputs
