@@ -223,9 +223,9 @@ QAT_ONLY_SETTINGS = {"qat", "qat_embeddings", "graph_fusion", "strategies", "red
 
 
 # The joint intent + slot model's share of the compression chain (models/slu_compression.py), and why not the rest.
-SLU_STRATEGIES = ("vocab", "qat", "dynamic_int8", "int8_embeddings")
-SLU_REFUSED = ("width and depth pruning rank and rewrite a sentence classifier (a student's teacher_layers picks its "
-               "depth); static INT8 calibrates the classifier's inputs")  # fmt: skip
+SLU_STRATEGIES = ("vocab", "width", "qat", "dynamic_int8", "int8_embeddings")  # width: FFN neurons, heads kept
+SLU_REFUSED = ("depth pruning rewrites a sentence classifier (a student's teacher_layers picks its depth); static INT8 "
+               "calibrates the classifier's inputs")  # fmt: skip
 
 
 @validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))

