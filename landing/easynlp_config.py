@@ -27,6 +27,14 @@ App = Literal["text_classify", "text_match", "data_augmentation"]
 OutputColumn = Literal[OUTPUT_COLUMNS]  # type: ignore[valid-type]  # Literal flattens the tuple
 
 
+class CheckpointReader(StrictModel):
+    """What evaluate and predict read a trained checkpoint with."""
+
+    checkpoint_path: str
+    sequence_length: SeqLength
+    batch_size: int = Field(gt=0)
+
+
 class EasynlpCommand(StrictModel):
     """What every command has: the MLflow experiment and run name, the seed, the tables and how to read them."""
 
@@ -91,25 +99,19 @@ class EasynlpTrainConfig(EasynlpCommand):
         return self
 
 
-class EasynlpPredictConfig(EasynlpCommand):
+class EasynlpPredictConfig(EasynlpCommand, CheckpointReader):
     """``--mode=predict``: label ``tables[0]`` with ``checkpoint_path``, in EasyNLP's output format."""
 
     mode: Literal["predict"] = "predict"
-    checkpoint_path: str
     outputs: str
     output_schema: list[OutputColumn] = Field(min_length=1)
     append_cols: list[str] = Field(default_factory=list)
-    sequence_length: SeqLength
-    batch_size: int = Field(gt=0)
 
 
-class EasynlpEvaluateConfig(EasynlpCommand):
+class EasynlpEvaluateConfig(EasynlpCommand, CheckpointReader):
     """``--mode=evaluate``: accuracy and macro-F1 of ``checkpoint_path`` on ``tables[-1]``."""
 
     mode: Literal["evaluate"] = "evaluate"
-    checkpoint_path: str
-    sequence_length: SeqLength
-    batch_size: int = Field(gt=0)
 
 
 class EasynlpAugmentConfig(EasynlpCommand):
@@ -145,23 +147,17 @@ class EasynlpLabelingTrainConfig(EasynlpLabelingCommand):
     checkpoint_dir: str
 
 
-class EasynlpLabelingEvaluateConfig(EasynlpLabelingCommand):
+class EasynlpLabelingEvaluateConfig(EasynlpLabelingCommand, CheckpointReader):
     """``--mode=evaluate``: slot F1 (seqeval), precision, recall and sentence accuracy on ``tables[-1]``."""
 
     mode: Literal["evaluate"] = "evaluate"
-    checkpoint_path: str
-    sequence_length: SeqLength
-    batch_size: int = Field(gt=0)
 
 
-class EasynlpLabelingPredictConfig(EasynlpLabelingCommand):
+class EasynlpLabelingPredictConfig(EasynlpLabelingCommand, CheckpointReader):
     """``--mode=predict``: per row of ``tables[0]``, in order, the spans (``output``) and the word tags
     (``predictions``), then ``append_cols``."""
 
     mode: Literal["predict"] = "predict"
-    checkpoint_path: str
     outputs: str
     output_schema: list[LabelingOutput] = Field(min_length=1)
     append_cols: list[str] = Field(default_factory=list)
-    sequence_length: SeqLength
-    batch_size: int = Field(gt=0)
