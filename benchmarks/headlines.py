@@ -118,6 +118,27 @@ def easynlp_mrpc(data: dict) -> tuple[str, str]:
             f"KD − no KD: {100 * (kd - no_kd):+.2f} (one run: no sd)")  # fmt: skip
 
 
+def slu(data: dict) -> tuple[str, str]:
+    """Per dataset: slot F1 of the teacher, both students and the shipped INT8 student, its size and speed-up."""
+    figures, claims = [], []
+    for dataset, runs in data["runs"].items():
+        def f1(role: str, rs=runs) -> list[float]:
+            return [r["models"][role]["eval"]["slot_f1"] for r in rs]
+
+        final = [next(v for v in r["onnx"]["variants"] if v["name"] == "compressed-int8_embeddings") for r in runs]
+        fp32 = [next(v for v in r["onnx"]["variants"] if v["name"] == "compressed-fp32") for r in runs]
+        reference = [next(v for v in r["onnx"]["variants"] if v["name"] == r["onnx"]["reference"]) for r in runs]
+        speedup = [ref["latency"]["host"]["16"]["median_ms"] / v["latency"]["host"]["16"]["median_ms"]
+                   for ref, v in zip(reference, final, strict=True)]  # fmt: skip
+        figures.append(f"{dataset.upper()} slot F1: teacher {pct(f1('teacher'))}, KD student {pct(f1('student_kd'))}, "
+                       f"no-KD {pct(f1('student_baseline'))}, INT8 student {pct([v['eval']['slot_f1'] for v in final])} "
+                       f"at {max(v['size_bytes'] for v in final) / 1e6:.2f} MB, "
+                       f"{statistics.mean(speedup):.2f}× its FP32 ONNX at seq 16 ({seeds(len(runs))})")  # fmt: skip
+        claims.append(f"{dataset.upper()} KD − no KD: {paired(f1('student_kd'), f1('student_baseline'))}; INT8 − FP32: "
+                      f"{paired([v['eval']['slot_f1'] for v in final], [v['eval']['slot_f1'] for v in fp32])}")  # fmt: skip
+    return "; ".join(figures), "; ".join(claims)
+
+
 # (results name, what it measures, its extractor); a missing results file is left out of the table.
 HEADLINES: list[tuple[str, str, Callable[[dict], tuple[str, str]]]] = [
     ("kd_sst2", "KD, SST-2, 4,000 labelled + 20,000 transfer", kd_sst2),
@@ -130,6 +151,7 @@ HEADLINES: list[tuple[str, str, Callable[[dict], tuple[str, str]]]] = [
     ("fewshot_sst2_large", "few-shot, SST-2, MPNet-base", fewshot),
     ("metakd_blitzer", "Meta-KD, Amazon reviews, 4 domains", metakd_blitzer),
     ("easynlp_mrpc", "EasyNLP's MRPC KD tutorial as `easynlp` commands", easynlp_mrpc),
+    ("slu", "joint intent + slot filling, teacher → KD → compressed INT8 (slot F1)", slu),
 ]
 
 
