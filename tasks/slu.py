@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from prefect import task
+from prefect.artifacts import create_table_artifact
 
 from landing.config import (
     CompressionConfig,
@@ -64,6 +65,7 @@ from landing.tasks.context import (
 from landing.tasks.train import MlflowMetricsCallback, resumable_checkpoints, teacher_identity
 
 SCHEMA = "slu:jsonl(id,text,tokens,tags,intent)"
+METRICS = ("intent_accuracy", "slot_f1", "sentence_accuracy")
 
 
 @task(name="slu-data")  # not cached: cheap; its files are named by their content, so later steps' keys stay put
@@ -321,3 +323,32 @@ def _onnx_scores(bundle: Path, model_file: str, rows: list[dict]) -> dict:
     predicted = OnnxSluPredictor(bundle, model_file).analyse([r["text"] for r in rows])
     return slu_metrics([r["tags"] for r in rows], [p["tags"] for p in predicted], [r["intent"] for r in rows],
                        [p["intent"] for p in predicted])  # fmt: skip
+
+
+@task(name="slu-report")
+def report_slu(results: dict, onnx: dict, ctx: RunContext) -> str:
+    """The summary as tables: each model on eval (reported) and validation (for selection); each ONNX variant's
+    size, eval figures and p50 latency per target and length, with its speed-up over the reference variant."""
+    lines = ["| model | parameters | split | intent accuracy | slot F1 | sentence accuracy |", "| --- | ---: | --- | ---: | ---: | ---: |"]
+    for role, by_split in results.items():
+        for split, m in by_split.items():
+            lines.append(f"| {role} | {m['parameters'] / 1e6:.2f}M | {split} | " + " | ".join(f"{100 * m[k]:.2f}" for k in METRICS) + " |")
+    reference = next(v for v in onnx["variants"] if v["name"] == onnx["reference"])
+    lines += ["", f"ONNX variants (batch 1; p50 = median of interleaved rounds; speed-up vs {onnx['reference']}):", "",
+              "| variant | precision | size (MB) | intent accuracy | slot F1 | sentence accuracy | target | seq | p50 (ms) | speed-up |",
+              "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
+    for v in onnx["variants"]:
+        scores = " | ".join(f"{100 * v['eval'][k]:.2f}" for k in METRICS)
+        for target, by_seq in v["latency"].items():
+            for seq, r in by_seq.items():
+                speedup = reference["latency"][target][seq]["median_ms"] / r["median_ms"]
+                lines.append(f"| {v['name']} | {v['precision']} | {v['size_bytes'] / 1e6:.2f} | {scores} | {target} | {seq} | "
+                             f"{r['median_ms']:.2f} | {speedup:.2f}× |")  # fmt: skip
+    markdown = "\n".join(lines)
+    mlflow.MlflowClient().log_text(ctx.parent_run_id, markdown, "slu_report.md")
+    create_table_artifact(table=[{"variant": v["name"], "precision": v["precision"], "size_mb": round(v["size_bytes"] / 1e6, 3),
+                                  **{k: round(100 * v["eval"][k], 2) for k in METRICS},
+                                  **{f"p50_ms_{t}_seq{seq}": round(r["median_ms"], 3) for t, by_seq in v["latency"].items()
+                                     for seq, r in by_seq.items()}} for v in onnx["variants"]],
+                          key="slu-report", description="ONNX variants: size, eval figures, p50 latency")  # fmt: skip
+    return markdown

@@ -44,6 +44,8 @@ def test_the_slu_flow_trains_distils_evaluates_and_exports_both_heads(prefect_ap
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("landing-smoke").experiment_id])
     steps = {r.data.tags.get("landing.step") for r in runs}
+    report = client.download_artifacts(summary["mlflow_run_id"], "slu_report.md", str(flow_env / "report"))
+    assert Path(report).read_text() == summary["report_markdown"]
     assert {"teacher", "student_kd", "student_baseline", "slu-logits", "slu-augment", "slu-compress", "student_kd-onnx",
             "compressed-onnx", "latency-host"} <= steps
 
@@ -53,7 +55,7 @@ def test_the_slu_flow_trains_distils_evaluates_and_exports_both_heads(prefect_ap
                                                                  for variant in onnx["variants"]]  # fmt: skip
     states = task_states(again["prefect_flow_run_id"], {"slu-train": 3, "slu-evaluate": 6, "slu-compress": 1,
                                                         "slu-export": 2})  # fmt: skip
-    assert {name: set(s) for name, s in states.items() if name.startswith("slu-") and name != "slu-data"} == {
+    assert {name: set(s) for name, s in states.items() if name.startswith("slu-") and name not in ("slu-data", "slu-report")} == {
         "slu-train": {"Cached"}, "slu-evaluate": {"Cached"}, "slu-export": {"Cached"}, "slu-logits": {"Cached"},
         "slu-compress": {"Cached"},
         "slu-augment": {"Cached"}}  # fmt: skip
